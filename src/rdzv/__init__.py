@@ -1,0 +1,1 @@
+"""rdzv: elastic rendezvous for distributed training jobs, without torch."""

@@ -1,0 +1,87 @@
+"""``RendezvousBackend``: where the shared rendezvous state lives.
+
+The contract is torch's: opaque bytes guarded by a fencing token, written only by
+compare-and-set. rdzv adds :meth:`RendezvousBackend.wait_for_change` so that a
+waiting node wakes when the state moves instead of polling once a second.
+"""
+
+from __future__ import annotations
+
+import binascii
+import time
+from abc import ABC, abstractmethod
+from base64 import b64decode, b64encode
+from typing import Any
+
+from rdzv.api import RendezvousStateError
+
+__all__ = ["RendezvousBackend", "Token", "decode_base64_state", "encode_base64_state"]
+
+Token = Any
+"""An opaque fencing token; only the backend that issued it interprets it."""
+
+
+class RendezvousBackend(ABC):
+    """Holds the encoded rendezvous state of one run."""
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The backend's registered name."""
+
+    @abstractmethod
+    def get_state(self) -> tuple[bytes, Token] | None:
+        """Return the encoded state and its fencing token, or ``None`` when there is none.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+            RendezvousStateError: the stored value is not an encoded state.
+        """
+
+    @abstractmethod
+    def set_state(self, state: bytes, token: Token | None = None) -> tuple[bytes, Token, bool] | None:
+        """Write ``state`` if ``token`` is still current; return ``(state, token, written)``.
+
+        - ``token`` matches the stored one: ``state`` is written and returned with
+          its new token and ``True``.
+        - ``token`` is stale, unknown or malformed: nothing is written; the stored
+          state is returned with its token and ``False``.
+        - ``token`` is ``None``: ``state`` is written only if there is no state yet.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+            RendezvousStateError: the stored value is not an encoded state.
+        """
+
+    def wait_for_change(self, token: Token | None, timeout: float) -> None:
+        """Return when the state may differ from the one ``token`` names, or after ``timeout`` s.
+
+        Returning early is always allowed (the caller re-reads), so the default
+        just sleeps a little. Backends that can watch (etcd, the TCP store)
+        override it to wake on the first change.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+        """
+        time.sleep(min(max(timeout, 0.0), 0.05))
+
+
+def encode_base64_state(state: bytes) -> bytes:
+    """Base64 of an encoded state, as backends store it (text-safe in etcd and c10d)."""
+    return b64encode(state)
+
+
+def decode_base64_state(value: bytes | str, where: str) -> bytes:
+    """Undo :func:`encode_base64_state`.
+
+    Raises:
+        RendezvousStateError: ``value`` is not base64; ``where`` names the key so
+            that the message says what to delete.
+    """
+    try:
+        return b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RendezvousStateError(
+            f"The rendezvous state at {where} is not base64 ({e}); it was not written by rdzv. "
+            "Close the rendezvous with `rdzv close` or delete that key, then restart the nodes."
+        ) from e

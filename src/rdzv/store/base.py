@@ -1,0 +1,192 @@
+"""The key-value ``Store`` interface that a completed rendezvous hands to its nodes.
+
+The operations and their semantics are those of torch's c10d ``Store``: keys are
+strings, values are bytes (``str`` values are stored UTF-8 encoded), ``get`` and
+``wait`` block until the keys exist or the store's timeout passes.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import timedelta
+
+__all__ = [
+    "DEFAULT_STORE_TIMEOUT",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "StoreTimeoutError",
+    "to_bytes",
+]
+
+DEFAULT_STORE_TIMEOUT = timedelta(seconds=300)
+"""How long blocking operations wait by default (torch's default too)."""
+
+
+class StoreError(RuntimeError):
+    """A store operation failed (connection lost, refused, protocol error)."""
+
+
+class StoreTimeoutError(StoreError, TimeoutError):
+    """A blocking store operation did not finish within its timeout."""
+
+
+class StoreClosedError(StoreError):
+    """The store was closed by this process; no further operation is possible."""
+
+
+def to_bytes(value: str | bytes | bytearray | memoryview) -> bytes:
+    """Normalise a value given as ``str`` (UTF-8) or any bytes-like object to ``bytes``.
+
+    Raises:
+        TypeError: the value is neither text nor bytes.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"A store value must be str or bytes, got {type(value).__name__}.")
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a non-empty string.
+
+    Raises:
+        TypeError: the key is not a string.
+        ValueError: the key is empty.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"A store key must be a str, got {type(key).__name__}.")
+    if not key:
+        raise ValueError("A store key must be a non-empty string.")
+    return key
+
+
+class Store(ABC):
+    """A key-value store shared by the nodes of a rendezvous.
+
+    Implementations are thread-safe. ``timeout`` bounds every blocking operation
+    unless one is given to the call.
+    """
+
+    def __init__(self, timeout: timedelta = DEFAULT_STORE_TIMEOUT) -> None:
+        self._timeout = timeout
+
+    @property
+    def timeout(self) -> timedelta:
+        """How long ``get`` and ``wait`` block before raising ``StoreTimeoutError``."""
+        return self._timeout
+
+    def set_timeout(self, timeout: timedelta) -> None:
+        """Change the default timeout of blocking operations."""
+        if timeout <= timedelta(0):
+            raise ValueError(f"The store timeout ({timeout}) must be positive.")
+        self._timeout = timeout
+
+    @abstractmethod
+    def set(self, key: str, value: str | bytes) -> None:
+        """Set ``key`` to ``value``, replacing any previous value."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the value of ``key``, waiting until it exists.
+
+        Raises:
+            StoreTimeoutError: the key did not appear within the store's timeout.
+        """
+
+    @abstractmethod
+    def add(self, key: str, amount: int) -> int:
+        """Atomically add ``amount`` to the integer at ``key`` (0 if absent); return the sum."""
+
+    @abstractmethod
+    def compare_set(self, key: str, expected_value: str | bytes, desired_value: str | bytes) -> bytes:
+        """Set ``key`` to ``desired_value`` if it holds ``expected_value``; return the value now.
+
+        As in c10d: a missing key counts as holding ``b""``, so ``expected_value=b""``
+        creates it; a missing key with any other expectation is left missing and
+        ``expected_value`` is returned.
+        """
+
+    @abstractmethod
+    def wait(self, keys: Sequence[str], timeout: timedelta | None = None) -> None:
+        """Block until every key in ``keys`` exists.
+
+        Raises:
+            StoreTimeoutError: some key did not appear within ``timeout``
+                (default: the store's timeout).
+        """
+
+    @abstractmethod
+    def check(self, keys: Sequence[str]) -> bool:
+        """Return whether every key in ``keys`` exists, without waiting."""
+
+    @abstractmethod
+    def delete_key(self, key: str) -> bool:
+        """Delete ``key``; return whether it existed."""
+
+    @abstractmethod
+    def num_keys(self) -> int:
+        """Return the number of keys in the store."""
+
+    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+        """Return the values of ``keys``, waiting for each as ``get`` does."""
+        return [self.get(key) for key in keys]
+
+    def multi_set(self, keys: Sequence[str], values: Sequence[str | bytes]) -> None:
+        """Set each of ``keys`` to the value at the same position of ``values``."""
+        if len(keys) != len(values):
+            raise ValueError(
+                f"multi_set got {len(keys)} keys but {len(values)} values; give one value per key."
+            )
+        for key, value in zip(keys, values):
+            self.set(key, value)
+
+    def append(self, key: str, value: str | bytes) -> None:
+        """Append ``value`` to the bytes at ``key`` (creating it when absent).
+
+        The default reads and compare-and-sets until it wins; stores with a native
+        append override it.
+        """
+        data = to_bytes(value)
+        current = b""
+        while True:
+            result = self.compare_set(key, current, current + data)
+            if result == current + data:
+                return
+            current = result
+
+    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> None:
+        """Return once the value of ``key`` differs from ``current`` or ``timeout`` seconds pass.
+
+        ``current=None`` means the key is absent. This never raises on timeout: the
+        caller re-reads and decides. The default polls every 50 ms; stores that can
+        be told of a change (TCP store, etcd watch) override it so that a waiting
+        rendezvous wakes as soon as the state moves.
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            value = self.get_if_exists(key)
+            if value != current:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(0.05, remaining))
+
+    def get_if_exists(self, key: str) -> bytes | None:
+        """Return the value of ``key``, or ``None`` when it does not exist, without waiting."""
+        if not self.check([key]):
+            return None
+        return self.get(key)
+
+    def close(self) -> None:  # noqa: B027 - a no-op default is the point
+        """Release connections and threads; the default holds none."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
