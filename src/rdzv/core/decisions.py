@@ -1,0 +1,231 @@
+"""What a node does next: one pure decision function per operation.
+
+Each ``decide_*`` function looks at the shared state, this node, the settings, the
+time ``now`` and the operation's ``deadline`` (both seconds since the epoch, read
+by the caller) and returns an :class:`Action`. It changes nothing: the shell
+applies the action with :func:`rdzv.core.transitions.apply_action` and writes the
+result with compare-and-set, or waits when the action is :attr:`Action.WAIT`.
+
+The rules are those of torch's dynamic rendezvous (``_RendezvousJoinOp`` and
+friends); the docstrings below say each one.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
+
+__all__ = [
+    "ROLLBACK_PERIOD",
+    "Action",
+    "decide_close",
+    "decide_exit",
+    "decide_join",
+    "decide_keep_alive",
+    "deadline_after",
+    "next_wakeup",
+    "should_keep_alive",
+]
+
+ROLLBACK_PERIOD = 5.0
+"""Seconds after a join deadline during which a node still removes itself from the
+state before giving up, so that the others need not wait for its heartbeat to expire."""
+
+
+class Action(enum.Enum):
+    """The next step of an operation."""
+
+    KEEP_ALIVE = "keep_alive"
+    ADD_TO_PARTICIPANTS = "add_to_participants"
+    ADD_TO_WAIT_LIST = "add_to_wait_list"
+    ADD_TO_REDUNDANCY_LIST = "add_to_redundancy_list"
+    REMOVE_FROM_PARTICIPANTS = "remove_from_participants"
+    REMOVE_FROM_WAIT_LIST = "remove_from_wait_list"
+    REMOVE_FROM_REDUNDANCY_LIST = "remove_from_redundancy_list"
+    MARK_RENDEZVOUS_COMPLETE = "mark_rendezvous_complete"
+    MARK_RENDEZVOUS_CLOSED = "mark_rendezvous_closed"
+    WAIT = "wait"
+    """Nothing to write: wait for the state to change or for :func:`next_wakeup`."""
+    ERROR_CLOSED = "error_closed"
+    ERROR_TIMEOUT = "error_timeout"
+    GRACEFUL_EXIT = "graceful_exit"
+    """This node was redundant and the rendezvous closed: leave without error."""
+    FINISH = "finish"
+
+    @property
+    def changes_state(self) -> bool:
+        """Whether the action is applied to the state and written back."""
+        return self not in _NON_WRITING
+
+    @property
+    def ends_operation(self) -> bool:
+        """Whether the operation stops here (finished, failed or exited)."""
+        return self in _ENDING
+
+
+_ENDING = frozenset(
+    {Action.FINISH, Action.ERROR_CLOSED, Action.ERROR_TIMEOUT, Action.GRACEFUL_EXIT}
+)
+_NON_WRITING = _ENDING | {Action.WAIT}
+
+
+def should_keep_alive(
+    state: RendezvousState, node: NodeDesc, settings: RendezvousSettings, now: float
+) -> bool:
+    """Whether ``node`` is known to the state and its last heartbeat is one interval old."""
+    last = state.last_heartbeats.get(node)
+    if last is None:
+        return False
+    return last <= now - settings.keep_alive_interval.total_seconds()
+
+
+def _keep_alive_or_wait(
+    state: RendezvousState, node: NodeDesc, settings: RendezvousSettings, now: float
+) -> Action:
+    return Action.KEEP_ALIVE if should_keep_alive(state, node, settings, now) else Action.WAIT
+
+
+def decide_join(
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    deadline: float,
+) -> Action:
+    """Next step of ``next_rendezvous`` for ``node``.
+
+    - A closed rendezvous fails the join, except for a redundant node, which exits
+      gracefully.
+    - A redundant node waits, without deadline, while the round is full; once it
+      has room the node leaves the redundancy list and joins normally.
+    - A participant of a complete round is done.
+    - Past the deadline, a participant or a waiting node first removes itself
+      (for :data:`ROLLBACK_PERIOD` seconds), then the join times out.
+    - Into a complete round: the wait list if the round has room, else the
+      redundancy list.
+    - Into an incomplete round: join the participants; once at least
+      ``min_nodes`` have joined and the last-call deadline passed, complete it.
+    - Otherwise send a heartbeat when one is due, or wait.
+    """
+    role = state.role_of(node)
+    if state.closed:
+        return Action.GRACEFUL_EXIT if role == "redundant" else Action.ERROR_CLOSED
+
+    if role == "redundant":
+        if len(state.participants) >= settings.max_nodes:
+            return _keep_alive_or_wait(state, node, settings, now)
+        return Action.REMOVE_FROM_REDUNDANCY_LIST
+
+    if state.complete and role == "participant":
+        return Action.FINISH
+
+    if now > deadline:
+        if now <= deadline + ROLLBACK_PERIOD:
+            if role == "participant":
+                return Action.REMOVE_FROM_PARTICIPANTS
+            if role == "waiting":
+                return Action.REMOVE_FROM_WAIT_LIST
+        return Action.ERROR_TIMEOUT
+
+    if state.complete:
+        if role is None:
+            if len(state.participants) < settings.max_nodes:
+                return Action.ADD_TO_WAIT_LIST
+            return Action.ADD_TO_REDUNDANCY_LIST
+    elif role != "participant":
+        return Action.ADD_TO_PARTICIPANTS
+    elif (
+        settings.min_nodes <= len(state.participants) <= settings.max_nodes
+        and state.deadline is not None
+        and state.deadline < now
+    ):
+        return Action.MARK_RENDEZVOUS_COMPLETE
+
+    return _keep_alive_or_wait(state, node, settings, now)
+
+
+def decide_exit(
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    deadline: float,
+) -> Action:
+    """Leave the participants (done before every join, to leave the previous round)."""
+    if node in state.participants:
+        if now > deadline:
+            return Action.ERROR_TIMEOUT
+        return Action.REMOVE_FROM_PARTICIPANTS
+    return Action.FINISH
+
+
+def decide_close(
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    deadline: float,
+) -> Action:
+    """Mark the rendezvous closed; closing a closed one is done at once."""
+    if state.closed:
+        return Action.FINISH
+    if now > deadline:
+        return Action.ERROR_TIMEOUT
+    return Action.MARK_RENDEZVOUS_CLOSED
+
+
+def decide_keep_alive(
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    deadline: float,
+) -> Action:
+    """Write a heartbeat if one is due; a node the state no longer knows sends none."""
+    if should_keep_alive(state, node, settings, now):
+        if now > deadline:
+            return Action.ERROR_TIMEOUT
+        return Action.KEEP_ALIVE
+    return Action.FINISH
+
+
+def deadline_after(
+    action: Action, deadline: float, settings: RendezvousSettings, now: float
+) -> float:
+    """The join deadline once ``action`` is taken.
+
+    A redundant node waits without deadline; when it leaves the redundancy list
+    to take part, its join gets a full join timeout from that moment.
+    """
+    if action is Action.REMOVE_FROM_REDUNDANCY_LIST:
+        return now + settings.timeout.join.total_seconds()
+    return deadline
+
+
+def next_wakeup(
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    deadline: float,
+) -> float:
+    """The earliest time after ``now`` at which a decision may change with no write.
+
+    A waiting node sleeps until then or until the backend reports a change,
+    whichever comes first: the operation deadline (and the end of the rollback
+    window), the last-call deadline, this node's next heartbeat, and the moment
+    another node's heartbeat expires.
+    """
+    candidates = [deadline, deadline + ROLLBACK_PERIOD]
+    if state.deadline is not None and not state.complete:
+        candidates.append(state.deadline)
+    own = state.last_heartbeats.get(node)
+    if own is not None:
+        candidates.append(own + settings.keep_alive_interval.total_seconds())
+    expiry = settings.heartbeat_expiry
+    candidates.extend(
+        beat + expiry for other, beat in state.last_heartbeats.items() if other != node
+    )
+    future = [t for t in candidates if t > now]
+    return min(future) if future else now
