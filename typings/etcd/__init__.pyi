@@ -1,0 +1,86 @@
+# Type stubs for python-etcd 0.4.5 (module ``etcd``): the etcd v2 HTTP client.
+#
+# Only what rdzv uses and what a caller can rely on is typed. Notes that the
+# runtime does not tell you:
+# - ``EtcdResult.key``/``modifiedIndex``/``createdIndex`` are ``None`` only for the
+#   root directory "/"; they are typed as present because every other node has them.
+# - ``EtcdResult.etcd_index`` (the ``X-Etcd-Index`` header) exists only on results
+#   returned by a request, not on the children that ``leaves``/``children`` yield.
+# - ``leaves``/``children`` yield the node itself when it has no children, so an
+#   empty directory shows up as one "leaf" with ``dir=True``.
+
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, NoReturn
+
+from etcd.client import Client as Client
+from etcd.lock import Lock as Lock
+
+class EtcdResult:
+    action: str | None
+    key: str
+    value: str | None
+    expiration: str | None
+    ttl: int | None
+    modifiedIndex: int
+    createdIndex: int
+    newKey: bool
+    dir: bool
+    etcd_index: int
+    raft_index: int
+    def __init__(
+        self,
+        action: str | None = None,
+        node: Mapping[str, Any] | None = None,
+        prevNode: Mapping[str, Any] | None = None,
+        **kwdargs: Any,
+    ) -> None: ...
+    def parse_headers(self, response: Any) -> None: ...
+    def get_subtree(self, leaves_only: bool = False) -> Iterator[EtcdResult]: ...
+    @property
+    def leaves(self) -> Iterator[EtcdResult]: ...
+    @property
+    def children(self) -> Iterator[EtcdResult]: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+
+class EtcdException(Exception):
+    # The decoded JSON error of the server (errorCode, message, cause, index,
+    # status), or None when the error did not come from a server response.
+    payload: dict[str, Any] | None
+    def __init__(
+        self, message: str | None = None, payload: dict[str, Any] | None = None
+    ) -> None: ...
+
+class EtcdValueError(EtcdException, ValueError): ...
+class EtcdCompareFailed(EtcdValueError): ...
+class EtcdClusterIdChanged(EtcdException): ...
+class EtcdKeyError(EtcdException): ...
+class EtcdKeyNotFound(EtcdKeyError): ...
+class EtcdNotFile(EtcdKeyError): ...
+class EtcdNotDir(EtcdKeyError): ...
+class EtcdAlreadyExist(EtcdKeyError): ...
+class EtcdEventIndexCleared(EtcdException): ...
+
+class EtcdConnectionFailed(EtcdException):
+    cause: BaseException | None
+    def __init__(
+        self,
+        message: str | None = None,
+        payload: dict[str, Any] | None = None,
+        cause: BaseException | None = None,
+    ) -> None: ...
+
+class EtcdInsufficientPermissions(EtcdException): ...
+
+# A subclass of EtcdConnectionFailed: catch it first when both matter.
+class EtcdWatchTimedOut(EtcdConnectionFailed): ...
+class EtcdWatcherCleared(EtcdException): ...
+class EtcdLeaderElectionInProgress(EtcdException): ...
+class EtcdRootReadOnly(EtcdKeyError): ...
+class EtcdDirNotEmpty(EtcdValueError): ...
+class EtcdLockExpired(EtcdException): ...
+
+class EtcdError:
+    error_exceptions: ClassVar[dict[int, type[EtcdException]]]
+    @classmethod
+    def handle(cls, payload: dict[str, Any]) -> NoReturn: ...

@@ -1,0 +1,29 @@
+# Type stubs for ``etcd.lock`` (python-etcd 0.4.5): a lock recipe over etcd v2.
+
+from types import TracebackType
+
+from etcd.client import Client
+
+class Lock:
+    client: Client
+    name: str
+    path: str
+    is_taken: bool
+    def __init__(self, client: Client, lock_name: str) -> None: ...
+    @property
+    def uuid(self) -> str: ...
+    @uuid.setter
+    def uuid(self, value: str) -> None: ...
+    @property
+    def is_acquired(self) -> bool: ...
+    def acquire(self, blocking: bool = True, lock_ttl: int = 3600, timeout: int = 0) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> Lock: ...
+    def __exit__(
+        self,
+        type: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool: ...
+    @property
+    def lock_key(self) -> str: ...
