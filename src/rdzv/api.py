@@ -6,6 +6,7 @@ written against torch ports by changing an import.
 
 from __future__ import annotations
 
+import math
 import socket
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -184,7 +185,10 @@ class RendezvousHandler(ABC):
 
     @abstractmethod
     def set_closed(self) -> None:
-        """Close the rendezvous: every later ``next_rendezvous`` raises ``RendezvousClosedError``."""
+        """Close it: every later ``next_rendezvous`` raises ``RendezvousClosedError``.
+
+        The close propagates eventually; it is not a barrier.
+        """
 
     @abstractmethod
     def num_nodes_waiting(self) -> int:
@@ -323,7 +327,7 @@ class RendezvousParameters:
                 f"The rendezvous configuration option '{key}' does not represent a valid "
                 f"number: {value!r}."
             ) from e
-        if isinstance(value, bool) or result != result or result in (float("inf"), float("-inf")):
+        if isinstance(value, bool) or not math.isfinite(result):
             raise ValueError(
                 f"The rendezvous configuration option '{key}' does not represent a valid "
                 f"number: {value!r}."

@@ -174,7 +174,7 @@ def _to_state(wire: _WireV1) -> RendezvousState:
     for addr, pid, local_id, beat, rank in wire.participants:
         participants[admit((addr, pid, local_id, beat), "participants")] = rank
     for members, entries, where in zip(
-        lists, (wire.wait_list, wire.redundancy_list), ("wait_list", "redundancy_list")
+        lists, (wire.wait_list, wire.redundancy_list), ("wait_list", "redundancy_list"), strict=True
     ):
         members.update(admit(entry, where) for entry in entries)
 

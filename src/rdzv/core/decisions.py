@@ -19,11 +19,11 @@ from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 __all__ = [
     "ROLLBACK_PERIOD",
     "Action",
+    "deadline_after",
     "decide_close",
     "decide_exit",
     "decide_join",
     "decide_keep_alive",
-    "deadline_after",
     "next_wakeup",
     "should_keep_alive",
 ]

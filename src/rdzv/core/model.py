@@ -71,14 +71,10 @@ class RendezvousState:
     complete: bool = False
     deadline: float | None = None
     closed: bool = False
-    participants: Mapping[NodeDesc, int] = attrs.field(
-        factory=dict, converter=_frozen_mapping
-    )
+    participants: Mapping[NodeDesc, int] = attrs.field(factory=dict, converter=_frozen_mapping)
     wait_list: frozenset[NodeDesc] = attrs.field(factory=frozenset, converter=_frozen_set)
     redundancy_list: frozenset[NodeDesc] = attrs.field(factory=frozenset, converter=_frozen_set)
-    last_heartbeats: Mapping[NodeDesc, float] = attrs.field(
-        factory=dict, converter=_frozen_mapping
-    )
+    last_heartbeats: Mapping[NodeDesc, float] = attrs.field(factory=dict, converter=_frozen_mapping)
     world_size: int = 0
 
     def members(self) -> frozenset[NodeDesc]:
@@ -143,15 +139,11 @@ class RendezvousTimeout:
         ValueError: a timeout is zero or negative.
     """
 
-    join: timedelta = attrs.field(
-        default=None, converter=_join, validator=_check_positive
-    )
+    join: timedelta = attrs.field(default=None, converter=_join, validator=_check_positive)
     last_call: timedelta = attrs.field(
         default=None, converter=_last_call, validator=_check_positive
     )
-    close: timedelta = attrs.field(
-        default=None, converter=_close, validator=_check_positive
-    )
+    close: timedelta = attrs.field(default=None, converter=_close, validator=_check_positive)
     heartbeat: timedelta = attrs.field(
         default=None, converter=_heartbeat, validator=_check_positive
     )

@@ -16,7 +16,7 @@ import attrs
 from rdzv.core.decisions import Action
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 
-__all__ = ["IllegalTransitionError", "apply_action", "after_participant_removed"]
+__all__ = ["IllegalTransitionError", "after_participant_removed", "apply_action"]
 
 
 class IllegalTransitionError(ValueError):
@@ -62,9 +62,7 @@ def _keep_alive(
 ) -> RendezvousState:
     if node not in state.last_heartbeats:
         _illegal(Action.KEEP_ALIVE, node, state, "the node is not part of the rendezvous")
-    return attrs.evolve(
-        state, last_heartbeats={**state.last_heartbeats, node: now}
-    )
+    return attrs.evolve(state, last_heartbeats={**state.last_heartbeats, node: now})
 
 
 def _add_to_participants(
@@ -72,7 +70,9 @@ def _add_to_participants(
 ) -> RendezvousState:
     if state.complete or node in state.participants or node in state.redundancy_list:
         _illegal(
-            Action.ADD_TO_PARTICIPANTS, node, state,
+            Action.ADD_TO_PARTICIPANTS,
+            node,
+            state,
             "only a new or waiting node joins an incomplete round",
         )
     participants = {**state.participants, node: 0}
@@ -162,7 +162,9 @@ def _mark_rendezvous_complete(
 ) -> RendezvousState:
     if state.complete or len(state.participants) < settings.min_nodes:
         _illegal(
-            Action.MARK_RENDEZVOUS_COMPLETE, node, state,
+            Action.MARK_RENDEZVOUS_COMPLETE,
+            node,
+            state,
             f"the round needs at least {settings.min_nodes} participants and must be incomplete",
         )
     return _mark_complete(state)

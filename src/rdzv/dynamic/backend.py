@@ -39,7 +39,9 @@ class RendezvousBackend(ABC):
         """
 
     @abstractmethod
-    def set_state(self, state: bytes, token: Token | None = None) -> tuple[bytes, Token, bool] | None:
+    def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool] | None:
         """Write ``state`` if ``token`` is still current; return ``(state, token, written)``.
 
         - ``token`` matches the stored one: ``state`` is written and returned with

@@ -102,7 +102,9 @@ class Store(ABC):
         """Atomically add ``amount`` to the integer at ``key`` (0 if absent); return the sum."""
 
     @abstractmethod
-    def compare_set(self, key: str, expected_value: str | bytes, desired_value: str | bytes) -> bytes:
+    def compare_set(
+        self, key: str, expected_value: str | bytes, desired_value: str | bytes
+    ) -> bytes:
         """Set ``key`` to ``desired_value`` if it holds ``expected_value``; return the value now.
 
         As in c10d: a missing key counts as holding ``b""``, so ``expected_value=b""``
@@ -141,7 +143,7 @@ class Store(ABC):
             raise ValueError(
                 f"multi_set got {len(keys)} keys but {len(values)} values; give one value per key."
             )
-        for key, value in zip(keys, values):
+        for key, value in zip(keys, values, strict=True):
             self.set(key, value)
 
     def append(self, key: str, value: str | bytes) -> None:

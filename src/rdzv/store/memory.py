@@ -55,7 +55,9 @@ class InMemoryStore(Store):
             self._changed.notify_all()
             return total
 
-    def compare_set(self, key: str, expected_value: str | bytes, desired_value: str | bytes) -> bytes:
+    def compare_set(
+        self, key: str, expected_value: str | bytes, desired_value: str | bytes
+    ) -> bytes:
         expected, desired = to_bytes(expected_value), to_bytes(desired_value)
         with self._changed:
             current = self._data.get(check_key(key))

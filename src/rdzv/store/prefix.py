@@ -55,7 +55,9 @@ class PrefixStore(Store):
     def add(self, key: str, amount: int) -> int:
         return self._store.add(self._key(key), amount)
 
-    def compare_set(self, key: str, expected_value: str | bytes, desired_value: str | bytes) -> bytes:
+    def compare_set(
+        self, key: str, expected_value: str | bytes, desired_value: str | bytes
+    ) -> bytes:
         return self._store.compare_set(self._key(key), expected_value, desired_value)
 
     def wait(self, keys: Sequence[str], timeout: timedelta | None = None) -> None:

@@ -1,0 +1,74 @@
+"""An in-process backend: the whole rendezvous in one process (threads), for tests and demos.
+
+Handlers built by the registry under the name ``memory`` share one backend and
+one store per run id within the process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rdzv.api import RendezvousParameters
+from rdzv.dynamic.backend import RendezvousBackend, Token
+from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
+from rdzv.store.memory import InMemoryStore
+
+__all__ = ["InMemoryBackend", "create_memory_handler"]
+
+
+class InMemoryBackend(RendezvousBackend):
+    """The encoded state and a version counter (the fencing token) behind a condition."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._state: bytes | None = None
+        self._version = 0
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    def get_state(self) -> tuple[bytes, Token] | None:
+        with self._changed:
+            if self._state is None:
+                return None
+            return self._state, self._version
+
+    def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool] | None:
+        with self._changed:
+            current_matches = (
+                self._state is None
+                if token is None
+                else self._state is not None and token == self._version
+            )
+            if current_matches:
+                self._state = bytes(state)
+                self._version += 1
+                self._changed.notify_all()
+                return self._state, self._version, True
+            if self._state is None:
+                return None  # a token for a state that does not exist: nothing to return
+            return self._state, self._version, False
+
+    def wait_for_change(self, token: Token | None, timeout: float) -> None:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._changed:
+            while (self._version if self._state is not None else None) == token:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._changed.wait(remaining)
+
+
+_runs: dict[str, tuple[InMemoryBackend, InMemoryStore]] = {}
+_runs_lock = threading.Lock()
+
+
+def create_memory_handler(params: RendezvousParameters) -> DynamicRendezvousHandler:
+    """Handler creator for the ``memory`` backend (the endpoint is ignored)."""
+    with _runs_lock:
+        backend, store = _runs.setdefault(params.run_id, (InMemoryBackend(), InMemoryStore()))
+    return create_handler(store, backend, params)

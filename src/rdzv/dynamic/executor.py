@@ -1,0 +1,204 @@
+"""The loop that carries out an operation: read -> decide -> reduce -> compare-and-set.
+
+This is where the pure core meets the backend and the clock. One iteration:
+
+1. read the state (or take the one a lost compare-and-set returned);
+2. drop the nodes whose heartbeat expired (:func:`rdzv.core.drop_dead_nodes`);
+3. ask the operation's decision function for the next action;
+4. if it writes, apply it with :func:`rdzv.core.apply_action` and compare-and-set;
+   if it waits, block in ``backend.wait_for_change`` until the state moves or
+   :func:`rdzv.core.next_wakeup` says time alone may change the decision.
+
+Torch sleeps one second whenever it waits; here a node wakes on the change.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import attrs
+
+from rdzv.api import (
+    RendezvousClosedError,
+    RendezvousGracefulExitError,
+    RendezvousTimeoutError,
+)
+from rdzv.core import (
+    Action,
+    NodeDesc,
+    RendezvousSettings,
+    RendezvousState,
+    apply_action,
+    deadline_after,
+    decode_state,
+    drop_dead_nodes,
+    encode_state,
+    next_wakeup,
+)
+from rdzv.dynamic.backend import RendezvousBackend, Token
+
+__all__ = ["Clock", "Decide", "RendezvousOpExecutor", "wall_clock"]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Decide = Callable[[RendezvousState, NodeDesc, RendezvousSettings, float, float], Action]
+
+MAX_WAIT = 2.0
+"""Longest single wait for a change; a safety net should a backend miss a notification."""
+_WAKE_MARGIN = 0.005
+"""Sleep a little past a wake-up time: the decisions compare with strict inequalities."""
+
+
+def wall_clock() -> float:
+    """Seconds since the epoch, to the millisecond (shorter to encode, and enough)."""
+    return round(time.time(), 3)
+
+
+@attrs.frozen
+class _Snapshot:
+    state: RendezvousState
+    token: Token | None
+
+
+class RendezvousOpExecutor:
+    """Runs operations of one node against a backend.
+
+    Operations from several threads may run at once: each compare-and-set is
+    checked by the backend, so no lock is held across an operation (a join that
+    waits minutes must not block ``is_closed`` in another thread). The last state
+    seen is kept so that the handler can read ranks without another request.
+    """
+
+    def __init__(
+        self,
+        node: NodeDesc,
+        backend: RendezvousBackend,
+        settings: RendezvousSettings,
+        clock: Clock = wall_clock,
+    ) -> None:
+        self._node = node
+        self._backend = backend
+        self._settings = settings
+        self._clock = clock
+        self._last = _Snapshot(RendezvousState(), None)
+
+    @property
+    def state(self) -> RendezvousState:
+        """The state as of the last read or write."""
+        return self._last.state
+
+    def read(self) -> RendezvousState:
+        """Fetch the state, without its dead nodes.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+            RendezvousStateError: the stored state is corrupt.
+        """
+        self._last = self._fetch()
+        state, _ = drop_dead_nodes(self._last.state, self._settings, self._clock())
+        return state
+
+    def run(
+        self, decide: Decide, deadline: float, *, renew_deadline: bool = False
+    ) -> RendezvousState:
+        """Drive ``decide`` until it finishes; return the final state.
+
+        ``deadline`` is on the clock's scale. With ``renew_deadline`` the deadline
+        restarts when the node leaves the redundancy list (a join).
+
+        Raises:
+            RendezvousClosedError, RendezvousTimeoutError, RendezvousGracefulExitError:
+                the decision says so.
+            RendezvousConnectionError, RendezvousStateError: from the backend.
+        """
+        snapshot = self._fetch()
+        lost_writes = 0
+        while True:
+            now = self._clock()
+            state, dropped = drop_dead_nodes(snapshot.state, self._settings, now)
+            if dropped:
+                logger.info(
+                    "Rendezvous '%s': dropping node(s) %s, no heartbeat for %.1f s.",
+                    self._settings.run_id,
+                    ", ".join(map(str, dropped)),
+                    self._settings.heartbeat_expiry,
+                )
+            action = decide(state, self._node, self._settings, now, deadline)
+            if action.ends_operation:
+                self._last = attrs.evolve(snapshot, state=state)
+                self._raise_if_failed(action, state)
+                return state
+            if action is Action.WAIT and not dropped:
+                wake = next_wakeup(state, self._node, self._settings, now, deadline)
+                timeout = min(max(wake - now + _WAKE_MARGIN, 0.0), MAX_WAIT)
+                self._backend.wait_for_change(snapshot.token, timeout)
+                snapshot = self._fetch()
+                continue
+            if action is Action.WAIT:
+                new = state  # write the removal of the dead so that everyone sees it
+            else:
+                logger.debug(
+                    "Node %s: %s in round %d of '%s'.",
+                    self._node,
+                    action.value,
+                    state.round,
+                    self._settings.run_id,
+                )
+                new = apply_action(state, action, self._node, self._settings, now)
+                if renew_deadline:
+                    deadline = deadline_after(action, deadline, self._settings, now)
+            snapshot, written = self._write(new, snapshot.token)
+            if written:
+                lost_writes = 0
+            else:
+                lost_writes += 1
+                self._back_off(lost_writes)
+
+    def _raise_if_failed(self, action: Action, state: RendezvousState) -> None:
+        run_id = self._settings.run_id
+        if action is Action.ERROR_CLOSED:
+            raise RendezvousClosedError(
+                f"The rendezvous '{run_id}' is closed: the job is finishing and admits no node. "
+                "Start a new job with another run id to rendezvous again."
+            )
+        if action is Action.ERROR_TIMEOUT:
+            raise RendezvousTimeoutError(
+                f"The node {self._node} timed out in round {state.round} of the rendezvous "
+                f"'{run_id}' with {len(state.participants)} participant(s) of the "
+                f"{self._settings.min_nodes} needed (complete={state.complete}). Check that the "
+                "other nodes are running and use the same run id and endpoint, or raise "
+                "join_timeout."
+            )
+        if action is Action.GRACEFUL_EXIT:
+            raise RendezvousGracefulExitError(
+                f"The rendezvous '{run_id}' closed while node {self._node} was redundant; "
+                "it was not needed and exits."
+            )
+
+    def _fetch(self) -> _Snapshot:
+        result = self._backend.get_state()
+        if result is None:
+            return _Snapshot(RendezvousState(), None)
+        data, token = result
+        return _Snapshot(decode_state(data), token)
+
+    def _write(self, new: RendezvousState, token: Token | None) -> tuple[_Snapshot, bool]:
+        result = self._backend.set_state(encode_state(new), token)
+        if result is None:
+            return self._fetch(), False
+        data, new_token, written = result
+        # What we wrote needs no decoding; what someone else wrote does.
+        state = new if written else decode_state(data)
+        self._last = _Snapshot(state, new_token)
+        return self._last, written
+
+    @staticmethod
+    def _back_off(lost_writes: int) -> None:
+        # Many nodes writing at once lose to each other; a short random pause
+        # after repeated losses spreads their next attempts.
+        if lost_writes >= 2:
+            time.sleep(random.uniform(0, min(0.001 * 2**lost_writes, 0.05)))  # noqa: S311

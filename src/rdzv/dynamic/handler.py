@@ -1,0 +1,317 @@
+"""``DynamicRendezvousHandler``: elastic rendezvous over any :class:`RendezvousBackend`.
+
+The handler owns the node's identity, the keep-alive thread and the per-round
+store; every decision is the core's, every backend round-trip the executor's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import weakref
+from datetime import timedelta
+
+from rdzv.api import (
+    RendezvousError,
+    RendezvousHandler,
+    RendezvousInfo,
+    RendezvousParameters,
+    RendezvousStoreInfo,
+)
+from rdzv.core import (
+    NodeDesc,
+    RendezvousSettings,
+    RendezvousTimeout,
+    decide_close,
+    decide_exit,
+    decide_join,
+    decide_keep_alive,
+    num_nodes_waiting,
+)
+from rdzv.dynamic.backend import RendezvousBackend
+from rdzv.dynamic.executor import Clock, RendezvousOpExecutor, wall_clock
+from rdzv.store.base import Store
+from rdzv.store.prefix import PrefixStore
+
+__all__ = ["DynamicRendezvousHandler", "create_handler"]
+
+logger = logging.getLogger(__name__)
+
+_local_ids = itertools.count()
+_local_ids_lock = threading.Lock()
+
+
+def _new_node(local_addr: str | None) -> NodeDesc:
+    """A node id unique across hosts (address), processes (pid) and handlers (counter)."""
+    with _local_ids_lock:
+        local_id = next(_local_ids)
+    return NodeDesc(local_addr or socket.getfqdn(), os.getpid(), local_id)
+
+
+class _KeepAliveThread:
+    """Sends heartbeats every interval until stopped or until the handler is collected.
+
+    The thread holds only a weak reference to the handler, so dropping the last
+    reference to a handler stops its heartbeats (its node then expires).
+    """
+
+    def __init__(self, handler: DynamicRendezvousHandler, interval: float) -> None:
+        self._stop = threading.Event()
+        ref = weakref.ref(handler)
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(ref, interval, self._stop),
+            name=f"rdzv-keep-alive-{handler.node}",
+            daemon=True,
+        )
+        self._finalizer = weakref.finalize(handler, self._stop.set)
+        self._finalizer.atexit = False
+        self._thread.start()
+
+    @staticmethod
+    def _run(
+        ref: weakref.ref[DynamicRendezvousHandler], interval: float, stop: threading.Event
+    ) -> None:
+        while not stop.wait(interval):
+            handler = ref()
+            if handler is None:
+                return
+            handler._keep_alive()
+            del handler
+
+    def stop(self) -> None:
+        """Stop and wait for the thread (unless called from it)."""
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
+class DynamicRendezvousHandler(RendezvousHandler):
+    """Elastic rendezvous: rounds of ``min_nodes..max_nodes`` nodes, heartbeats, re-rounds.
+
+    Build it with :meth:`from_backend` or :func:`create_handler`.
+    """
+
+    def __init__(
+        self,
+        node: NodeDesc,
+        settings: RendezvousSettings,
+        backend_name: str,
+        store: Store,
+        backend: RendezvousBackend,
+        clock: Clock = wall_clock,
+    ) -> None:
+        self._node = node
+        self._settings = settings
+        self._backend_name = backend_name
+        self._store = store
+        self._backend = backend
+        self._clock = clock
+        self._executor = RendezvousOpExecutor(node, backend, settings, clock)
+        self._heartbeat_lock = threading.Lock()
+        self._keep_alive_thread: _KeepAliveThread | None = None
+
+    @classmethod
+    def from_backend(
+        cls,
+        run_id: str,
+        store: Store,
+        backend: RendezvousBackend,
+        min_nodes: int,
+        max_nodes: int,
+        local_addr: str | None = None,
+        timeout: RendezvousTimeout | None = None,
+        keep_alive_interval: float = 5,
+        keep_alive_max_attempt: int = 3,
+        *,
+        clock: Clock = wall_clock,
+    ) -> DynamicRendezvousHandler:
+        """Create a handler for a new node of ``run_id`` (torch's signature).
+
+        Args:
+            run_id: the job's id.
+            store: the store handed to nodes, under a per-round prefix.
+            backend: holds the shared state.
+            min_nodes, max_nodes: bounds of a round.
+            local_addr: address this node advertises (default: its FQDN).
+            timeout: the :class:`RendezvousTimeout` (default: torch's).
+            keep_alive_interval: seconds between heartbeats.
+            keep_alive_max_attempt: missed heartbeats before a node counts as dead.
+            clock: source of the time, seconds since the epoch (tests inject one).
+
+        Raises:
+            ValueError: invalid settings (empty run id, bad bounds or intervals).
+        """
+        settings = RendezvousSettings(
+            run_id=run_id,
+            min_nodes=min_nodes,
+            max_nodes=max_nodes,
+            timeout=timeout or RendezvousTimeout(),
+            keep_alive_interval=timedelta(seconds=keep_alive_interval),
+            keep_alive_max_attempt=keep_alive_max_attempt,
+        )
+        return cls(_new_node(local_addr), settings, backend.name, store, backend, clock)
+
+    @property
+    def settings(self) -> RendezvousSettings:
+        """The settings this node runs with."""
+        return self._settings
+
+    @property
+    def node(self) -> NodeDesc:
+        """This node's identity in the state."""
+        return self._node
+
+    def get_backend(self) -> str:
+        return self._backend_name
+
+    def get_run_id(self) -> str:
+        return self._settings.run_id
+
+    def _deadline(self, timeout: timedelta) -> float:
+        return self._clock() + timeout.total_seconds()
+
+    def next_rendezvous(self) -> RendezvousInfo:
+        """Leave the previous round (if any), then join until a round includes this node.
+
+        Each round has its own store prefix, and rank 0 of each round publishes the
+        master address for that round, so a node that arrives late or becomes rank
+        0 in a later round gets the right address at once.
+        """
+        run_id = self._settings.run_id
+        logger.info("Node %s joins the next round of rendezvous '%s'.", self._node, run_id)
+        self._stop_heartbeats()
+        deadline = self._deadline(self._settings.timeout.join)
+        self._executor.run(decide_exit, deadline)
+        state = self._executor.run(decide_join, deadline, renew_deadline=True)
+        self._start_heartbeats()
+
+        rank, world_size = state.participants[self._node], state.world_size
+        store = PrefixStore(f"torch.rendezvous.{run_id}.{state.round}", self._store)
+        bootstrap = RendezvousStoreInfo.build(rank, store, local_addr=self._node.addr)
+        logger.info(
+            "Node %s joined round %d of rendezvous '%s' as rank %d of %d.",
+            self._node,
+            state.round,
+            run_id,
+            rank,
+            world_size,
+        )
+        return RendezvousInfo(store, rank, world_size, bootstrap)
+
+    def is_closed(self) -> bool:
+        with self._heartbeat_lock:
+            return self._executor.read().closed
+
+    def set_closed(self) -> None:
+        with self._heartbeat_lock:
+            self._close()
+
+    def num_nodes_waiting(self) -> int:
+        """Nodes waiting for a new round, plus participants the current round lost.
+
+        The second part is rdzv's: when a participant dies, the survivors learn it
+        here and restart the round, where torch's never do.
+        """
+        with self._heartbeat_lock:
+            return num_nodes_waiting(self._executor.read())
+
+    def shutdown(self) -> bool:
+        """Stop heartbeats and close the rendezvous (torch's semantics); False on failure."""
+        self._stop_heartbeats()
+        try:
+            with self._heartbeat_lock:
+                self._close()
+        except RendezvousError as e:
+            logger.warning(
+                "Node %s failed to close rendezvous '%s' on shutdown: %s",
+                self._node,
+                self._settings.run_id,
+                e,
+            )
+            return False
+        return True
+
+    def _close(self) -> None:
+        self._executor.run(decide_close, self._deadline(self._settings.timeout.close))
+        logger.info("Node %s closed rendezvous '%s'.", self._node, self._settings.run_id)
+
+    def _keep_alive(self) -> None:
+        with self._heartbeat_lock:
+            try:
+                self._executor.run(
+                    decide_keep_alive, self._deadline(self._settings.timeout.heartbeat)
+                )
+            except RendezvousError as e:
+                logger.warning(
+                    "Node %s failed to send a heartbeat to rendezvous '%s': %s",
+                    self._node,
+                    self._settings.run_id,
+                    e,
+                )
+
+    def _start_heartbeats(self) -> None:
+        self._keep_alive_thread = _KeepAliveThread(
+            self, self._settings.keep_alive_interval.total_seconds()
+        )
+
+    def _stop_heartbeats(self) -> None:
+        if self._keep_alive_thread is not None:
+            self._keep_alive_thread.stop()
+            self._keep_alive_thread = None
+
+
+def _seconds(params: RendezvousParameters, *keys: str) -> float | None:
+    for key in keys:
+        value = params.get_as_float(key)
+        if value is not None:
+            if value <= 0:
+                raise ValueError(f"The rendezvous option '{key}' ({value}) must be positive.")
+            return value
+    return None
+
+
+def create_handler(
+    store: Store, backend: RendezvousBackend, params: RendezvousParameters
+) -> DynamicRendezvousHandler:
+    """Build a handler from launcher parameters (torch's names and defaults).
+
+    ================== ============================================= =========
+    option             meaning                                       default
+    ================== ============================================= =========
+    join_timeout       seconds for ``next_rendezvous`` to complete   600
+    last_call_timeout  extra wait for more nodes once min is reached 30
+    close_timeout      seconds for closing to complete               30
+    heartbeat_timeout  seconds for one keep-alive write              5
+    keep_alive_interval seconds between heartbeats                   5
+    keep_alive_max_attempt missed heartbeats before a node is dead   3
+    ================== ============================================= =========
+
+    Seconds may be fractions. Raises ``ValueError`` naming an invalid option.
+    """
+    timeout = RendezvousTimeout(
+        join=_seconds(params, "join_timeout"),
+        last_call=_seconds(params, "last_call_timeout"),
+        close=_seconds(params, "close_timeout"),
+        heartbeat=_seconds(params, "heartbeat_timeout", "heartbeat"),
+    )
+    interval = _seconds(params, "keep_alive_interval")
+    attempts = params.get_as_int("keep_alive_max_attempt", 3)
+    if attempts is None or attempts < 1:
+        raise ValueError(
+            f"The rendezvous option 'keep_alive_max_attempt' ({attempts}) must be at least 1."
+        )
+    return DynamicRendezvousHandler.from_backend(
+        params.run_id,
+        store,
+        backend,
+        params.min_nodes,
+        params.max_nodes,
+        params.local_addr,
+        timeout,
+        keep_alive_interval=5 if interval is None else interval,
+        keep_alive_max_attempt=attempts,
+    )
