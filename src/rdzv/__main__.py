@@ -1,0 +1,7 @@
+"""``python -m rdzv`` runs the command line."""
+
+import sys
+
+from rdzv.cli import main
+
+sys.exit(main())
