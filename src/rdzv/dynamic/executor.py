@@ -166,12 +166,12 @@ class RendezvousOpExecutor:
                 "Start a new job with another run id to rendezvous again."
             )
         if action is Action.ERROR_TIMEOUT:
+            others = len(set(state.participants) - {self._node})
             raise RendezvousTimeoutError(
                 f"The node {self._node} timed out in round {state.round} of the rendezvous "
-                f"'{run_id}' with {len(state.participants)} participant(s) of the "
-                f"{self._settings.min_nodes} needed (complete={state.complete}). Check that the "
-                "other nodes are running and use the same run id and endpoint, or raise "
-                "join_timeout."
+                f"'{run_id}': {others} other node(s) had joined and {self._settings.min_nodes} "
+                "are needed. Check that the other nodes are running and use the same run id and "
+                "endpoint, or raise join_timeout."
             )
         if action is Action.GRACEFUL_EXIT:
             raise RendezvousGracefulExitError(
