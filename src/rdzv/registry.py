@@ -30,6 +30,9 @@ ENTRY_POINT_GROUP = "rdzv.handlers"
 
 _BUILTIN: dict[str, str] = {
     "memory": "rdzv.backends.memory:create_memory_handler",
+    "etcd-v2": "rdzv.backends.etcd:create_etcd_v2_handler",
+    "c10d": "rdzv.backends.c10d:create_c10d_handler",
+    "tcp": "rdzv.backends.c10d:create_c10d_handler",
 }
 """Backend name -> ``module:function`` of its creator."""
 

@@ -1,0 +1,214 @@
+"""The ``c10d`` backend (alias ``tcp``): the state under one key of a store.
+
+The embedded default: one node hosts rdzv's TCP store in its own process and the
+others connect to it, so a job needs nothing but rdzv. The stored value is base64
+of the codec's bytes and is its own fencing token (compare-and-set by value), as
+in torch. A waiting node blocks in the store's wait-for-change on that key.
+
+The hosting node is a single point of failure: if its process dies, every other
+node gets ``RendezvousConnectionError`` within ``read_timeout``. Jobs that must
+survive the loss of any one node use the ``etcd-v2`` backend.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from rdzv.api import RendezvousConnectionError, RendezvousParameters
+from rdzv.dynamic.backend import (
+    RendezvousBackend,
+    Token,
+    decode_base64_state,
+    encode_base64_state,
+)
+from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
+from rdzv.endpoint import parse_rendezvous_endpoint
+from rdzv.store.base import Store, StoreError
+from rdzv.store.file import FileStore
+from rdzv.store.tcp import TCPStore
+
+__all__ = [
+    "DEFAULT_PORT",
+    "C10dRendezvousBackend",
+    "create_backend",
+    "create_c10d_handler",
+    "is_local_address",
+]
+
+DEFAULT_PORT = 29400
+
+_T = TypeVar("_T")
+
+
+class C10dRendezvousBackend(RendezvousBackend):
+    """Holds the state of ``run_id`` in ``store`` (torch's signature).
+
+    Raises:
+        ValueError: an empty run id.
+    """
+
+    def __init__(self, store: Store, run_id: str, *, name: str = "c10d") -> None:
+        if not run_id:
+            raise ValueError("The run id must be a non-empty string.")
+        self._store = store
+        self._key = f"rdzv.rendezvous.{run_id}"
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def key(self) -> str:
+        """The store key that holds the state."""
+        return self._key
+
+    def _call(self, operation: Callable[[], _T]) -> _T:
+        try:
+            return operation()
+        except StoreError as e:
+            raise RendezvousConnectionError(
+                f"The rendezvous store failed: {e}. Check that the node hosting the store is "
+                "alive and reachable; it is a single point of failure of the c10d backend."
+            ) from e
+
+    def _decode(self, value: bytes) -> tuple[bytes, Token]:
+        return decode_base64_state(value, f"store key {self._key}"), value
+
+    def get_state(self) -> tuple[bytes, Token] | None:
+        value = self._call(lambda: self._store.get_if_exists(self._key))
+        return None if value is None else self._decode(value)
+
+    def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool] | None:
+        if token is not None and (not isinstance(token, bytes) or not token):
+            current = self.get_state()  # a malformed token can never match
+            return None if current is None else (*current, False)
+        expected = token or b""
+        desired = encode_base64_state(state)
+        result = self._call(lambda: self._store.compare_set(self._key, expected, desired))
+        if result == desired:
+            return bytes(state), desired, True
+        if token is not None and result == token:
+            return None  # the key is gone (c10d answers a missing key with the expectation)
+        return (*self._decode(result), False)
+
+    def wait_for_change(self, token: Token | None, timeout: float) -> None:
+        current = token if isinstance(token, bytes) else None
+        self._call(lambda: self._store.wait_for_change(self._key, current, timeout))
+
+
+def is_local_address(host: str) -> bool:
+    """Whether ``host`` resolves to an address of this machine.
+
+    Decided by binding a socket to each resolved address: only a local address
+    binds. Torch compares hostnames and misses hosts whose name differs from the
+    endpoint (pytorch issue 73656); a bind does not care about names.
+    """
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    for family, _, _, _, address in infos:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((address[0], 0))
+            except OSError:
+                continue
+            return True
+    return False
+
+
+def _port_in_use(error: StoreError) -> bool:
+    cause = error.__cause__
+    return isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
+
+
+def _create_tcp_store(params: RendezvousParameters, timeout: timedelta) -> TCPStore:
+    host, port = parse_rendezvous_endpoint(params.endpoint, DEFAULT_PORT)
+    is_host = params.get_as_bool("is_host")
+    token = params.get("auth_token")
+    if token is not None and not isinstance(token, (str, bytes)):
+        raise ValueError("The rendezvous option 'auth_token' must be a string.")
+    address = f"{host}:{port}"
+
+    def connect(as_host: bool) -> TCPStore:
+        return TCPStore(
+            host, port, is_master=as_host, timeout=timeout, multi_tenant=True, auth_token=token
+        )
+
+    try:
+        if is_host is None and is_local_address(host):
+            try:
+                return connect(as_host=True)
+            except StoreError as e:
+                if not _port_in_use(e):
+                    raise
+                # Another process on this host serves the port already: join it.
+        return connect(as_host=bool(is_host))
+    except StoreError as e:
+        raise RendezvousConnectionError(
+            f"Cannot reach the rendezvous store at {address}: {e}"
+        ) from e
+
+
+def _create_file_store(params: RendezvousParameters, timeout: timedelta) -> FileStore:
+    path = params.endpoint.strip() if params.endpoint else ""
+    if not path:
+        descriptor, path = tempfile.mkstemp(prefix="rdzv-store-")
+        os.close(descriptor)
+    try:
+        return FileStore(path, timeout=timeout)
+    except (OSError, StoreError) as e:
+        raise RendezvousConnectionError(
+            f"Cannot open the rendezvous file store {path!r}: {e}. The endpoint of "
+            "store_type=file is the path of a file that every node of this host can write."
+        ) from e
+
+
+def create_backend(params: RendezvousParameters) -> tuple[C10dRendezvousBackend, Store]:
+    """The backend and its store for ``params`` (torch's function).
+
+    Options:
+        store_type: ``tcp`` (default) or ``file`` (one host, no ports; the endpoint
+            is the file's path, a temporary file when empty).
+        read_timeout: seconds any store operation may take (default 60).
+        is_host: whether this node hosts the TCP store. When not given, a node
+            hosts if the endpoint's host is one of its own addresses (checked by
+            binding to it, not by comparing hostnames) and the port is free; if
+            another process of the host already serves the port, it connects.
+        auth_token: shared secret of the TCP store (default ``$RDZV_AUTH_TOKEN``).
+
+    Raises:
+        ValueError: an invalid option, named in the message.
+        RendezvousConnectionError: the store cannot be reached or opened.
+    """
+    read_timeout = params.get_as_float("read_timeout", 60)
+    if read_timeout is None or read_timeout <= 0:
+        raise ValueError(f"The rendezvous option 'read_timeout' ({read_timeout}) must be positive.")
+    timeout = timedelta(seconds=read_timeout)
+    store_type = str(params.get("store_type", "tcp")).strip().lower()
+    store: Store
+    if store_type == "tcp":
+        store = _create_tcp_store(params, timeout)
+    elif store_type == "file":
+        store = _create_file_store(params, timeout)
+    else:
+        raise ValueError(
+            f"The rendezvous option 'store_type' ({params.get('store_type')!r}) must be tcp "
+            "or file."
+        )
+    return C10dRendezvousBackend(store, params.run_id, name=params.backend), store
+
+
+def create_c10d_handler(params: RendezvousParameters) -> DynamicRendezvousHandler:
+    """Handler creator registered as ``c10d`` and ``tcp``."""
+    backend, store = create_backend(params)
+    return create_handler(store, backend, params)

@@ -1,0 +1,171 @@
+"""The ``etcd-v2`` backend: the rendezvous state under one etcd v2 key.
+
+The value is base64 of the codec's bytes, written with a TTL that each write
+renews (an abandoned run cleans itself up); the key's ``modifiedIndex`` is the
+fencing token, and compare-and-set is etcd's ``prevIndex``/``prevExist``. A node
+waiting for others watches the key from its token, so it wakes on the next write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import etcd
+
+from rdzv.api import RendezvousParameters
+from rdzv.dynamic.backend import (
+    RendezvousBackend,
+    Token,
+    decode_base64_state,
+    encode_base64_state,
+)
+from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
+from rdzv.etcd_client import ETCD_ERRORS, connection_error, create_etcd_client
+from rdzv.store.etcd import EtcdStore
+
+__all__ = [
+    "DEFAULT_KEY_PREFIX",
+    "EtcdRendezvousBackend",
+    "create_backend",
+    "create_etcd_v2_handler",
+]
+
+DEFAULT_KEY_PREFIX = "/rdzv/rendezvous"
+"""Where states live by default: not torch's ``/torch/elastic/rendezvous``, so an rdzv job
+and a torch job with the same run id never overwrite each other's state."""
+DEFAULT_STORE_PREFIX = "/rdzv/store"
+
+
+class EtcdRendezvousBackend(RendezvousBackend):
+    """Holds the state of ``run_id`` at ``<key_prefix>/<run_id>`` (torch's signature).
+
+    Args:
+        client: the ``etcd.Client`` to use.
+        run_id: the job's id.
+        key_prefix: etcd directory of the key (default :data:`DEFAULT_KEY_PREFIX`).
+        ttl: seconds the state outlives its last write (default two hours).
+
+    Raises:
+        ValueError: an empty run id or a non-positive TTL.
+    """
+
+    DEFAULT_TTL = 7200
+
+    def __init__(
+        self,
+        client: etcd.Client,
+        run_id: str,
+        key_prefix: str | None = None,
+        ttl: int | None = None,
+    ) -> None:
+        if not run_id:
+            raise ValueError("The run id must be a non-empty string.")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"The TTL of the rendezvous state ({ttl}) must be positive.")
+        self._client = client
+        prefix = DEFAULT_KEY_PREFIX if key_prefix is None else key_prefix.rstrip("/")
+        self._key = f"{prefix}/{run_id}"
+        self._ttl = ttl or self.DEFAULT_TTL
+
+    @property
+    def name(self) -> str:
+        return "etcd-v2"
+
+    @property
+    def key(self) -> str:
+        """The etcd key that holds the state."""
+        return self._key
+
+    @property
+    def _endpoint(self) -> str:
+        return str(self._client.base_uri)
+
+    def _decode(self, result: etcd.EtcdResult) -> tuple[bytes, Token]:
+        where = f"etcd key {self._key} at {self._endpoint}"
+        return decode_base64_state(result.value or "", where), result.modifiedIndex
+
+    def get_state(self) -> tuple[bytes, Token] | None:
+        try:
+            result = self._client.read(self._key)
+        except etcd.EtcdKeyNotFound:
+            return None
+        except ETCD_ERRORS as e:
+            raise connection_error(self._endpoint, e) from e
+        return self._decode(result)
+
+    def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool] | None:
+        conditions: dict[str, Any]
+        if token is None:
+            conditions = {"prevExist": False}
+        elif isinstance(token, int) and not isinstance(token, bool) and token > 0:
+            conditions = {"prevIndex": token}
+        else:
+            return self._current_state()  # a malformed token can never match
+        value = encode_base64_state(state).decode("ascii")
+        try:
+            result = self._client.write(self._key, value, ttl=self._ttl, **conditions)
+        except (etcd.EtcdAlreadyExist, etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
+            return self._current_state()
+        except ETCD_ERRORS as e:
+            raise connection_error(self._endpoint, e) from e
+        return bytes(state), result.modifiedIndex, True
+
+    def _current_state(self) -> tuple[bytes, Token, bool] | None:
+        current = self.get_state()
+        return None if current is None else (*current, False)
+
+    def wait_for_change(self, token: Token | None, timeout: float) -> None:
+        """Watch the key for the first write after ``token`` (or its creation)."""
+        if timeout <= 0:
+            return
+        options: dict[str, Any] = {"wait": True, "timeout": timeout}
+        if isinstance(token, int):
+            options["waitIndex"] = token + 1
+        try:
+            self._client.read(self._key, **options)
+        except (etcd.EtcdWatchTimedOut, etcd.EtcdEventIndexCleared):
+            # Timed out, or etcd forgot events that old: either way the caller re-reads.
+            return
+        except etcd.EtcdKeyNotFound:
+            return
+        except ETCD_ERRORS as e:
+            raise connection_error(self._endpoint, e) from e
+
+
+def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend, EtcdStore]:
+    """The backend and the store for ``params`` (torch's function, rdzv's key prefixes).
+
+    Options: those of :func:`rdzv.etcd_client.etcd_client_options`, plus
+    ``etcd_prefix`` (default ``/rdzv``) under which the state
+    (``<prefix>/rendezvous/<run_id>``) and the store (``<prefix>/store``) live,
+    and ``ttl`` (seconds the state outlives its last write, default 7200).
+
+    Raises:
+        ValueError: an invalid option, named in the message.
+        RendezvousConnectionError: etcd cannot be reached.
+    """
+    ttl = params.get_as_int("ttl")
+    if ttl is not None and ttl <= 0:
+        raise ValueError(f"The rendezvous option 'ttl' ({ttl}) must be positive.")
+    prefix = params.get("etcd_prefix")
+    if prefix is not None and (not isinstance(prefix, str) or not prefix.startswith("/")):
+        raise ValueError(
+            f"The rendezvous option 'etcd_prefix' ({prefix!r}) must be an etcd path starting "
+            "with '/'."
+        )
+    client = create_etcd_client(params)
+    if prefix is None:
+        key_prefix, store_prefix = DEFAULT_KEY_PREFIX, DEFAULT_STORE_PREFIX
+    else:
+        root = prefix.rstrip("/")
+        key_prefix, store_prefix = f"{root}/rendezvous", f"{root}/store"
+    backend = EtcdRendezvousBackend(client, params.run_id, key_prefix=key_prefix, ttl=ttl)
+    return backend, EtcdStore(client, store_prefix)
+
+
+def create_etcd_v2_handler(params: RendezvousParameters) -> DynamicRendezvousHandler:
+    """Handler creator registered as ``etcd-v2``."""
+    backend, store = create_backend(params)
+    return create_handler(store, backend, params)

@@ -1,0 +1,119 @@
+"""Building a python-etcd client from rendezvous parameters, with bounded waits.
+
+python-etcd hands requests to urllib3, whose default retry policy repeats a
+request that timed out three more times: a failing etcd would take four times
+``read_timeout`` to report. The client built here makes one attempt per request,
+so a failure surfaces within ``read_timeout``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import etcd
+import urllib3
+
+from rdzv.api import RendezvousConnectionError, RendezvousParameters
+from rdzv.endpoint import parse_rendezvous_endpoint
+
+__all__ = ["ETCD_ERRORS", "connection_error", "create_etcd_client", "etcd_client_options"]
+
+DEFAULT_ETCD_PORT = 2379
+
+ETCD_ERRORS: tuple[type[BaseException], ...] = (
+    etcd.EtcdException,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+"""What a python-etcd call raises when etcd is unreachable or failing."""
+
+
+def connection_error(endpoint: str, error: BaseException) -> RendezvousConnectionError:
+    """A ``RendezvousConnectionError`` that names the endpoint and the cause."""
+    return RendezvousConnectionError(
+        f"etcd at {endpoint} failed: {type(error).__name__}: {error}. Check that etcd runs there, "
+        "that this host can reach it (protocol, certificates, credentials), or raise read_timeout."
+    )
+
+
+class _OneAttemptClient(etcd.Client):
+    """An ``etcd.Client`` whose HTTP pool never repeats a request on its own."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        assert self.http is not None  # python-etcd always makes one in __init__
+        pool_options: dict[str, Any] = dict(self.http.connection_pool_kw)
+        pool_options.pop("retries", None)
+        self.http = urllib3.PoolManager(num_pools=10, retries=False, **pool_options)
+
+
+def _positive(params: RendezvousParameters, key: str, default: float) -> float:
+    value = params.get_as_float(key, default)
+    assert value is not None
+    if value <= 0:
+        raise ValueError(f"The rendezvous option '{key}' ({value}) must be positive.")
+    return value
+
+
+def _existing_file(params: RendezvousParameters, key: str) -> str | None:
+    path = params.get(key)
+    if path is None or path == "":
+        return None
+    if not isinstance(path, str) or not os.path.isfile(path):
+        raise ValueError(f"The rendezvous option '{key}' ({path!r}) must be the path of a file.")
+    return path
+
+
+def etcd_client_options(params: RendezvousParameters) -> dict[str, Any]:
+    """Validate the etcd options of ``params`` and return ``etcd.Client`` keyword arguments.
+
+    Options (torch's names): ``read_timeout`` (seconds, default 60), ``protocol``
+    (``http`` or ``https``), ``ssl_cert``/``ssl_cert_key`` (client certificate),
+    ``ca_cert``; rdzv adds ``username``/``password`` for etcd authentication.
+
+    Raises:
+        ValueError: an option is invalid; the message names it.
+    """
+    host, port = parse_rendezvous_endpoint(params.endpoint, DEFAULT_ETCD_PORT)
+    protocol = str(params.get("protocol", "http")).strip().lower()
+    if protocol not in ("http", "https"):
+        raise ValueError(
+            f"The rendezvous option 'protocol' ({params.get('protocol')!r}) must be http or https."
+        )
+    cert: str | tuple[str, str] | None = _existing_file(params, "ssl_cert")
+    key = _existing_file(params, "ssl_cert_key")
+    if key is not None:
+        if cert is None:
+            raise ValueError("The rendezvous option 'ssl_cert_key' needs 'ssl_cert' as well.")
+        cert = (str(cert), key)
+    username, password = params.get("username"), params.get("password")
+    if bool(username) != bool(password):
+        raise ValueError("The rendezvous options 'username' and 'password' go together.")
+    return {
+        "host": host,
+        "port": port,
+        "protocol": protocol,
+        "read_timeout": _positive(params, "read_timeout", 60),
+        "cert": cert,
+        "ca_cert": _existing_file(params, "ca_cert"),
+        "username": username or None,
+        "password": password or None,
+    }
+
+
+def create_etcd_client(params: RendezvousParameters) -> etcd.Client:
+    """A client for the etcd at ``params.endpoint`` (default port 2379).
+
+    Raises:
+        ValueError: an option is invalid (see :func:`etcd_client_options`).
+        RendezvousConnectionError: etcd cannot be reached.
+    """
+    options = etcd_client_options(params)
+    endpoint = f"{options['protocol']}://{options['host']}:{options['port']}"
+    try:
+        # allow_reconnect=False: with it, the constructor asks etcd for its members
+        # and a request that fails would be retried on each of them in turn.
+        return _OneAttemptClient(allow_reconnect=False, **options)
+    except ETCD_ERRORS as e:
+        raise connection_error(endpoint, e) from e
