@@ -13,6 +13,7 @@ friends); the docstrings below say each one.
 from __future__ import annotations
 
 import enum
+import math
 
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 
@@ -216,16 +217,24 @@ def next_wakeup(
     whichever comes first: the operation deadline (and the end of the rollback
     window), the last-call deadline, this node's next heartbeat, and the moment
     another node's heartbeat expires.
+
+    Deadlines and expiries are compared strictly (``now > deadline``): the decision
+    changes just *after* them, so those candidates are the next float up. Without
+    that, a node woken at exactly a deadline would see no change and skip it.
     """
-    candidates = [deadline, deadline + ROLLBACK_PERIOD]
+
+    def just_after(t: float) -> float:
+        return math.nextafter(t, math.inf)
+
+    candidates = [just_after(deadline), just_after(deadline + ROLLBACK_PERIOD)]
     if state.deadline is not None and not state.complete:
-        candidates.append(state.deadline)
+        candidates.append(just_after(state.deadline))
     own = state.last_heartbeats.get(node)
     if own is not None:
         candidates.append(own + settings.keep_alive_interval.total_seconds())
     expiry = settings.heartbeat_expiry
     candidates.extend(
-        beat + expiry for other, beat in state.last_heartbeats.items() if other != node
+        just_after(beat + expiry) for other, beat in state.last_heartbeats.items() if other != node
     )
     future = [t for t in candidates if t > now]
     return min(future) if future else now
