@@ -165,6 +165,11 @@ class DynamicRendezvousHandler(RendezvousHandler):
         """This node's identity in the state."""
         return self._node
 
+    @property
+    def round(self) -> int:
+        """The round of the state this node saw last (after ``next_rendezvous``: its round)."""
+        return self._executor.state.round
+
     def get_backend(self) -> str:
         return self._backend_name
 
