@@ -275,7 +275,9 @@ class EtcdServer:
             EtcdServerError: the server was never started.
         """
         if self._client_port is None:
-            raise EtcdServerError("The etcd server has no port yet; call start() first.")
+            raise EtcdServerError(
+                "The etcd server has no port (never started, or stopped); call start() first."
+            )
         return self._client_port
 
     def get_endpoint(self) -> str:

@@ -72,6 +72,15 @@ def test_context_manager_starts_and_stops() -> None:
     assert not _process_exists(pid)
 
 
+def test_stderr_argument_receives_etcds_log(tmp_path: Path) -> None:
+    log = tmp_path / "etcd-stderr.log"
+    with log.open("wb") as stderr, EtcdServer() as server:
+        server.stop()
+        server.start(stderr=stderr)
+        server.get_client().write("/k", "v")
+    assert "ready to serve client requests" in log.read_text()
+
+
 def test_user_data_dir_is_kept_after_stop_and_reused(tmp_path: Path) -> None:
     data_dir = tmp_path / "etcd-data"
     server = EtcdServer(data_dir)
