@@ -93,6 +93,21 @@ def connect(server: TCPStoreServer) -> Iterator[Callable[..., TCPStore]]:
 
 
 @pytest.fixture
+def later(connect: Callable[..., TCPStore]) -> Iterator[Callable[..., None]]:
+    """Run a call after a delay on a timer thread; joined before the stores close."""
+    timers: list[threading.Timer] = []
+
+    def schedule(delay: float, function: Callable[..., object], *args: object) -> None:
+        timer = threading.Timer(delay, function, args)
+        timers.append(timer)
+        timer.start()
+
+    yield schedule
+    for timer in timers:
+        timer.join(10)
+
+
+@pytest.fixture
 def store(connect: Callable[..., TCPStore]) -> TCPStore:
     return connect()
 
@@ -281,10 +296,12 @@ def test_compare_set_does_not_treat_an_existing_empty_value_as_missing(store: TC
     assert store.compare_set("k", b"", b"w") == b"v"
 
 
-def test_wait_returns_once_every_key_exists(connect: Callable[..., TCPStore]) -> None:
+def test_wait_returns_once_every_key_exists(
+    connect: Callable[..., TCPStore], later: Callable[..., None]
+) -> None:
     store, other = connect(), connect()
     store.set("a", b"1")
-    threading.Timer(0.2, other.set, ("b", b"2")).start()
+    later(0.2, other.set, "b", b"2")
     started = time.monotonic()
     store.wait(["a", "b"], timedelta(seconds=5))
     assert time.monotonic() - started < 2
@@ -334,10 +351,12 @@ def test_multi_set_with_mismatched_lengths_raises_value_error(store: TCPStore) -
         store.multi_set(["a", "b"], [b"1"])
 
 
-def test_multi_get_waits_for_all_keys(connect: Callable[..., TCPStore]) -> None:
+def test_multi_get_waits_for_all_keys(
+    connect: Callable[..., TCPStore], later: Callable[..., None]
+) -> None:
     store, other = connect(), connect()
     store.set("a", b"1")
-    threading.Timer(0.1, other.set, ("b", b"2")).start()
+    later(0.1, other.set, "b", b"2")
     assert store.multi_get(["a", "b"]) == [b"1", b"2"]
 
 
@@ -354,11 +373,11 @@ def test_get_if_exists_distinguishes_absent_from_empty(store: TCPStore) -> None:
 
 
 def test_wait_for_change_wakes_on_a_write_by_another_client(
-    connect: Callable[..., TCPStore],
+    connect: Callable[..., TCPStore], later: Callable[..., None]
 ) -> None:
     store, other = connect(), connect()
     store.set("state", b"v1")
-    threading.Timer(0.2, other.set, ("state", b"v2")).start()
+    later(0.2, other.set, "state", b"v2")
     started = time.monotonic()
     store.wait_for_change("state", b"v1", timeout=5)
     assert 0.15 < time.monotonic() - started < 1.5
@@ -382,24 +401,24 @@ def test_wait_for_change_returns_without_raising_at_its_timeout(store: TCPStore)
 
 
 def test_wait_for_change_sees_a_key_created_and_a_key_deleted(
-    connect: Callable[..., TCPStore],
+    connect: Callable[..., TCPStore], later: Callable[..., None]
 ) -> None:
     store, other = connect(), connect()
-    threading.Timer(0.1, other.set, ("k", b"")).start()
+    later(0.1, other.set, "k", b"")
     started = time.monotonic()
     store.wait_for_change("k", None, timeout=5)
-    threading.Timer(0.1, other.delete_key, ("k",)).start()
+    later(0.1, other.delete_key, "k")
     store.wait_for_change("k", b"", timeout=5)
     assert time.monotonic() - started < 2
     assert store.get_if_exists("k") is None
 
 
 def test_a_write_of_the_same_value_does_not_count_as_a_change(
-    connect: Callable[..., TCPStore],
+    connect: Callable[..., TCPStore], later: Callable[..., None]
 ) -> None:
     store, other = connect(), connect()
     store.set("k", b"v")
-    threading.Timer(0.05, other.set, ("k", b"v")).start()
+    later(0.05, other.set, "k", b"v")
     started = time.monotonic()
     store.wait_for_change("k", b"v", timeout=0.3)
     assert time.monotonic() - started >= 0.28
