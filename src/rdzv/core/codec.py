@@ -88,16 +88,20 @@ def _corrupt(reason: str) -> RendezvousStateError:
 
 
 def encode_state(state: RendezvousState) -> bytes:
-    """Encode ``state``; equal states give equal bytes (lists are sorted)."""
+    """Encode ``state``; equal states give equal bytes (lists are sorted).
+
+    Times are written as floats: a state built with ``5`` equals one with ``5.0``
+    and must encode the same.
+    """
 
     def node(n: NodeDesc) -> _Node:
-        return (n.addr, n.pid, n.local_id, state.last_heartbeats[n])
+        return (n.addr, n.pid, n.local_id, float(state.last_heartbeats[n]))
 
     wire = _WireV1(
         version=SCHEMA_VERSION,
         round=state.round,
         complete=state.complete,
-        deadline=state.deadline,
+        deadline=None if state.deadline is None else float(state.deadline),
         closed=state.closed,
         world_size=state.world_size,
         participants=[(*node(n), state.participants[n]) for n in sorted(state.participants)],
