@@ -1026,6 +1026,8 @@ def test_client_blocked_in_get_raises_promptly_when_the_host_process_is_killed()
     finally:
         host.kill()
         host.wait()
+        if host.stdout is not None:
+            host.stdout.close()
 
 
 def test_stopping_the_server_wakes_every_waiting_client(
