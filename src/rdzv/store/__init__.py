@@ -39,3 +39,35 @@ def __getattr__(name: str) -> object:
 
         return getattr(etcd_store_module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# The TCP store pulls in asyncio (~25 ms), so it and the file store are imported on
+# first use as well; this __getattr__ handles their names and defers the rest to the
+# one above.
+if TYPE_CHECKING:
+    from rdzv.store.file import FileStore as FileStore
+    from rdzv.store.tcp import TCPStore as TCPStore
+    from rdzv.store.tcp_protocol import StoreAuthenticationError as StoreAuthenticationError
+    from rdzv.store.tcp_protocol import StoreConnectionError as StoreConnectionError
+    from rdzv.store.tcp_protocol import StoreProtocolError as StoreProtocolError
+    from rdzv.store.tcp_server import TCPStoreServer as TCPStoreServer
+
+_LAZY_LOCAL = {
+    "FileStore": "rdzv.store.file",
+    "StoreAuthenticationError": "rdzv.store.tcp_protocol",
+    "StoreConnectionError": "rdzv.store.tcp_protocol",
+    "StoreProtocolError": "rdzv.store.tcp_protocol",
+    "TCPStore": "rdzv.store.tcp",
+    "TCPStoreServer": "rdzv.store.tcp_server",
+}
+__all__ += list(_LAZY_LOCAL)
+_getattr_before_local_stores = __getattr__
+
+
+def __getattr__(name: str) -> object:  # type: ignore[no-redef]
+    module = _LAZY_LOCAL.get(name)
+    if module is None:
+        return _getattr_before_local_stores(name)
+    import importlib  # noqa: PLC0415
+
+    return getattr(importlib.import_module(module), name)
