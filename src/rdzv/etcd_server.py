@@ -197,6 +197,9 @@ class EtcdServer:
             readiness probe and :meth:`get_client` present; required with
             ``client_cert_auth``.
         binary_path: the etcd binary; default: :func:`find_etcd_binary`.
+        client_port: serve clients on this port instead of a free one picked at
+            start (``rdzv serve etcd --port``); :meth:`start` then fails at once
+            if the port is taken instead of moving to another.
 
     Raises:
         ValueError: an incomplete TLS configuration.
@@ -215,6 +218,7 @@ class EtcdServer:
         client_cert_file: str | os.PathLike[str] | None = None,
         client_key_file: str | os.PathLike[str] | None = None,
         binary_path: str | os.PathLike[str] | None = None,
+        client_port: int | None = None,
     ) -> None:
         self._cert_file = _opt_path(cert_file)
         self._key_file = _opt_path(key_file)
@@ -231,6 +235,9 @@ class EtcdServer:
             self._client_key_file,
         )
         self._binary_path = _opt_path(binary_path)
+        if client_port is not None and not 0 < client_port < 65536:
+            raise ValueError(f"client_port ({client_port}) must be between 1 and 65535.")
+        self._fixed_client_port = client_port
         self._user_data_dir = _opt_path(data_dir)
         self._data_dir: str | None = self._user_data_dir
         self._log_path: str | None = None
@@ -339,11 +346,17 @@ class EtcdServer:
         binary = self._binary_path or find_etcd_binary()
         self._prepare_paths()
         reuse_ports = self._client_port is not None and self._peer_port is not None
+        fixed = self._fixed_client_port
+        if fixed is not None and not _port_is_free(fixed):
+            raise EtcdServerError(
+                f"Port {fixed} of {_HOST} is taken: etcd cannot serve clients there. Choose "
+                "another port, or stop the process that holds it."
+            )
         last_error: EtcdServerError | None = None
         for attempt in range(1, num_retries + 1):
             fresh_data = not self._has_member_data()
             if not (reuse_ports and attempt == 1 and self._reusable_ports()):
-                self._client_port, self._peer_port = _free_port(), _free_port()
+                self._client_port, self._peer_port = fixed or _free_port(), _free_port()
             try:
                 self._start_once(binary, timeout, stderr, attempt, num_retries)
             except EtcdServerError as e:
