@@ -59,11 +59,19 @@ from rdzv.store.tcp_protocol import (
     server_proof,
     timeout_to_ms,
 )
-from rdzv.store.tcp_server import TCPStoreServer, is_loopback_host, resolve_auth_token
+from rdzv.store.tcp_server import (
+    TCPStoreServer,
+    enable_keepalive,
+    is_loopback_host,
+    resolve_auth_token,
+)
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "MAX_IDLE_CONNECTIONS",
+    "StoreAuthenticationError",
+    "StoreConnectionError",
+    "StoreProtocolError",
     "TCPStore",
     "TCPStoreServer",
 ]
@@ -76,7 +84,7 @@ fails fast."""
 MAX_IDLE_CONNECTIONS = 8
 """Idle connections a client keeps for reuse; more are opened while threads need them."""
 
-_REPLY_GRACE = 2.0
+_REPLY_GRACE = 1.0
 _RECV_SIZE = 256 * 1024
 _INIT_KEY = "init/"
 _WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 - names, not a bind
@@ -244,6 +252,7 @@ def _connect(host: str, port: int, token: bytes | None, connect_timeout: float) 
             delay = min(delay * 2, 0.25)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        enable_keepalive(sock)
         sock.settimeout(HANDSHAKE_TIMEOUT)
         decoder = _handshake(sock, token, address)
     except StoreError:
@@ -395,6 +404,7 @@ class TCPStore(Store):
         auth_token: shared secret (default ``$RDZV_AUTH_TOKEN``). A client with a token
             refuses a server without one.
         connect_timeout: seconds to retry a refused connection before raising.
+        listen_host: where the master's server listens (``""``: every interface).
 
     Raises:
         StoreConnectionError: nothing accepts connections at ``host_name:port`` within
