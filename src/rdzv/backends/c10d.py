@@ -100,9 +100,10 @@ class C10dRendezvousBackend(RendezvousBackend):
             return None  # the key is gone (c10d answers a missing key with the expectation)
         return (*self._decode(result), False)
 
-    def wait_for_change(self, token: Token | None, timeout: float) -> None:
+    def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
         current = token if isinstance(token, bytes) else None
         self._call(lambda: self._store.wait_for_change(self._key, current, timeout))
+        return None
 
 
 def is_local_address(host: str) -> bool:

@@ -116,22 +116,27 @@ class EtcdRendezvousBackend(RendezvousBackend):
         current = self.get_state()
         return None if current is None else (*current, False)
 
-    def wait_for_change(self, token: Token | None, timeout: float) -> None:
-        """Watch the key for the first write after ``token`` (or its creation)."""
+    def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
+        """Watch the key for the first write after ``token`` (or its creation).
+
+        The watch reports the value it fired on, which is returned so that the
+        waiting node need not read it again.
+        """
         if timeout <= 0:
-            return
+            return None
         options: dict[str, Any] = {"wait": True, "timeout": timeout}
         if isinstance(token, int):
             options["waitIndex"] = token + 1
         try:
-            self._client.read(self._key, **options)
-        except (etcd.EtcdWatchTimedOut, etcd.EtcdEventIndexCleared):
-            # Timed out, or etcd forgot events that old: either way the caller re-reads.
-            return
-        except etcd.EtcdKeyNotFound:
-            return
+            event = self._client.read(self._key, **options)
+        except (etcd.EtcdWatchTimedOut, etcd.EtcdEventIndexCleared, etcd.EtcdKeyNotFound):
+            # Timed out, etcd forgot events that old, or the key went: read again.
+            return None
         except ETCD_ERRORS as e:
             raise connection_error(self._endpoint, e) from e
+        if event.action in ("set", "create", "compareAndSwap", "update") and event.value:
+            return self._decode(event)
+        return None  # expired or deleted
 
 
 def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend, EtcdStore]:

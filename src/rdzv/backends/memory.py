@@ -53,14 +53,15 @@ class InMemoryBackend(RendezvousBackend):
                 return None  # a token for a state that does not exist: nothing to return
             return self._state, self._version, False
 
-    def wait_for_change(self, token: Token | None, timeout: float) -> None:
+    def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._changed:
             while (self._version if self._state is not None else None) == token:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return
+                    return None
                 self._changed.wait(remaining)
+            return None if self._state is None else (self._state, self._version)
 
 
 _runs: dict[str, tuple[InMemoryBackend, InMemoryStore]] = {}

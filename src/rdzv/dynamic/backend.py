@@ -55,17 +55,21 @@ class RendezvousBackend(ABC):
             RendezvousStateError: the stored value is not an encoded state.
         """
 
-    def wait_for_change(self, token: Token | None, timeout: float) -> None:
+    def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
         """Return when the state may differ from the one ``token`` names, or after ``timeout`` s.
 
-        Returning early is always allowed (the caller re-reads), so the default
-        just sleeps a little. Backends that can watch (etcd, the TCP store)
-        override it to wake on the first change.
+        Returns the new state and its token when the backend saw them (an etcd
+        watch reports the value it fires on), which spares the caller a read;
+        ``None`` means "read again". Returning early is always allowed, so the
+        default just sleeps a little. Backends that can watch (etcd, the TCP
+        store) override it to wake on the first change.
 
         Raises:
             RendezvousConnectionError: the backend cannot be reached.
+            RendezvousStateError: the new value is not an encoded state.
         """
         time.sleep(min(max(timeout, 0.0), 0.05))
+        return None
 
 
 def encode_base64_state(state: bytes) -> bytes:

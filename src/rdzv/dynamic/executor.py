@@ -135,8 +135,11 @@ class RendezvousOpExecutor:
             if action is Action.WAIT and not dropped:
                 wake = next_wakeup(state, self._node, self._settings, now, deadline)
                 timeout = min(max(wake - now + _WAKE_MARGIN, 0.0), MAX_WAIT)
-                self._backend.wait_for_change(snapshot.token, timeout)
-                snapshot = self._fetch()
+                changed = self._backend.wait_for_change(snapshot.token, timeout)
+                if changed is None:
+                    snapshot = self._fetch()
+                else:
+                    snapshot = _Snapshot(decode_state(changed[0]), changed[1])
                 continue
             if action is Action.WAIT:
                 new = state  # write the removal of the dead so that everyone sees it
