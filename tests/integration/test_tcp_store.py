@@ -529,6 +529,30 @@ def test_unreferenced_master_is_stopped_by_garbage_collection() -> None:
         socket.create_connection((LOOPBACK, port), timeout=1).close()
 
 
+def test_closing_a_forked_copy_leaves_the_parents_store_and_server_working() -> None:
+    with TCPStore(LOOPBACK, 0, is_master=True, timeout=timedelta(seconds=5)) as master:
+        client = TCPStore(LOOPBACK, master.port, timeout=timedelta(seconds=5))
+        result: list[bytes] = []
+        blocked = threading.Thread(target=lambda: result.append(client.get("later")))
+        blocked.start()
+        time.sleep(0.2)  # the parent's thread is now waiting on a borrowed connection
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                client.close()
+                master.close()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        master.set("later", b"v")
+        blocked.join(5)
+        assert result == [b"v"]
+        client.close()
+
+
 def test_operations_after_close_raise_store_closed_error(store: TCPStore) -> None:
     store.close()
     with pytest.raises(StoreClosedError):

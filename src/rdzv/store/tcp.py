@@ -14,6 +14,7 @@ The wire format is in :mod:`rdzv.store.tcp_protocol`.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import socket
 import threading
@@ -290,6 +291,7 @@ class _Pool:
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self.closed = False
+        self._pid = os.getpid()
 
     def acquire(self) -> _Connection:
         with self._lock:
@@ -324,6 +326,12 @@ class _Pool:
             busy = list(self._busy)
         for conn in idle:
             conn.close()
+        if os.getpid() != self._pid:
+            # A forked child closes only its copies: shutting a socket down, or stopping
+            # the server, would cut the parent's connections too.
+            for conn in busy:
+                conn.close()
+            return
         # A borrower blocked in recv wakes with an error and closes its own socket.
         for conn in busy:
             conn.shutdown()

@@ -654,6 +654,7 @@ class _Runner:
         self._stop_event: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._pid = os.getpid()
         port = sock.getsockname()[1]
         self._thread = threading.Thread(
             target=self._run, name=f"rdzv-tcp-store-server:{port}", daemon=True
@@ -673,6 +674,8 @@ class _Runner:
             )
 
     def stop(self) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child has no server thread; the parent's is not ours to stop
         loop, event = self._loop, self._stop_event
         if event is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
