@@ -256,3 +256,26 @@ def test_corrupt_record_raises_store_error(store: FileStore, path: str) -> None:
         f.write(b"Zjunk")
     with pytest.raises(StoreError, match="corrupt"):
         store.get_if_exists("k")
+
+
+def test_a_forked_child_gets_its_own_lock_and_does_not_count_itself_out(path: str) -> None:
+    parent = FileStore(path, world_size=1, timeout=timedelta(seconds=5))
+    parent.set("k", b"v")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for _ in range(100):
+                parent.add("n", 1)
+            parent.close()
+            code = 0
+        finally:
+            os._exit(code)
+    for _ in range(100):
+        parent.add("n", 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent.get("n") == b"200"
+    assert os.path.exists(path)
+    parent.close()
+    assert not os.path.exists(path)

@@ -57,6 +57,7 @@ class _Log:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.owner_pid = self._fd_pid = os.getpid()
         self.data: dict[bytes, bytes] = {}
         self._offset = 0
         # flock excludes other open files, not threads sharing this descriptor.
@@ -73,6 +74,12 @@ class _Log:
         with self._mutex:
             if self.fd < 0:
                 raise StoreClosedError("This FileStore was closed; create a new one.")
+            if os.getpid() != self._fd_pid:
+                # A forked child shares the parent's open file, and with it the parent's
+                # flock: open its own so that the two exclude each other.
+                os.close(self.fd)
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._fd_pid = os.getpid()
             fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 self._refresh(exclusive)
@@ -180,7 +187,13 @@ def _add(log: _Log, key: bytes, amount: int) -> int:
 
 
 def _release(log: _Log, world_size: int) -> None:
-    """Count this instance out; the last one of a full world removes the file (as torch)."""
+    """Count this instance out; the last one of a full world removes the file (as torch).
+
+    A forked copy only closes its descriptor: the parent counted the instance in.
+    """
+    if os.getpid() != log.owner_pid:
+        log.close()
+        return
     remove = False
     try:
         with log.locked(exclusive=True):
