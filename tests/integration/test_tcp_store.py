@@ -480,6 +480,16 @@ def test_empty_and_non_string_keys_are_rejected(store: TCPStore) -> None:
         store.set(b"k", b"v")  # type: ignore[arg-type]
 
 
+def test_an_unbounded_timeout_waits_until_the_key_is_set(
+    connect: Callable[..., TCPStore], later: Callable[..., None]
+) -> None:
+    store, other = connect(), connect()
+    store.set_timeout(timedelta.max)
+    later(0.1, other.set, "k", b"v")
+    store.wait(["k"], timedelta.max)
+    assert store.get("k") == b"v"
+
+
 def test_set_timeout_changes_how_long_get_waits(store: TCPStore) -> None:
     store.set_timeout(timedelta(seconds=0.2))
     started = time.monotonic()

@@ -87,11 +87,19 @@ MAX_IDLE_CONNECTIONS = 8
 
 _REPLY_GRACE = 1.0
 _RECV_SIZE = 256 * 1024
+_MAX_SOCKET_TIMEOUT = 365 * 24 * 3600.0
 _INIT_KEY = "init/"
 _WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 - names, not a bind
 
 _tenants_lock = threading.Lock()
 _tenants: dict[int, tuple[TCPStoreServer, int]] = {}
+
+
+def _socket_timeout(remaining: float) -> float | None:
+    # A socket timeout must fit the platform's time_t; beyond a year, wait unbounded.
+    if remaining > _MAX_SOCKET_TIMEOUT:
+        return None
+    return max(remaining, 0.001)
 
 
 class _Connection:
@@ -112,14 +120,14 @@ class _Connection:
             StoreProtocolError: the reply is malformed.
         """
         sock, decoder = self._sock, self._decoder
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        sock.settimeout(_socket_timeout(deadline - time.monotonic()))
         sock.sendall(payload)
         frame = decoder.next_frame()
         while frame is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("no reply in time")
-            sock.settimeout(remaining)
+            sock.settimeout(_socket_timeout(remaining))
             data = sock.recv(_RECV_SIZE)
             if not data:
                 raise ConnectionResetError("the store closed the connection")
