@@ -718,7 +718,11 @@ class TCPStoreServer:
     never crosses the network. Traffic is not encrypted: use a private network.
 
     A new connection that has not completed the handshake within
-    ``handshake_timeout`` seconds is dropped. Use as a context manager, or call
+    ``handshake_timeout`` seconds is dropped, and until then may send no frame over
+    ``MAX_HANDSHAKE_FRAME_SIZE``. After it, a client may hold one frame
+    (``MAX_FRAME_SIZE``) in the server's buffers and store as much data as it likes:
+    the server caps neither connections nor total memory, so without a token anyone
+    who can reach the port can fill it. Use as a context manager, or call
     :meth:`stop`; an unreferenced, running server is stopped when collected.
     """
 
