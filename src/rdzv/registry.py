@@ -33,6 +33,8 @@ _BUILTIN: dict[str, str] = {
     "etcd-v2": "rdzv.backends.etcd:create_etcd_v2_handler",
     "c10d": "rdzv.backends.c10d:create_c10d_handler",
     "tcp": "rdzv.backends.c10d:create_c10d_handler",
+    "etcd": "rdzv.legacy.handler:create_etcd_handler",
+    "static": "rdzv.static:create_static_handler",
 }
 """Backend name -> ``module:function`` of its creator."""
 
