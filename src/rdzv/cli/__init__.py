@@ -76,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        # python-etcd logs every failed request at ERROR before raising; the command
+        # reports the failure itself, once.
+        logging.getLogger("etcd").setLevel(logging.CRITICAL)
     name = _command_name(args)
     try:
         return _COMMANDS[args.command](args, stdout_writer())

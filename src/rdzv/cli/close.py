@@ -169,18 +169,14 @@ def run(args: argparse.Namespace, out: Output) -> int:
         reading = read_state(target)
         if reading.result != "ok" and args.force:
             force_close(target)
-            before = (
-                f"its state did not decode: {reading.error}"
-                if reading.error is not None
-                else "it had no state"
-            )
-            out(f"wrote a closed, empty state for {name}; {before}")
+            before = "a value that did not decode" if reading.error is not None else "no state"
+            out(f"wrote a closed, empty state for {name}, where there was {before}")
             out(f"{consequence}.")
             return ExitStatus.OK
         if reading.result == "corrupt":
             raise CommandError(
-                f"the state of {name} does not decode: {reading.error} Nothing was changed; "
-                "to replace it with a closed state, run the command again with --force.",
+                f"the state of {name} does not decode: {reading.error} To replace it with a "
+                "closed state, run the command again with --force.",
                 ExitStatus.CORRUPT_STATE,
             )
         if reading.result == "no_state":

@@ -104,6 +104,10 @@ class DemoPlan:
                 f"--min {self.min_nodes} must not exceed --max {self.max_nodes} "
                 "(--max defaults to --nodes)"
             )
+        if self.min_nodes > self.nodes and not self.kill:
+            raise usage(
+                f"--min {self.min_nodes} is above --nodes {self.nodes}: no round could complete"
+            )
         if self.min_nodes > self.nodes - self.kill:
             raise usage(
                 f"--kill {self.kill} leaves {self.nodes - self.kill} node(s), fewer than "
