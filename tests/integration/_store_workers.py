@@ -1,51 +1,93 @@
-"""Functions run in other OS processes by the TCP and file store tests (spawned, so importable)."""
+"""Work done in other OS processes by the TCP and file store tests.
+
+Run as a script, so that each worker process imports only rdzv (a spawned
+multiprocessing worker would import pytest as well, which on a loaded machine costs
+seconds for eight of them)::
+
+    python _store_workers.py tcp|file PORT|PATH add KEY TIMES
+    python _store_workers.py tcp|file PORT|PATH set_after KEY VALUE DELAY
+
+The result is printed as JSON on one line.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from rdzv.store.base import Store
 from rdzv.store.file import FileStore
 from rdzv.store.tcp import TCPStore
 
 
-def _tcp(port: int, token: str | None = None) -> TCPStore:
-    return TCPStore("127.0.0.1", port, timeout=timedelta(seconds=30), auth_token=token)
-
-
-def _file(path: str) -> FileStore:
-    return FileStore(path, timeout=timedelta(seconds=30))
-
-
-def _set_after(store: Store, key: str, value: bytes, delay: float) -> float:
-    with store:
-        time.sleep(delay)
-        store.set(key, value)
-        return time.time()
-
-
-def _add_many(store: Store, key: str, times: int) -> list[int]:
-    with store:
-        store.wait(["go"])
-        return [store.add(key, 1) for _ in range(times)]
-
-
-def tcp_set_after(port: int, key: str, value: bytes, delay: float) -> float:
+def set_after(store: Store, key: str, value: bytes, delay: float) -> float:
     """Sleep ``delay`` seconds, set ``key``; return the wall-clock time of the set."""
-    return _set_after(_tcp(port), key, value, delay)
+    time.sleep(delay)
+    store.set(key, value)
+    return time.time()
 
 
-def tcp_add_many(port: int, key: str, times: int) -> list[int]:
-    """Once ``go`` is set, add 1 to ``key`` ``times`` times; return what ``add`` returned."""
-    return _add_many(_tcp(port), key, times)
+def add_many(store: Store, key: str, times: int) -> list[int]:
+    """Count in under ``ready``, wait for ``go``, add 1 to ``key`` ``times`` times.
+
+    Returns every value ``add`` returned.
+    """
+    store.add("ready", 1)
+    store.wait(["go"])
+    return [store.add(key, 1) for _ in range(times)]
 
 
-def file_set_after(path: str, key: str, value: bytes, delay: float) -> float:
-    """As :func:`tcp_set_after`, on a file store."""
-    return _set_after(_file(path), key, value, delay)
+def start(kind: str, where: object, action: str, *args: object) -> subprocess.Popen[str]:
+    """Run this module in a new Python process with the given arguments (see the top)."""
+    command = [sys.executable, str(Path(__file__)), kind, str(where), action, *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
-def file_add_many(path: str, key: str, times: int) -> list[int]:
-    """As :func:`tcp_add_many`, on a file store."""
-    return _add_many(_file(path), key, times)
+def result(process: subprocess.Popen[str], timeout: float = 60) -> Any:
+    """Wait for a worker started by :func:`start` and return what it printed."""
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, f"worker exited with {process.returncode}"
+    return json.loads(out)
+
+
+def stop(*processes: subprocess.Popen[str]) -> None:
+    """Kill the workers still running (a test failed) and reap them all."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def wait_until_ready(store: Store, workers: int, timeout: float = 60) -> None:
+    """Return once ``workers`` processes running ``add_many`` have counted in."""
+    deadline = time.monotonic() + timeout
+    while int(store.get_if_exists("ready") or 0) < workers:
+        assert time.monotonic() < deadline, "the workers did not start in time"
+        time.sleep(0.01)
+
+
+def main(argv: list[str]) -> None:
+    kind, where, action, key, *rest = argv
+    timeout = timedelta(seconds=30)
+    store: Store
+    if kind == "tcp":
+        store = TCPStore("127.0.0.1", int(where), timeout=timeout)
+    else:
+        store = FileStore(where, timeout=timeout)
+    with store:
+        if action == "add":
+            result: object = add_many(store, key, int(rest[0]))
+        else:
+            result = set_after(store, key, rest[0].encode(), float(rest[1]))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -58,10 +56,6 @@ def store(open_store: Callable[..., FileStore]) -> FileStore:
     return open_store()
 
 
-def _spawn_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 def test_value_set_through_one_instance_is_read_through_another(
     open_store: Callable[..., FileStore],
 ) -> None:
@@ -80,11 +74,13 @@ def test_set_replaces_the_previous_value(store: FileStore) -> None:
 
 def test_get_waits_for_a_key_set_by_another_process(path: str) -> None:
     store = FileStore(path, timeout=timedelta(seconds=20))
-    with _spawn_pool(1) as pool:
-        future = pool.submit(_store_workers.file_set_after, path, "late", b"here", 0.5)
+    worker = _store_workers.start("file", path, "set_after", "late", "here", 0.5)
+    try:
         assert store.get("late") == b"here"
         woke = time.time()
-        set_at = future.result(timeout=20)
+        set_at = _store_workers.result(worker)
+    finally:
+        _store_workers.stop(worker)
     store.close()
     assert woke - set_at < 0.5
 
@@ -111,14 +107,15 @@ def test_add_on_a_value_that_is_not_an_integer_raises_value_error(store: FileSto
 
 def test_add_is_atomic_across_eight_processes(store: FileStore, path: str) -> None:
     workers, times = 8, 200
-    with _spawn_pool(workers) as pool:
-        futures = [
-            pool.submit(_store_workers.file_add_many, path, "counter", times)
-            for _ in range(workers)
-        ]
-        time.sleep(0.2)
+    processes = [
+        _store_workers.start("file", path, "add", "counter", times) for _ in range(workers)
+    ]
+    try:
+        _store_workers.wait_until_ready(store, workers)
         store.set("go", b"1")
-        returned = [v for f in futures for v in f.result(timeout=30)]
+        returned = [v for process in processes for v in _store_workers.result(process)]
+    finally:
+        _store_workers.stop(*processes)
     assert store.get("counter") == str(workers * times).encode()
     assert sorted(returned) == list(range(1, workers * times + 1))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import multiprocessing
 import os
 import signal
 import socket
@@ -15,7 +14,6 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 
 import _store_workers
@@ -193,10 +191,6 @@ def _error_code(frame: Frame | None) -> int:
     return frame.args[0][0]
 
 
-def _spawn_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 # -- semantics of each operation -------------------------------------------------------
 
 
@@ -216,11 +210,13 @@ def test_set_replaces_the_previous_value(store: TCPStore) -> None:
 
 def test_get_waits_for_a_key_set_by_another_process(server: TCPStoreServer) -> None:
     store = TCPStore(LOOPBACK, server.port, timeout=timedelta(seconds=20))
-    with _spawn_pool(1) as pool:
-        future = pool.submit(_store_workers.tcp_set_after, server.port, "late", b"here", 0.5)
+    worker = _store_workers.start("tcp", server.port, "set_after", "late", "here", 0.5)
+    try:
         assert store.get("late") == b"here"
         woke = time.time()
-        set_at = future.result(timeout=20)
+        set_at = _store_workers.result(worker)
+    finally:
+        _store_workers.stop(worker)
     store.close()
     assert woke - set_at < 0.5, "get should wake as soon as the key is set, not poll"
 
@@ -258,14 +254,15 @@ def test_add_past_the_64_bit_range_raises_value_error(store: TCPStore) -> None:
 
 def test_add_is_atomic_across_eight_processes(store: TCPStore) -> None:
     workers, times = 8, 200
-    with _spawn_pool(workers) as pool:
-        futures = [
-            pool.submit(_store_workers.tcp_add_many, store.port, "counter", times)
-            for _ in range(workers)
-        ]
-        time.sleep(0.2)
+    processes = [
+        _store_workers.start("tcp", store.port, "add", "counter", times) for _ in range(workers)
+    ]
+    try:
+        _store_workers.wait_until_ready(store, workers)
         store.set("go", b"1")
-        returned = [v for f in futures for v in f.result(timeout=30)]
+        returned = [v for process in processes for v in _store_workers.result(process)]
+    finally:
+        _store_workers.stop(*processes)
     assert store.get("counter") == str(workers * times).encode()
     assert sorted(returned) == list(range(1, workers * times + 1))
 
