@@ -632,6 +632,14 @@ def test_standalone_server_serves_as_a_context_manager() -> None:
     assert not srv.is_running
 
 
+def test_wait_blocks_until_the_server_is_stopped() -> None:
+    srv = TCPStoreServer(LOOPBACK, 0).start()
+    assert not srv.wait(0.1)
+    threading.Timer(0.1, srv.stop).start()
+    assert srv.wait(5)
+    assert not srv.is_running
+
+
 def test_binding_a_port_in_use_raises_connection_error_naming_it(server: TCPStoreServer) -> None:
     with pytest.raises(StoreConnectionError, match=f"{LOOPBACK}:{server.port}"):
         TCPStoreServer(LOOPBACK, server.port).start()

@@ -683,6 +683,10 @@ class _Runner:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(_STOP_JOIN_TIMEOUT)
 
+    def join(self, timeout: float | None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def _run(self) -> None:
         try:
             self._loop.run_until_complete(self._serve())
@@ -798,6 +802,15 @@ class TCPStoreServer:
         self._runner = runner
         self._finalizer = weakref.finalize(self, runner.stop)
         return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server has stopped (or ``timeout`` seconds pass); return whether it has.
+
+        For a process that only serves (a command line): Ctrl-C interrupts the wait.
+        """
+        if self._runner is None:
+            return True
+        return self._runner.join(timeout)
 
     def stop(self) -> None:
         """Close every connection and the listening socket, and join the thread. Idempotent."""
