@@ -326,11 +326,11 @@ class _Engine:
 
     def _get(self, conn: _ServerConnection, args: tuple[bytes, ...]) -> bytes | None:
         _arity(args, Op.GET, 2)
-        key = _key_arg(args[0])
+        key, seconds = _key_arg(args[0]), _timeout_arg(args[1])
         value = self.data.get(key)
         if value is not None:
             return encode_frame(Status.OK, (value,))
-        return self._wait_for(conn, _Waiter(conn, _WaitKind.GET, (key,), _timeout_arg(args[1])))
+        return self._wait_for(conn, _Waiter(conn, _WaitKind.GET, (key,), seconds))
 
     def _add(self, conn: _ServerConnection, args: tuple[bytes, ...]) -> bytes:
         _arity(args, Op.ADD, 2)
