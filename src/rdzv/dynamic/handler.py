@@ -284,16 +284,16 @@ def create_handler(
 ) -> DynamicRendezvousHandler:
     """Build a handler from launcher parameters (torch's names and defaults).
 
-    ================== ============================================= =========
-    option             meaning                                       default
-    ================== ============================================= =========
-    join_timeout       seconds for ``next_rendezvous`` to complete   600
-    last_call_timeout  extra wait for more nodes once min is reached 30
-    close_timeout      seconds for closing to complete               30
-    heartbeat_timeout  seconds for one keep-alive write              5
-    keep_alive_interval seconds between heartbeats                   5
-    keep_alive_max_attempt missed heartbeats before a node is dead   3
-    ================== ============================================= =========
+    ====================== ============================================= =======
+    option                 meaning                                       default
+    ====================== ============================================= =======
+    join_timeout           seconds for ``next_rendezvous`` to complete   600
+    last_call_timeout      extra wait for more nodes once min is reached 30
+    close_timeout          seconds for closing to complete               30
+    heartbeat_timeout      seconds for one keep-alive write              5
+    keep_alive_interval    seconds between heartbeats                    5
+    keep_alive_max_attempt missed heartbeats before a node is dead       3
+    ====================== ============================================= =======
 
     Seconds may be fractions. Raises ``ValueError`` naming an invalid option.
     """
