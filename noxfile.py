@@ -30,3 +30,25 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over src/, with the python-etcd stubs in typings/."""
     session.install("-e", ".", "mypy>=1.8")
     session.run("mypy", "--strict", "src")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The Sphinx documentation in docs/_build/html; any warning fails the build."""
+    session.install("-e", ".", "sphinx>=7.2")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session(python=PYTHON)
+def torch(session: nox.Session) -> None:
+    """torchrun jobs on rdzv's rendezvous (tests/torch), with torch 2.13.0.
+
+    The pin goes into the same install as the ``torch`` extra, so that pip cannot
+    resolve the extra's floor to a newer torch (and its CUDA wheels).
+    """
+    session.install("torch==2.13.0", "-e", ".[test,torch]")
+    session.run("pip", "show", "torch")
+    version = session.run("python", "-c", "import torch; print(torch.__version__)", silent=True)
+    if not str(version).strip().startswith("2.13.0"):
+        session.error(f"torch 2.13.0 is required, the session has {version!r}")
+    session.run("pytest", *(session.posargs or ["-q", "tests/torch"]))
