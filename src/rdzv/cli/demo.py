@@ -258,6 +258,8 @@ class _Demo:
     ) -> None:
         self.plan = demo
         self.keep_running = keep_running
+        self.holding = False
+        """In --keep-running's wait for Ctrl-C: a node that fails or exits is news, not an error."""
         self.backend = backend
         self.out = out
         self.verbose = verbose
@@ -345,14 +347,21 @@ class _Demo:
         elif kind == "stopped":
             node.phase = "stopped"
         elif kind == "error":
-            raise CommandError(f"node {index} failed: {event['type']}: {event['message']}")
+            message = f"node {index} failed: {event['type']}: {event['message']}"
+            if not self.holding:
+                raise CommandError(message)
+            self.say(message)
         elif kind == "exit" and not (node.killed or node.phase == "stopped"):
             node.process.wait()
             tail = node.stderr_tail()
-            raise CommandError(
-                f"node {index} (pid {node.pid}) exited unexpectedly with status "
-                f"{node.process.returncode}" + (f"; its last lines:\n{tail}" if tail else "")
-            )
+            message = f"node {index} (pid {node.pid}) exited with status {node.process.returncode}"
+            if not self.holding:
+                raise CommandError(
+                    f"{message}, unexpectedly" + (f"; its last lines:\n{tail}" if tail else "")
+                )
+            # While holding, the user may end nodes to watch the others react.
+            node.killed = True
+            self.say(message)
         elif kind == "garbage":
             self.say(f"node {index}: {event['line']}")
 
@@ -457,9 +466,10 @@ class _Demo:
             f"--keep-alive-interval {KEEP_ALIVE_INTERVAL:g} --keep-alive-max-attempt "
             f"{KEEP_ALIVE_MAX_ATTEMPT}"
         )
-        self.out("Ctrl-C to stop them.")
+        self.out("Ctrl-C to stop them (or end one with `kill -9 PID` and watch the others).")
+        self.holding = True
         try:
-            while True:
+            while self.live():
                 index, event = self._next_event_forever()
                 self._handle(index, event)
         except KeyboardInterrupt:
