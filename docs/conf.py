@@ -6,7 +6,7 @@ import rdzv
 
 project = "rdzv"
 author = "the rdzv authors"
-copyright = "the rdzv authors"  # noqa: A001 - Sphinx's name
+copyright = "the rdzv authors"
 release = rdzv.__version__
 version = release
 

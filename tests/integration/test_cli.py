@@ -421,3 +421,27 @@ def test_serve_etcd_on_a_chosen_port_until_ctrl_c(
     assert server.returncode == 0, err
     assert "stopped" in out
     assert process_gone(etcd_pid)
+
+
+def test_status_watch_prints_a_json_line_per_refresh_until_ctrl_c(
+    tcp_server: tuple[subprocess.Popen[str], int, Path],
+    stop_later: Callable[[subprocess.Popen[str]], subprocess.Popen[str]],
+) -> None:
+    _, port, token = tcp_server
+    args = ["--backend", "c10d", "--endpoint", f"127.0.0.1:{port}", "--run-id", "later"]
+    args += ["--auth-token-file", str(token), "--json", "--watch", "0.3"]
+    watch = stop_later(start_rdzv("status", *args))
+    stdout = watch.stdout
+    assert stdout is not None
+    first = json.loads(stdout.readline())
+    assert first["result"] == "no_state"
+    with TCPStore("127.0.0.1", port, auth_token="s3cret") as store:
+        store.set("rdzv.rendezvous.later", b"bm90IGEgc3RhdGU=")
+    wait_until(
+        lambda: json.loads(stdout.readline())["result"] == "corrupt",
+        20,
+        "the watch to see the new value",
+    )
+    watch.send_signal(signal.SIGINT)
+    _, err = watch.communicate(timeout=20)
+    assert watch.returncode == 0, err
