@@ -14,12 +14,19 @@ for the keys and documents):
   key disappears, then destroys the round so that a new one starts.
 
 Every transition is a compare-and-swap on ``active_version`` against the text
-just read, so nodes of torch and of rdzv can race on it safely. Where torch and
-rdzv differ, it is in waiting, never in what is written: rdzv retries a lost race
-after a short jittered delay instead of a fixed second, does not oversleep the
-last call, leaves a round explicitly (it deletes its own keep-alive key when it
-enters the barrier again, so the round ends at once rather than when the key
-expires), and keeps its keys alive through etcd errors (:mod:`rdzv.legacy.lease`).
+just read, so nodes of torch and of rdzv can race on it safely. The keys and
+documents are torch's; what rdzv does differently:
+
+- a lost race is retried after a short jittered backoff, and a state already in
+  hand is not read again (torch sleeps up to 0.1 s before every compare-and-swap
+  and a whole second after some lost races);
+- the last call ends at its deadline (torch oversleeps it by up to a second);
+- entering the barrier again deletes this node's keep-alive key of its last
+  round, which ends that round at once (torch lets the key expire: 10 s);
+- ``set_closed`` on a run without state writes a closed state (torch raises);
+- a missing round counter (the run directory expired) is laid out again (torch
+  gives up with "worker needs to die");
+- keep-alive keys are renewed through etcd errors (:mod:`rdzv.legacy.lease`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -58,7 +66,10 @@ _RETRY_DELAY: Final = 0.25
 """Longest pause before re-entering after a lost race (torch sleeps a fixed second):
 every such retry follows a change this node has already seen."""
 _CAS_DELAY: Final = 0.1
-"""Longest pause after a lost compare-and-swap, as torch's ``cas_delay``."""
+"""Longest pause after a run of lost compare-and-swaps, as torch's ``cas_delay``."""
+_FIRST_CAS_DELAY: Final = 0.01
+"""Longest pause after the first lost compare-and-swap: losing means another node's
+write went through, so the state is worth reading again almost at once."""
 
 # What etcd answers when another node got there first, or when etcd itself is
 # between two states: the barrier re-enters instead of failing.
@@ -71,6 +82,9 @@ _RACES: tuple[type[Exception], ...] = (
     etcd.EtcdLeaderElectionInProgress,
 )
 
+
+_Seen = tuple[etcd.EtcdResult, LegacyState]
+"""A state as last read (or written) by this node: the etcd result and its document."""
 
 # Why a state may not be readable for an error message.
 _UNREADABLE: tuple[type[BaseException], ...] = (RendezvousStateError, *ETCD_ERRORS)
@@ -86,6 +100,15 @@ class EtcdRendezvousRetryImmediately(Exception):
 
 def _pause(limit: float) -> None:
     time.sleep(random.uniform(0, limit))  # noqa: S311 - jitter, not secrecy
+
+
+def _backoff(attempt: int) -> None:
+    """Pause after the ``attempt``-th lost compare-and-swap in a row (0 for the first).
+
+    Full jitter over a ceiling that doubles up to ``_CAS_DELAY``, so that nodes
+    racing for one key spread out quickly.
+    """
+    _pause(min(_CAS_DELAY, _FIRST_CAS_DELAY * 2.0 ** min(attempt, 8)))
 
 
 class EtcdRendezvous:
@@ -164,12 +187,13 @@ class EtcdRendezvous:
             RendezvousStateError: the state in etcd is not a legacy rendezvous state.
         """
         self._deadline = time.monotonic() + self._timeout
-        self._leave_round()
         with self._etcd_errors():
             while True:
                 self._check_deadline()
+                # Also after a failed attempt: a round this node confirmed may
+                # have ended before it became final.
+                self._leave_round()
                 try:
-                    self._create_layout()
                     return self.init_phase()
                 except EtcdRendezvousRetryImmediately:
                     continue
@@ -196,9 +220,9 @@ class EtcdRendezvous:
         if state.status == "closed":
             raise self._closed_error()
         if state.status == "joinable":
-            return self.join_phase(_version(state))
+            return self.join_phase(_version(state), seen=(active_version, state))
         if state.status == "final":
-            self.handle_existing_rendezvous(_version(state))
+            self.handle_existing_rendezvous(_version(state), seen=(active_version, state))
             raise EtcdRendezvousRetryImmediately
         # setup or frozen: another node is in the middle of a transition.
         self.try_wait_for_state_change(active_version.etcd_index + 1)
@@ -220,12 +244,17 @@ class EtcdRendezvous:
             ttl=protocol.SETUP_TTL,
         )
         version = self._next_version()
-        self.client.write(self.paths.round_dir(version), None, dir=True, prevExist=False)
+        # It may exist if the counter was reset; whatever is in it is of no round now.
+        self._create_dir(self.paths.round_dir(version))
         return self._swap(setup, protocol.joinable(version))
 
-    def join_phase(self, expected_version: str) -> tuple[str, int, int]:
-        """Join round ``expected_version``, wait for it to freeze, then confirm."""
-        active_version, this_rank = self.join_rendezvous(expected_version)
+    def join_phase(self, expected_version: str, seen: _Seen | None = None) -> tuple[str, int, int]:
+        """Join round ``expected_version``, wait for it to freeze, then confirm.
+
+        ``seen``, here and in the other phases: the state this node read last,
+        used instead of reading it again.
+        """
+        active_version, this_rank = self.join_rendezvous(expected_version, seen)
         state = self._decode(active_version)
         logger.info(
             "Joined round %s of rendezvous '%s' as rank %d.",
@@ -237,14 +266,21 @@ class EtcdRendezvous:
             logger.info(
                 "Rank %d waits out the last call of %g s.", this_rank, self._last_call_timeout
             )
-            self.handle_join_last_call(expected_version, time.monotonic() + self._last_call_timeout)
-        self.wait_for_peers(expected_version)
-        return self.confirm_phase(expected_version, this_rank)
+            deadline = time.monotonic() + self._last_call_timeout
+            self.handle_join_last_call(expected_version, deadline, (active_version, state))
+            frozen = self.wait_for_peers(expected_version)
+        else:
+            frozen = self.wait_for_peers(expected_version, (active_version, state))
+        return self.confirm_phase(expected_version, this_rank, (frozen, self._decode(frozen)))
 
-    def join_rendezvous(self, expected_version: str) -> tuple[etcd.EtcdResult, int]:
+    def join_rendezvous(
+        self, expected_version: str, seen: _Seen | None = None
+    ) -> tuple[etcd.EtcdResult, int]:
         """Add this node to round ``expected_version``; return the new state and its rank."""
+        attempt = 0
         while True:
-            active_version, state = self.get_rdzv_state()
+            active_version, state = seen or self.get_rdzv_state()
+            seen = None
             if state.status != "joinable":
                 raise EtcdRendezvousRetryableFailure("The round stopped being joinable.")
             if state.version != expected_version:
@@ -254,15 +290,19 @@ class EtcdRendezvous:
             )
             with contextlib.suppress(etcd.EtcdCompareFailed):
                 return self._swap(active_version, joined, ttl), rank
-            self._after_lost_swap()
+            self._after_lost_swap(attempt)
+            attempt += 1
 
-    def handle_join_last_call(self, expected_version: str, deadline: float) -> None:
+    def handle_join_last_call(
+        self, expected_version: str, deadline: float, seen: _Seen | None = None
+    ) -> None:
         """Keep the round joinable until ``deadline``, then freeze it.
 
         The state's TTL is renewed while waiting: if this node dies, the round
         expires and the others start again.
         """
-        active_version, state = self.get_rdzv_state()
+        active_version, state = seen or self.get_rdzv_state()
+        attempt = 0
         while True:
             if state.is_phase("frozen", expected_version):
                 return  # max_nodes arrived before the deadline
@@ -279,17 +319,21 @@ class EtcdRendezvous:
                     timeout=min(protocol.JOINABLE_TTL / 2, remaining),
                 )
             except etcd.EtcdCompareFailed:
-                self._after_lost_swap()
+                self._after_lost_swap(attempt)
+                attempt += 1
                 active_version, state = self.get_rdzv_state()
 
-    def wait_for_peers(self, expected_version: str) -> etcd.EtcdResult:
+    def wait_for_peers(self, expected_version: str, seen: _Seen | None = None) -> etcd.EtcdResult:
         """Wait until round ``expected_version`` is frozen."""
-        return self._wait_while("joinable", "frozen", expected_version)
+        return self._wait_while("joinable", "frozen", expected_version, seen)
 
-    def confirm_phase(self, expected_version: str, this_rank: int) -> tuple[str, int, int]:
+    def confirm_phase(
+        self, expected_version: str, this_rank: int, seen: _Seen | None = None
+    ) -> tuple[str, int, int]:
         """Confirm membership in the frozen round, then wait for it to be final."""
-        self.confirm_membership(expected_version, this_rank)
-        state = self._decode(self.wait_for_final(expected_version))
+        confirmed = self.confirm_membership(expected_version, this_rank, seen)
+        final = self.wait_for_final(expected_version, (confirmed, self._decode(confirmed)))
+        state = self._decode(final)
         participants = state.participants or ()
         logger.info(
             "Round %s of rendezvous '%s' is complete: rank %d of %d.",
@@ -300,53 +344,68 @@ class EtcdRendezvous:
         )
         return expected_version, this_rank, len(participants)
 
-    def confirm_membership(self, expected_version: str, this_rank: int) -> etcd.EtcdResult:
+    def confirm_membership(
+        self, expected_version: str, this_rank: int, seen: _Seen | None = None
+    ) -> etcd.EtcdResult:
         """Write this node's keep-alive key, add it to the state, and keep it alive."""
         key = self.paths.rank_key(expected_version, this_rank)
+        written = -math.inf
+        attempt = 0
         while True:
-            active_version, state = self.get_rdzv_state()
+            active_version, state = seen or self.get_rdzv_state()
+            seen = None
             if not state.is_phase("frozen", expected_version):
                 raise EtcdRendezvousRetryImmediately("The round ended before this node confirmed.")
-            self.client.write(key, None, ttl=protocol.KEEP_ALIVE_TTL)
+            # Written again only when a long run of lost races makes it old:
+            # torch writes it before every attempt.
+            if time.monotonic() - written > protocol.KEEP_ALIVE_TTL / 2:
+                self.client.write(key, None, ttl=protocol.KEEP_ALIVE_TTL)
+                written = time.monotonic()
             confirmed = protocol.add_keep_alive(state, key)
             ttl = None if confirmed.status == "final" else protocol.FROZEN_TTL
             try:
                 result = self._swap(active_version, confirmed, ttl)
             except etcd.EtcdCompareFailed:
-                self._after_lost_swap()
+                self._after_lost_swap(attempt)
+                attempt += 1
                 continue
             self._rank_lease = LeaseRenewal(
                 self._lease_client, key, protocol.KEEP_ALIVE_TTL
             ).start()
             return result
 
-    def wait_for_final(self, expected_version: str) -> etcd.EtcdResult:
+    def wait_for_final(self, expected_version: str, seen: _Seen | None = None) -> etcd.EtcdResult:
         """Wait until every participant of round ``expected_version`` has confirmed."""
-        return self._wait_while("frozen", "final", expected_version)
+        return self._wait_while("frozen", "final", expected_version, seen)
 
-    def handle_existing_rendezvous(self, expected_version: str) -> None:
+    def handle_existing_rendezvous(self, expected_version: str, seen: _Seen | None = None) -> None:
         """Count this node as waiting for the next round, and wait until the round ends."""
-        self.announce_self_waiting(expected_version)
-        self.wait_for_rendezvous_to_free(expected_version)
+        waiting = self.announce_self_waiting(expected_version, seen)
+        self.wait_for_rendezvous_to_free(expected_version, (waiting, self._decode(waiting)))
 
-    def announce_self_waiting(self, expected_version: str) -> etcd.EtcdResult:
+    def announce_self_waiting(
+        self, expected_version: str, seen: _Seen | None = None
+    ) -> etcd.EtcdResult:
         """Add one to ``num_workers_waiting`` of the final round ``expected_version``."""
+        attempt = 0
         while True:
-            active_version, state = self.get_rdzv_state()
+            active_version, state = seen or self.get_rdzv_state()
+            seen = None
             if not state.is_phase("final", expected_version):
                 raise EtcdRendezvousRetryImmediately("The final round ended.")
             with contextlib.suppress(etcd.EtcdCompareFailed):
                 return self._swap(active_version, protocol.add_waiting(state))
-            self._after_lost_swap()
+            self._after_lost_swap(attempt)
+            attempt += 1
 
-    def wait_for_rendezvous_to_free(self, expected_version: str) -> None:
+    def wait_for_rendezvous_to_free(self, expected_version: str, seen: _Seen | None = None) -> None:
         """Return once round ``expected_version`` is no longer final.
 
         While waiting, checks the participants' keep-alive keys: when one is
         missing, the round is over, and this node destroys it (compare-and-delete
         of the state, so only the round it saw) for a new one to start.
         """
-        active_version, state = self.get_rdzv_state()
+        active_version, state = seen or self.get_rdzv_state()
         while state.is_phase("final", expected_version):
             missing = self._missing_keep_alives(expected_version, state)
             if missing:
@@ -377,6 +436,7 @@ class EtcdRendezvous:
             RendezvousStateError: the state in etcd is unreadable.
         """
         with self._etcd_errors():
+            attempt = 0
             while True:
                 try:
                     active_version, state = self.get_rdzv_state()
@@ -396,7 +456,8 @@ class EtcdRendezvous:
                     self._swap(active_version, protocol.close(state))
                     return
                 except (etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
-                    self._after_lost_swap()
+                    _backoff(attempt)
+                    attempt += 1
 
     def current_state(self) -> LegacyState | None:
         """The current state, or ``None`` when there is none.
@@ -451,6 +512,7 @@ class EtcdRendezvous:
                 return
             except etcd.EtcdAlreadyExist:
                 pass
+            attempt = 0
             while True:
                 current = self.client.get(node)
                 data = self._extra_data(current.value, node)
@@ -459,7 +521,8 @@ class EtcdRendezvous:
                     self.client.test_and_set(node, json.dumps(data), current.value or "")
                     return
                 except etcd.EtcdCompareFailed:
-                    _pause(_CAS_DELAY)
+                    _backoff(attempt)
+                    attempt += 1
 
     def load_extra_data(self, rdzv_version: str, key: str, timeout: float | None = None) -> Any:
         """Wait for ``key`` in the ``extra_data`` of round ``rdzv_version`` and return its value.
@@ -535,9 +598,6 @@ class EtcdRendezvous:
     # -- helpers -----------------------------------------------------------------------
 
     def _create_layout(self) -> None:
-        # Done again at each attempt: the run directory keeps the TTL it was
-        # created with (etcd 3.5 cannot renew a directory's TTL), so in a long
-        # job it may be gone when a node needs a new round.
         if self.paths.prefix != "/":
             self._create_dir(self.paths.prefix)
         self._create_dir(self.paths.run_dir, ttl=protocol.RUN_DIR_TTL)
@@ -550,7 +610,14 @@ class EtcdRendezvous:
             self.client.write(path, None, ttl=ttl, dir=True, prevExist=False)
 
     def _next_version(self) -> str:
-        counter = self.client.get(self.paths.version_counter)
+        try:
+            counter = self.client.get(self.paths.version_counter)
+        except etcd.EtcdKeyNotFound:
+            # The run directory expired (etcd 3.5 cannot renew its TTL, so a job
+            # that outlives it loses it): lay the run out again. torch's nodes
+            # give up here ("worker needs to die").
+            self._create_layout()
+            counter = self.client.get(self.paths.version_counter)
         value = counter.value or ""
         if not value.isdigit():
             raise RendezvousStateError(
@@ -584,9 +651,13 @@ class EtcdRendezvous:
         )
 
     def _wait_while(
-        self, status: protocol.Status, goal: protocol.Status, version: str
+        self,
+        status: protocol.Status,
+        goal: protocol.Status,
+        version: str,
+        seen: _Seen | None = None,
     ) -> etcd.EtcdResult:
-        active_version, state = self.get_rdzv_state()
+        active_version, state = seen or self.get_rdzv_state()
         while True:
             if state.is_phase(goal, version):
                 return active_version
@@ -624,9 +695,9 @@ class EtcdRendezvous:
     def _pause_before_retry(self) -> None:
         _pause(min(_RETRY_DELAY, max(self._deadline - time.monotonic(), 0.0)))
 
-    def _after_lost_swap(self) -> None:
+    def _after_lost_swap(self, attempt: int) -> None:
         self._check_deadline()
-        _pause(_CAS_DELAY)
+        _backoff(attempt)
 
     def _timeout_error(self) -> RendezvousTimeoutError:
         state = self.current_state_quietly()
