@@ -17,10 +17,12 @@ def static_node(endpoint: str, rank: int, world_size: int, run_id: str) -> dict[
     if info.rank == 0:
         info.store.set("greeting", f"hello from {run_id}")
     greeting = info.store.get("greeting").decode()
-    # Rank 0 hosts the store: every rank says it is done and waits for all the
-    # others, so that rank 0 does not exit while another rank still reads.
-    info.store.set(f"done/{info.rank}", "1")
-    info.store.wait([f"done/{r}" for r in range(world_size)])
+    # Rank 0 hosts the store: it returns (and its server goes) only once every
+    # other rank has said it is done with the store.
+    if info.rank == 0:
+        info.store.wait([f"done/{r}" for r in range(1, world_size)])
+    else:
+        info.store.set(f"done/{info.rank}", "1")
     return {
         "rank": info.rank,
         "world_size": info.world_size,
