@@ -14,7 +14,8 @@ PYTHON = "3.11"
 def tests(session: nox.Session) -> None:
     """The test suite: unit tests of the core, integration tests on real backends."""
     session.install("-e", ".[test]")
-    session.run("pytest", *(session.posargs or ["-q"]))
+    # tests/interop needs torch: it runs in its own session.
+    session.run("pytest", "--ignore=tests/interop", *(session.posargs or ["-q"]))
 
 
 @nox.session(python=PYTHON)
@@ -52,3 +53,18 @@ def torch(session: nox.Session) -> None:
     if not str(version).strip().startswith("2.13.0"):
         session.error(f"torch 2.13.0 is required, the session has {version!r}")
     session.run("pytest", *(session.posargs or ["-q", "tests/torch"]))
+
+
+@nox.session(python=PYTHON)
+def interop(session: nox.Session) -> None:
+    """torch 2.13.0's and rdzv's legacy etcd rendezvous as nodes of one job (tests/interop).
+
+    torch is pinned exactly, in the same install as rdzv, so nothing can pull another one.
+    """
+    session.install("torch==2.13.0", "-e", ".[test]")
+    version = session.run(
+        "python", "-c", "import importlib.metadata as m; print(m.version('torch'))", silent=True
+    )
+    if not str(version).strip().startswith("2.13.0"):
+        session.error(f"torch 2.13.0 is required, the session has {version!r}")
+    session.run("pytest", *(session.posargs or ["-q"]), "tests/interop")
