@@ -13,7 +13,7 @@ from _torchrun import Job, free_port, wait_for_port
 
 from rdzv.etcd_server import EtcdServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # The torch imports of two agents and their trainers share two busy cores.
 JOB_TIMEOUT = 180
