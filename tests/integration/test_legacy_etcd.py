@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import etcd
@@ -287,3 +288,56 @@ def test_extra_data_is_stored_and_loaded_per_round(
     with pytest.raises(RendezvousTimeoutError, match="'c'"):
         rdzv.load_extra_data("1", "c", timeout=0.5)
     node.shutdown()
+
+
+def test_torchs_certificate_option_names_reach_an_https_etcd(
+    tmp_path: Path, etcd_prefix: str
+) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    files = {name: tmp_path / name for name in ("ca", "server", "server-key", "client", "key")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    server_cert = ca.issue_cert("127.0.0.1")
+    server_cert.cert_chain_pems[0].write_to_path(str(files["server"]))
+    server_cert.private_key_pem.write_to_path(str(files["server-key"]))
+    client_cert = ca.issue_cert("rdzv-legacy-client")
+    client_cert.cert_chain_pems[0].write_to_path(str(files["client"]))
+    client_cert.private_key_pem.write_to_path(str(files["key"]))
+    with EtcdServer(
+        cert_file=files["server"],
+        key_file=files["server-key"],
+        trusted_ca_file=files["ca"],
+        client_cert_auth=True,
+        client_cert_file=files["client"],
+        client_key_file=files["key"],
+    ) as server:
+        node = handler(
+            server,
+            etcd_prefix,
+            protocol="https",
+            cacert=str(files["ca"]),
+            cert=str(files["client"]),
+            key=str(files["key"]),
+        )
+        assert node.next_rendezvous().rank == 0
+        node.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"cacert": "/no/such/ca.pem"}, "'cacert'"),
+        ({"cert": "/no/such/cert.pem"}, "'cert'"),
+        ({"protocol": "gopher"}, "'protocol'"),
+        ({"etcd_prefix": "relative/path"}, "'etcd_prefix'"),
+        ({"timeout": "soon"}, "'timeout'"),
+        ({"timeout": 0}, "'timeout'"),
+        ({"last_call_timeout": -1}, "'last_call_timeout'"),
+    ],
+)
+def test_invalid_options_are_value_errors_naming_the_option(
+    etcd_server: EtcdServer, options: dict[str, Any], named: str
+) -> None:
+    params = RendezvousParameters("etcd", etcd_server.get_endpoint(), new_run_id(), 1, 1, **options)
+    with pytest.raises(ValueError, match=named):
+        get_rendezvous_handler(params)

@@ -10,6 +10,7 @@ three certificate options).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Final
 
 from rdzv.api import (
@@ -131,14 +132,19 @@ def _client_params(params: RendezvousParameters, **overrides: object) -> Rendezv
     """``params`` with torch's legacy certificate option names turned into rdzv's."""
     config = dict(params.config)
     for legacy, name in _LEGACY_NAMES.items():
-        if legacy not in config:
+        path = config.pop(legacy, None)
+        if path is None or path == "":
             continue
-        if config.get(name) not in (None, "") and config[name] != config[legacy]:
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise ValueError(
+                f"The rendezvous option '{legacy}' ({path!r}) must be the path of a file."
+            )
+        if config.get(name) not in (None, "", path):
             raise ValueError(
                 f"The rendezvous options '{legacy}' and '{name}' name the same setting with "
                 "different values; give only one of them."
             )
-        config[name] = config.pop(legacy)
+        config[name] = path
     config.update(overrides)
     return RendezvousParameters(
         params.backend,
