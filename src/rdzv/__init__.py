@@ -9,9 +9,9 @@ library are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
+from rdzv._lazy import lazy_getattr
 from rdzv.api import (
     RendezvousClosedError,
     RendezvousConnectionError,
@@ -44,13 +44,39 @@ from rdzv.store import (
 
 __version__ = "0.1.0"
 
-_LAZY: dict[str, str] = {
+if TYPE_CHECKING:
+    from rdzv.backends.c10d import C10dRendezvousBackend
+    from rdzv.backends.etcd import EtcdRendezvousBackend
+    from rdzv.backends.memory import InMemoryBackend
+    from rdzv.etcd_server import EtcdServer
+    from rdzv.legacy.handler import EtcdRendezvousHandler
+    from rdzv.static import StaticTCPRendezvous
+    from rdzv.store import EtcdStore, FileStore, StoreAuthenticationError, TCPStore
+
+_LAZY = {
+    "C10dRendezvousBackend": "rdzv.backends.c10d",
+    "EtcdRendezvousBackend": "rdzv.backends.etcd",
+    "EtcdRendezvousHandler": "rdzv.legacy.handler",
+    "EtcdServer": "rdzv.etcd_server",
+    "EtcdStore": "rdzv.store.etcd",
+    "FileStore": "rdzv.store.file",
     "InMemoryBackend": "rdzv.backends.memory",
+    "StaticTCPRendezvous": "rdzv.static",
+    "StoreAuthenticationError": "rdzv.store.tcp_protocol",
+    "TCPStore": "rdzv.store.tcp",
 }
 """Public names whose module is imported when the name is first used."""
 
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
 __all__ = [
+    "C10dRendezvousBackend",
     "DynamicRendezvousHandler",
+    "EtcdRendezvousBackend",
+    "EtcdRendezvousHandler",
+    "EtcdServer",
+    "EtcdStore",
+    "FileStore",
     "InMemoryBackend",
     "InMemoryStore",
     "PrefixStore",
@@ -69,20 +95,14 @@ __all__ = [
     "RendezvousStoreInfo",
     "RendezvousTimeout",
     "RendezvousTimeoutError",
+    "StaticTCPRendezvous",
     "Store",
+    "StoreAuthenticationError",
     "StoreError",
     "StoreTimeoutError",
+    "TCPStore",
     "create_handler",
     "get_rendezvous_handler",
     "parse_rendezvous_endpoint",
     "rendezvous_handler_registry",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rdzv' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
