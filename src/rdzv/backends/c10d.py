@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 29400
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds a node keeps trying to reach a store host that is not listening yet: long enough
+for nodes started together (the host may come up a little later), short enough that a wrong
+endpoint is reported quickly rather than after torch's full read timeout."""
 
 _T = TypeVar("_T")
 
@@ -135,6 +139,13 @@ def _port_in_use(error: StoreError) -> bool:
 def _create_tcp_store(params: RendezvousParameters, timeout: timedelta) -> TCPStore:
     host, port = parse_rendezvous_endpoint(params.endpoint, DEFAULT_PORT)
     is_host = params.get_as_bool("is_host")
+    connect_timeout = params.get_as_float(
+        "connect_timeout", min(DEFAULT_CONNECT_TIMEOUT, timeout.total_seconds())
+    )
+    if connect_timeout is None or connect_timeout <= 0:
+        raise ValueError(
+            f"The rendezvous option 'connect_timeout' ({connect_timeout}) must be positive."
+        )
     token = params.get("auth_token")
     if token is not None and not isinstance(token, (str, bytes)):
         raise ValueError("The rendezvous option 'auth_token' must be a string.")
@@ -142,7 +153,13 @@ def _create_tcp_store(params: RendezvousParameters, timeout: timedelta) -> TCPSt
 
     def connect(as_host: bool) -> TCPStore:
         return TCPStore(
-            host, port, is_master=as_host, timeout=timeout, multi_tenant=True, auth_token=token
+            host,
+            port,
+            is_master=as_host,
+            timeout=timeout,
+            multi_tenant=True,
+            auth_token=token,
+            connect_timeout=connect_timeout,
         )
 
     try:
@@ -186,6 +203,8 @@ def create_backend(params: RendezvousParameters) -> tuple[C10dRendezvousBackend,
             binding to it, not by comparing hostnames) and the port is free; if
             another process of the host already serves the port, it connects.
         auth_token: shared secret of the TCP store (default ``$RDZV_AUTH_TOKEN``).
+        connect_timeout: seconds to keep retrying a store that refuses connections
+            (default 10, at most ``read_timeout``).
 
     Raises:
         ValueError: an invalid option, named in the message.

@@ -1,0 +1,102 @@
+"""c10d backend specifics: who hosts the TCP store, connection errors, the file store."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rdzv import RendezvousConnectionError, RendezvousParameters, get_rendezvous_handler
+from rdzv.backends.c10d import create_backend, is_local_address
+from rdzv.store.tcp import TCPStore
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def params(endpoint: str, **options: object) -> RendezvousParameters:
+    return RendezvousParameters("c10d", endpoint, "c10d-run", 1, 2, "127.0.0.1", **options)
+
+
+def test_local_addresses_are_recognised_by_binding() -> None:
+    assert is_local_address("127.0.0.1")
+    assert is_local_address("localhost")
+    assert not is_local_address("192.0.2.1")  # TEST-NET-1: never assigned to a host
+    assert not is_local_address("no-such-host.invalid")
+
+
+def test_nothing_listening_fails_quickly_naming_the_address() -> None:
+    port = free_port()
+    start = time.monotonic()
+    with pytest.raises(RendezvousConnectionError, match=f"127.0.0.1:{port}"):
+        create_backend(params(f"127.0.0.1:{port}", is_host=False, connect_timeout=0.5))
+    assert time.monotonic() - start < 5
+
+
+def test_node_started_before_the_host_connects_once_it_listens() -> None:
+    port = free_port()
+    created: list[object] = []
+    client = threading.Thread(
+        target=lambda: created.append(create_backend(params(f"127.0.0.1:{port}", is_host=False)))
+    )
+    client.start()
+    time.sleep(0.5)
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    try:
+        client.join(timeout=15)
+        assert created, "the early node never connected"
+    finally:
+        for _, store in created:  # type: ignore[misc]
+            store.close()
+        host.close()
+
+
+def test_second_node_of_a_host_joins_the_store_the_first_serves() -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    _, first_store = create_backend(params(endpoint))
+    _, second_store = create_backend(params(endpoint))
+    try:
+        assert isinstance(first_store, TCPStore) and first_store.server is not None
+        first_store.set("k", b"v")
+        assert second_store.get("k") == b"v"
+    finally:
+        second_store.close()
+        first_store.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("store_type", "redis"), ("read_timeout", 0), ("connect_timeout", -1), ("is_host", "maybe")],
+)
+def test_invalid_option_is_named(option: str, value: object) -> None:
+    with pytest.raises(ValueError, match=option):
+        create_backend(params(f"127.0.0.1:{free_port()}", **{option: value}))
+
+
+def test_file_store_backend_rendezvous_two_nodes(tmp_path: Path) -> None:
+    path = str(tmp_path / "rdzv-store")
+    handlers = [
+        get_rendezvous_handler(
+            RendezvousParameters("c10d", path, "file-run", 2, 2, "127.0.0.1", store_type="file")
+        )
+        for _ in range(2)
+    ]
+    ranks: list[int] = []
+    threads = [
+        threading.Thread(target=lambda h=h: ranks.append(h.next_rendezvous().rank))
+        for h in handlers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    for handler in handlers:
+        handler.shutdown()
+    assert sorted(ranks) == [0, 1]
