@@ -6,14 +6,18 @@ session does not collect this directory.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import etcd
 import pytest
 from _interop_driver import Node
 
 from rdzv.etcd_server import EtcdServer
+from rdzv.legacy.protocol import decode_state, encode_state
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +37,47 @@ def etcd_prefix() -> str:
     return f"/rdzv-interop/{uuid.uuid4().hex[:12]}"
 
 
+class StateRecorder:
+    """Records every value written to an ``active_version`` key under a prefix, in order."""
+
+    def __init__(self, server: EtcdServer, prefix: str) -> None:
+        self._client = server.get_client()
+        self._prefix = prefix
+        self._stop = threading.Event()
+        self.values: list[str] = []
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        index: int | None = None
+        while not self._stop.is_set():
+            try:
+                event = self._client.read(
+                    self._prefix, recursive=True, wait=True, waitIndex=index, timeout=0.5
+                )
+            except etcd.EtcdWatchTimedOut:
+                continue
+            except etcd.EtcdKeyNotFound:
+                time.sleep(0.05)
+                continue
+            index = event.modifiedIndex + 1
+            if event.key.endswith("/rdzv/active_version") and event.value is not None:
+                self.values.append(event.value)
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.values
+
+
 @pytest.fixture
 def start_nodes(etcd_server: EtcdServer, etcd_prefix: str) -> Iterator[Callable[..., list[Node]]]:
     """``start_nodes(["torch", "rdzv"], min_nodes, max_nodes, **options)``: nodes of one run."""
     nodes: list[Node] = []
     run_id = f"interop-{uuid.uuid4().hex[:8]}"
+    # Every state either library writes during the test must be one rdzv reads and
+    # writes back byte for byte.
+    recorder = StateRecorder(etcd_server, etcd_prefix)
 
     def start(impls: list[str], min_nodes: int, max_nodes: int, **options: Any) -> list[Node]:
         config = {
@@ -61,3 +101,7 @@ def start_nodes(etcd_server: EtcdServer, etcd_prefix: str) -> Iterator[Callable[
     yield start
     for node in nodes:
         node.close()
+    states = recorder.stop()
+    assert not nodes or states, "no rendezvous state was seen"
+    for text in states:
+        assert encode_state(decode_state(text, "active_version")) == text
