@@ -28,6 +28,7 @@ from rdzv import (
 )
 from rdzv.etcd_server import EtcdServer
 from rdzv.legacy import EtcdRendezvousHandler
+from rdzv.legacy.lease import LeaseRenewal
 from rdzv.legacy.protocol import LegacyPaths, decode_state, encode_state
 
 
@@ -341,3 +342,27 @@ def test_invalid_options_are_value_errors_naming_the_option(
     params = RendezvousParameters("etcd", etcd_server.get_endpoint(), new_run_id(), 1, 1, **options)
     with pytest.raises(ValueError, match=named):
         get_rendezvous_handler(params)
+
+
+def test_a_lease_ends_when_its_key_is_gone(etcd_client: etcd.Client, etcd_prefix: str) -> None:
+    key = f"{etcd_prefix}/rank_0"
+    etcd_client.write(key, None, ttl=10)
+    lease = LeaseRenewal(etcd_client, key, 10, interval=0.1).start()
+    etcd_client.delete(key)
+    wait_until(lambda: not lease.is_alive(), timeout=10, what="the lease to end")
+
+
+def test_a_directory_lease_that_etcd_cannot_renew_ends_instead_of_retrying(
+    etcd_client: etcd.Client, etcd_prefix: str
+) -> None:
+    etcd_client.write(etcd_prefix, None, dir=True, ttl=60)
+    try:
+        etcd_client.write(etcd_prefix, None, dir=True, ttl=60, prevExist=True)
+        renewable = True
+    except etcd.EtcdException:
+        renewable = False  # etcd 3.5's v2 API: "Not a file"
+    lease = LeaseRenewal(etcd_client, etcd_prefix, 60, is_dir=True).start()
+    lease._thread.join(timeout=2)
+    assert lease.is_alive() is renewable
+    lease.stop()
+    assert not lease.is_alive()
