@@ -43,8 +43,12 @@ class LeaseRenewal:
             ``ttl``.
         key: the etcd key (or directory, with ``is_dir``) to keep alive.
         ttl: the TTL, in seconds, each renewal sets.
-        is_dir: ``key`` is a directory (renewed with ``dir=true``, since etcd
-            refuses a refresh of a directory).
+        is_dir: ``key`` is a directory, renewed the way etcd's v2 API documents
+            for directories (``dir=true&prevExist=true``): a plain refresh fails.
+        interval: seconds between renewals (default ``ttl / 2``, as torch).
+
+    Raises:
+        ValueError: a TTL or interval that is not positive.
 
     The thread holds no reference to this object: dropping it (and so the
     handler that owns it) stops the renewal, as :meth:`stop` does.
@@ -59,11 +63,14 @@ class LeaseRenewal:
         is_dir: bool = False,
         interval: float | None = None,
     ) -> None:
-        if ttl <= 0:
-            raise ValueError(f"The TTL of a lease ({ttl}) must be positive.")
         self.key = key
         self.ttl = ttl
         self.interval = ttl / 2 if interval is None else interval
+        if ttl <= 0 or self.interval <= 0:
+            raise ValueError(
+                f"The TTL ({ttl}) and renewal interval ({self.interval}) of the lease of {key} "
+                "must be positive."
+            )
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=_renew_until_stopped,
