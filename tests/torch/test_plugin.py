@@ -152,7 +152,9 @@ def test_a_closed_rendezvous_raises_torchs_closed_error(
 
 
 def test_an_unreachable_store_raises_torchs_connection_error() -> None:
-    params = torch_params("rdzv-c10d", f"127.0.0.1:{free_port()}", is_host="false")
+    params = torch_params(
+        "rdzv-c10d", f"127.0.0.1:{free_port()}", is_host="false", connect_timeout="0.5"
+    )
     with pytest.raises(torch_api.RendezvousConnectionError, match="Cannot reach"):
         get_rendezvous_handler(params)
 
