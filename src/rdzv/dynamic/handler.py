@@ -75,11 +75,12 @@ class _KeepAliveThread:
     def _run(
         ref: weakref.ref[DynamicRendezvousHandler], interval: float, stop: threading.Event
     ) -> None:
-        while not stop.wait(interval):
+        delay = interval
+        while not stop.wait(delay):
             handler = ref()
             if handler is None:
                 return
-            handler._keep_alive()
+            delay = handler._keep_alive()
             del handler
 
     def stop(self) -> None:
@@ -244,7 +245,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
         self._executor.run(decide_close, self._deadline(self._settings.timeout.close))
         logger.info("Node %s closed rendezvous '%s'.", self._node, self._settings.run_id)
 
-    def _keep_alive(self) -> None:
+    def _keep_alive(self) -> float:
+        """Send a heartbeat if one is due; return the seconds until the next one is."""
         with self._heartbeat_lock:
             try:
                 self._executor.run(
@@ -257,11 +259,19 @@ class DynamicRendezvousHandler(RendezvousHandler):
                     self._settings.run_id,
                     e,
                 )
+        return self._next_heartbeat_delay()
+
+    def _next_heartbeat_delay(self) -> float:
+        # Timed from the last heartbeat the state holds (the join wrote one), not
+        # from now: otherwise a heartbeat could be almost two intervals old.
+        interval = self._settings.keep_alive_interval.total_seconds()
+        last = self._executor.state.last_heartbeats.get(self._node)
+        if last is None:
+            return interval
+        return min(max(last + interval - self._clock(), 0.01), interval)
 
     def _start_heartbeats(self) -> None:
-        self._keep_alive_thread = _KeepAliveThread(
-            self, self._settings.keep_alive_interval.total_seconds()
-        )
+        self._keep_alive_thread = _KeepAliveThread(self, self._next_heartbeat_delay())
 
     def _stop_heartbeats(self) -> None:
         if self._keep_alive_thread is not None:
