@@ -55,6 +55,7 @@ def valid_document() -> dict[str, Any]:
         "participants": [["a", 1, 0, T, 0], ["b", 1, 0, T, 1]],
         "wait_list": [["c", 1, 0, T]],
         "redundancy_list": [["d", 1, 0, T]],
+        "intent_cursor": 7,
     }
 
 
@@ -433,8 +434,10 @@ def test_a_last_call_deadline_that_is_not_a_finite_time_is_corrupt(word: str) ->
     assert_corrupt(frame_text(text), "the last-call deadline is not a finite time")
 
 
-@pytest.mark.parametrize(("field", "value"), [("round", -1), ("world_size", -2)])
-def test_a_negative_round_or_world_size_is_corrupt(field: str, value: int) -> None:
+@pytest.mark.parametrize(
+    ("field", "value"), [("round", -1), ("world_size", -2), ("intent_cursor", -3)]
+)
+def test_a_negative_round_world_size_or_cursor_is_corrupt(field: str, value: int) -> None:
     assert_corrupt(with_fields(**{field: value}), "cannot be negative")
 
 

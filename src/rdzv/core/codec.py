@@ -13,6 +13,7 @@ are bounded before anything is allocated for them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import zlib
@@ -63,6 +64,7 @@ class _WireV1:
     participants: list[_Participant]
     wait_list: list[_Node]
     redundancy_list: list[_Node]
+    intent_cursor: int
 
 
 def _strict(kind: type[Any]) -> Any:
@@ -107,6 +109,7 @@ def encode_state(state: RendezvousState) -> bytes:
         participants=[(*node(n), state.participants[n]) for n in sorted(state.participants)],
         wait_list=[node(n) for n in sorted(state.wait_list)],
         redundancy_list=[node(n) for n in sorted(state.redundancy_list)],
+        intent_cursor=state.intent_cursor,
     )
     text = json.dumps(_converter.unstructure(wire), separators=(",", ":"), allow_nan=False)
     return MAGIC + zlib.compress(text.encode("utf-8"), 6)
@@ -160,8 +163,8 @@ def _check_time(value: float | None, what: str) -> None:
 
 
 def _to_state(wire: _WireV1) -> RendezvousState:
-    if wire.round < 0 or wire.world_size < 0:
-        raise _corrupt("the round and the world size cannot be negative")
+    if wire.round < 0 or wire.world_size < 0 or wire.intent_cursor < 0:
+        raise _corrupt("the round, the world size and the intent cursor cannot be negative")
     _check_time(wire.deadline, "the last-call deadline")
     heartbeats: dict[NodeDesc, float] = {}
     participants: dict[NodeDesc, int] = {}
@@ -201,17 +204,26 @@ def _to_state(wire: _WireV1) -> RendezvousState:
         redundancy_list=frozenset(lists[1]),
         last_heartbeats=heartbeats,
         world_size=wire.world_size,
+        intent_cursor=wire.intent_cursor,
     )
 
 
 def decode_state(data: bytes) -> RendezvousState:
     """Decode bytes written by :func:`encode_state`.
 
+    The result is immutable, so equal bytes may share one decoded state: when many
+    nodes of one process wake on the same write, it is decoded once.
+
     Raises:
         RendezvousStateError: ``data`` is empty, too large, not rdzv's format,
             damaged, of another schema version, or describes an impossible state;
             the message names the reason and, for a bad field, its path.
     """
+    return _decode(bytes(data))
+
+
+@functools.lru_cache(maxsize=4)
+def _decode(data: bytes) -> RendezvousState:
     document = _parse(data)
     try:
         wire = _converter.structure(document, _WireV1)

@@ -232,9 +232,11 @@ def next_wakeup(
     own = state.last_heartbeats.get(node)
     if own is not None:
         candidates.append(own + settings.keep_alive_interval.total_seconds())
-    expiry = settings.heartbeat_expiry
-    candidates.extend(
-        just_after(beat + expiry) for other, beat in state.last_heartbeats.items() if other != node
-    )
+    oldest = state.oldest_heartbeat
+    if oldest is not None and oldest == own:
+        # Only when this node is the oldest does finding the next one need a scan.
+        oldest = min((b for n, b in state.last_heartbeats.items() if n != node), default=None)
+    if oldest is not None:
+        candidates.append(just_after(oldest + settings.heartbeat_expiry))
     future = [t for t in candidates if t > now]
     return min(future) if future else now

@@ -20,6 +20,8 @@ def dead_nodes(
 ) -> tuple[NodeDesc, ...]:
     """The nodes whose heartbeat expired at ``now``, sorted."""
     expired_before = now - settings.heartbeat_expiry
+    if state.oldest_heartbeat is None or state.oldest_heartbeat >= expired_before:
+        return ()
     return tuple(
         sorted(node for node, beat in state.last_heartbeats.items() if beat < expired_before)
     )

@@ -65,6 +65,8 @@ class RendezvousState:
             When a participant of a complete round dies or leaves, the survivors
             see ``world_size`` above the number of participants and know that a
             new round is needed (see :func:`rdzv.core.liveness.num_nodes_waiting`).
+        intent_cursor: how far into the backend's log of join intents the state
+            has admitted (see :mod:`rdzv.core.intents`); 0 where there is no log.
     """
 
     round: int = 0
@@ -76,6 +78,16 @@ class RendezvousState:
     redundancy_list: frozenset[NodeDesc] = attrs.field(factory=frozenset, converter=_frozen_set)
     last_heartbeats: Mapping[NodeDesc, float] = attrs.field(factory=dict, converter=_frozen_mapping)
     world_size: int = 0
+    intent_cursor: int = 0
+    oldest_heartbeat: float | None = attrs.field(init=False, eq=False, repr=False)
+    """The earliest of ``last_heartbeats`` (``None`` when empty), computed once: a
+    waiting node checks it on every wake-up, and a scan of a thousand nodes each
+    time would be the bulk of its work."""
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(
+            self, "oldest_heartbeat", min(self.last_heartbeats.values(), default=None)
+        )
 
     def members(self) -> frozenset[NodeDesc]:
         """Every node the state knows: participants, wait list and redundancy list."""

@@ -1,0 +1,165 @@
+"""Joins and heartbeats that reach the state without each node writing it.
+
+At scale, one compare-and-set per joining node and per heartbeat makes every node
+fight for one key, and every write wakes every waiting node: the work grows with
+the square of the node count. Backends that can (etcd, the TCP store) therefore
+offer two side channels, and this module is their pure half:
+
+- **Join intents.** A joining node posts a small record to an append-only log
+  (no contention); whichever node next writes the state admits every pending
+  intent in one compare-and-set (:func:`admit_intents`). The state records how
+  far into the log it has admitted (``intent_cursor``).
+- **Heartbeats.** A node refreshes its own heartbeat record instead of the shared
+  state; readers merge the records into the state they decide on
+  (:func:`merge_heartbeats`), so the shared state changes only when membership does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+from rdzv.core.decisions import Action, decide_join
+from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
+from rdzv.core.transitions import apply_action
+
+__all__ = [
+    "MAX_INTENT_SIZE",
+    "JoinIntent",
+    "admit_intents",
+    "decode_beat",
+    "decode_intents",
+    "encode_beat",
+    "encode_intent",
+    "merge_heartbeats",
+]
+
+MAX_INTENT_SIZE = 4096
+"""Longest intent record accepted; longer lines in the log are skipped."""
+
+_PLACEMENTS = frozenset(
+    {Action.ADD_TO_PARTICIPANTS, Action.ADD_TO_WAIT_LIST, Action.ADD_TO_REDUNDANCY_LIST}
+)
+
+
+@attrs.frozen
+class JoinIntent:
+    """A node asking to join, and when it asked."""
+
+    node: NodeDesc
+    posted: float
+
+
+def encode_intent(intent: JoinIntent) -> bytes:
+    """One log record: a JSON array and a newline."""
+    node = intent.node
+    record = [node.addr, node.pid, node.local_id, intent.posted]
+    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def _decode_intent(line: bytes) -> JoinIntent | None:
+    if len(line) > MAX_INTENT_SIZE:
+        return None
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, list) or len(record) != 4:
+        return None
+    addr, pid, local_id, posted = record
+    ints_ok = all(type(v) is int for v in (pid, local_id))
+    if not (isinstance(addr, str) and addr and ints_ok):
+        return None
+    if type(posted) not in (int, float) or not math.isfinite(posted):
+        return None
+    return JoinIntent(NodeDesc(addr, pid, local_id), float(posted))
+
+
+def decode_intents(records: Iterable[bytes]) -> tuple[list[JoinIntent], int]:
+    """Parse log records (each one or more lines); return the intents and the count of bad lines.
+
+    A bad line is skipped rather than raised: anyone who can append to the log
+    could otherwise stop every join. Its node posts again after an interval.
+    """
+    intents: list[JoinIntent] = []
+    bad = 0
+    for record in records:
+        for line in record.splitlines():
+            if not line.strip():
+                continue
+            intent = _decode_intent(line)
+            if intent is None:
+                bad += 1
+            else:
+                intents.append(intent)
+    return intents, bad
+
+
+def admit_intents(
+    state: RendezvousState,
+    intents: Sequence[JoinIntent],
+    cursor: int,
+    settings: RendezvousSettings,
+    now: float,
+) -> RendezvousState:
+    """Place every fresh intent's node as its own join would, and advance the cursor.
+
+    Nodes are taken in log order; each goes where :func:`decide_join` sends a
+    newcomer (participants, wait list or redundancy list), so a batch admits
+    exactly what the same joins one by one would (a waiting node moves to the
+    participants of a new round). Skipped: nodes whose join would not place them
+    (participants, a redundant node waiting for room), intents older than the
+    heartbeat expiry (their node gave up or died; a live one posts again), and
+    everything once the rendezvous is closed.
+    """
+    if cursor < state.intent_cursor:
+        raise ValueError(
+            f"The intent cursor cannot move back (from {state.intent_cursor} to {cursor})."
+        )
+    expired_before = now - settings.heartbeat_expiry
+    new = state
+    for intent in intents:
+        if new.closed or intent.posted < expired_before:
+            continue
+        action = decide_join(new, intent.node, settings, now, math.inf)
+        if action in _PLACEMENTS:
+            new = apply_action(new, action, intent.node, settings, now)
+    if cursor == state.intent_cursor and new is state:
+        return state
+    return attrs.evolve(new, intent_cursor=cursor)
+
+
+def encode_beat(when: float) -> bytes:
+    """A heartbeat record: the time, as text."""
+    return repr(float(when)).encode()
+
+
+def decode_beat(value: bytes | str | None) -> float | None:
+    """The time in a heartbeat record, or ``None`` when it is not one."""
+    if value is None:
+        return None
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    try:
+        when = float(text)
+    except ValueError:
+        return None
+    return when if math.isfinite(when) else None
+
+
+def merge_heartbeats(state: RendezvousState, observed: Mapping[NodeDesc, float]) -> RendezvousState:
+    """The state with each member's heartbeat raised to the newest one observed.
+
+    Only members are touched, and a heartbeat never moves back: a stale record
+    cannot revive a node the state already dropped, nor age a live one.
+    """
+    fresher = {
+        node: beat
+        for node, beat in observed.items()
+        if beat > state.last_heartbeats.get(node, math.inf)
+    }
+    if not fresher:
+        return state
+    return attrs.evolve(state, last_heartbeats={**state.last_heartbeats, **fresher})
