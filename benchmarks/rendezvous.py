@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from functools import partial
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from rdzv import RendezvousBackend, RendezvousParameters, create_handler
 from rdzv.backends import c10d as rdzv_c10d
 from rdzv.backends import etcd as rdzv_etcd
+from rdzv.dynamic.backend import HeartbeatBoard, IntentLog
 from rdzv.etcd_server import EtcdServer
 
 
@@ -70,6 +71,37 @@ class CountingBackend(RendezvousBackend):
         return self._inner.wait_for_change(token, timeout)
 
 
+class CountingSideChannels(CountingBackend, IntentLog, HeartbeatBoard):
+    """Counting wrapper for backends with join intents and heartbeat records."""
+
+    _inner: Any
+
+    def post_intent(self, record: bytes) -> None:
+        self._counter.count(record)
+        self._inner.post_intent(record)
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        self._counter.count()
+        result: tuple[list[bytes], int] = self._inner.read_intents(cursor)
+        return result
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        self._counter.count(record)
+        self._inner.beat(name, record, ttl)
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        self._counter.count()
+        result: dict[str, bytes] = self._inner.read_beats(names)
+        return result
+
+
+def counting(inner: RendezvousBackend, counter: Counter) -> CountingBackend:
+    """Wrap ``inner``, keeping the side channels it offers."""
+    if isinstance(inner, IntentLog) and isinstance(inner, HeartbeatBoard):
+        return CountingSideChannels(inner, counter)
+    return CountingBackend(inner, counter)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -86,7 +118,7 @@ def rdzv_handlers(backend: str, endpoint: str, n: int, counter: Counter) -> list
         )
         module = rdzv_etcd if backend == "etcd-v2" else rdzv_c10d
         inner, store = module.create_backend(params)  # type: ignore[attr-defined]
-        handlers.append(create_handler(store, CountingBackend(inner, counter), params))
+        handlers.append(create_handler(store, counting(inner, counter), params))
     return handlers
 
 

@@ -195,13 +195,18 @@ def test_dropping_a_handler_stops_its_keep_alive_thread(make_run: Callable[..., 
         time.sleep(0.01)
 
 
-def test_keep_alive_refreshes_the_heartbeat(make_run: Callable[..., Run]) -> None:
+def test_keep_alive_refreshes_the_heartbeat_record_not_the_state(
+    make_run: Callable[..., Run],
+) -> None:
     run = make_run(1, 1, keep_alive_interval=0.05)
     handler = run.handler()
     handler.next_rendezvous()
-    first = run.state().last_heartbeats[handler.node]
+    state_before = run.backend.get_state()
+    joined = run.state().last_heartbeats[handler.node]
     time.sleep(0.3)
-    assert run.state().last_heartbeats[handler.node] > first
+    record = run.backend.read_beats([str(handler.node)])[str(handler.node)]
+    assert float(record) > joined
+    assert run.backend.get_state() == state_before  # the shared state did not move
 
 
 def test_shutdown_closes_the_rendezvous_and_stops_heartbeats(

@@ -16,12 +16,14 @@ import errno
 import os
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
 from rdzv.dynamic.backend import (
+    HeartbeatBoard,
+    IntentLog,
     RendezvousBackend,
     Token,
     decode_base64_state,
@@ -50,8 +52,11 @@ endpoint is reported quickly rather than after torch's full read timeout."""
 _T = TypeVar("_T")
 
 
-class C10dRendezvousBackend(RendezvousBackend):
+class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Holds the state of ``run_id`` in ``store`` (torch's signature).
+
+    Join intents are appended to one key (a log whose byte length is the
+    position) and each node's heartbeat is a key of its own.
 
     Raises:
         ValueError: an empty run id.
@@ -62,6 +67,8 @@ class C10dRendezvousBackend(RendezvousBackend):
             raise ValueError("The run id must be a non-empty string.")
         self._store = store
         self._key = f"rdzv.rendezvous.{run_id}"
+        self._intents_key = f"rdzv.intents.{run_id}"
+        self._beats_prefix = f"rdzv.heartbeats.{run_id}."
         self._name = name
 
     @property
@@ -103,6 +110,28 @@ class C10dRendezvousBackend(RendezvousBackend):
         if token is not None and result == token:
             return None  # the key is gone (c10d answers a missing key with the expectation)
         return (*self._decode(result), False)
+
+    def post_intent(self, record: bytes) -> None:
+        self._call(lambda: self._store.append(self._intents_key, record))
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        log = self._call(lambda: self._store.get_if_exists(self._intents_key)) or b""
+        if len(log) <= cursor:
+            return [], cursor
+        # Only whole records: an append may be seen half written by no one (the
+        # store applies it at once), but a corrupt writer could leave a partial line.
+        end = log.rfind(b"\n", cursor) + 1
+        if end <= cursor:
+            return [], cursor
+        return [log[cursor:end]], end
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        self._call(lambda: self._store.set(self._beats_prefix + name, record))
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        keys = [self._beats_prefix + name for name in names]
+        values = self._call(lambda: self._store.multi_get_if_exists(keys))
+        return {name: value for name, value in zip(names, values, strict=True) if value}
 
     def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
         current = token if isinstance(token, bytes) else None

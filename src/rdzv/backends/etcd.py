@@ -8,12 +8,16 @@ waiting for others watches the key from its token, so it wakes on the next write
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import etcd
 
 from rdzv.api import RendezvousParameters
 from rdzv.dynamic.backend import (
+    HeartbeatBoard,
+    IntentLog,
     RendezvousBackend,
     Token,
     decode_base64_state,
@@ -36,8 +40,12 @@ and a torch job with the same run id never overwrite each other's state."""
 DEFAULT_STORE_PREFIX = "/rdzv/store"
 
 
-class EtcdRendezvousBackend(RendezvousBackend):
+class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Holds the state of ``run_id`` at ``<key_prefix>/<run_id>`` (torch's signature).
+
+    Join intents are etcd's in-order keys under ``<key_prefix>/<run_id>.intents/``
+    (their creation index is the log position) and heartbeats are keys with a TTL
+    under ``<key_prefix>/<run_id>.heartbeats/``, one per node.
 
     Args:
         client: the ``etcd.Client`` to use.
@@ -50,6 +58,8 @@ class EtcdRendezvousBackend(RendezvousBackend):
     """
 
     DEFAULT_TTL = 7200
+    INTENT_TTL = 300
+    """Seconds an intent stays in etcd; a node not admitted by then posts again."""
 
     def __init__(
         self,
@@ -65,6 +75,8 @@ class EtcdRendezvousBackend(RendezvousBackend):
         self._client = client
         prefix = DEFAULT_KEY_PREFIX if key_prefix is None else key_prefix.rstrip("/")
         self._key = f"{prefix}/{run_id}"
+        self._intents_dir = f"{self._key}.intents"
+        self._beats_dir = f"{self._key}.heartbeats"
         self._ttl = ttl or self.DEFAULT_TTL
 
     @property
@@ -115,6 +127,48 @@ class EtcdRendezvousBackend(RendezvousBackend):
     def _current_state(self) -> tuple[bytes, Token, bool] | None:
         current = self.get_state()
         return None if current is None else (*current, False)
+
+    def post_intent(self, record: bytes) -> None:
+        try:
+            self._client.write(
+                self._intents_dir, record.decode("utf-8"), ttl=self.INTENT_TTL, append=True
+            )
+        except ETCD_ERRORS as e:
+            raise connection_error(self._endpoint, e) from e
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        entries = self._read_dir(self._intents_dir)
+        fresh = sorted((e.createdIndex, e.value) for e in entries if e.createdIndex > cursor)
+        records = [(value or "").encode("utf-8") for _, value in fresh]
+        return records, max([cursor, *(index for index, _ in fresh)])
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        try:
+            self._client.write(
+                f"{self._beats_dir}/{name}", record.decode("ascii"), ttl=max(1, math.ceil(ttl))
+            )
+        except ETCD_ERRORS as e:
+            raise connection_error(self._endpoint, e) from e
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        wanted = set(names)
+        found: dict[str, bytes] = {}
+        for entry in self._read_dir(self._beats_dir):
+            name = entry.key.rsplit("/", 1)[-1]
+            if name in wanted and entry.value is not None:
+                found[name] = entry.value.encode("utf-8", "replace")
+        return found
+
+    def _read_dir(self, path: str) -> list[etcd.EtcdResult]:
+        """The files of directory ``path`` (none when it does not exist)."""
+        try:
+            result = self._client.read(path, recursive=True)
+        except etcd.EtcdKeyNotFound:
+            return []
+        except ETCD_ERRORS as e:
+            raise connection_error(self._endpoint, e) from e
+        # python-etcd lists an empty directory as one "leaf": the directory itself.
+        return [leaf for leaf in result.leaves if not leaf.dir]
 
     def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
         """Watch the key for the first write after ``token`` (or its creation).

@@ -8,22 +8,45 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 from rdzv.api import RendezvousParameters
-from rdzv.dynamic.backend import RendezvousBackend, Token
+from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend, Token
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.store.memory import InMemoryStore
 
 __all__ = ["InMemoryBackend", "create_memory_handler"]
 
 
-class InMemoryBackend(RendezvousBackend):
-    """The encoded state and a version counter (the fencing token) behind a condition."""
+class InMemoryBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
+    """The encoded state and a version counter (the fencing token) behind a condition.
+
+    It also keeps a log of join intents and a heartbeat record per node, as the
+    etcd and c10d backends do, so that in-process runs take the same path.
+    """
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._state: bytes | None = None
         self._version = 0
+        self._intents: list[bytes] = []
+        self._beats: dict[str, bytes] = {}
+
+    def post_intent(self, record: bytes) -> None:
+        with self._changed:
+            self._intents.append(bytes(record))
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        with self._changed:
+            return self._intents[cursor:], max(cursor, len(self._intents))
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        with self._changed:
+            self._beats[name] = bytes(record)
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        with self._changed:
+            return {name: self._beats[name] for name in names if name in self._beats}
 
     @property
     def name(self) -> str:

@@ -11,11 +11,19 @@ import binascii
 import time
 from abc import ABC, abstractmethod
 from base64 import b64decode, b64encode
+from collections.abc import Sequence
 from typing import Any
 
 from rdzv.api import RendezvousStateError
 
-__all__ = ["RendezvousBackend", "Token", "decode_base64_state", "encode_base64_state"]
+__all__ = [
+    "HeartbeatBoard",
+    "IntentLog",
+    "RendezvousBackend",
+    "Token",
+    "decode_base64_state",
+    "encode_base64_state",
+]
 
 Token = Any
 """An opaque fencing token; only the backend that issued it interprets it."""
@@ -70,6 +78,55 @@ class RendezvousBackend(ABC):
         """
         time.sleep(min(max(timeout, 0.0), 0.05))
         return None
+
+
+class IntentLog(ABC):
+    """Optional capability: an append-only log where joining nodes post themselves.
+
+    Posting never contends, so a thousand nodes can announce themselves at once;
+    the next node to write the state admits them all in one compare-and-set (see
+    :mod:`rdzv.core.intents`). Positions are backend-defined integers that grow.
+    """
+
+    @abstractmethod
+    def post_intent(self, record: bytes) -> None:
+        """Append one record to the log.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+        """
+
+    @abstractmethod
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        """The records after position ``cursor``, and the position after the last one.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+        """
+
+
+class HeartbeatBoard(ABC):
+    """Optional capability: one small heartbeat record per node, outside the state.
+
+    A heartbeat then costs one tiny write instead of rewriting the shared state,
+    and the state changes (and wakes every waiting node) only when membership does.
+    """
+
+    @abstractmethod
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        """Write ``name``'s heartbeat record; it may vanish after ``ttl`` seconds.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+        """
+
+    @abstractmethod
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        """The heartbeat records of ``names`` that exist.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+        """
 
 
 def encode_base64_state(state: bytes) -> bytes:

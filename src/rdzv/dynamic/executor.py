@@ -3,13 +3,19 @@
 This is where the pure core meets the backend and the clock. One iteration:
 
 1. read the state (or take the one a lost compare-and-set returned);
-2. drop the nodes whose heartbeat expired (:func:`rdzv.core.drop_dead_nodes`);
+2. merge the heartbeats seen outside it and drop the nodes whose heartbeat
+   expired (:func:`rdzv.core.drop_dead_nodes`);
 3. ask the operation's decision function for the next action;
 4. if it writes, apply it with :func:`rdzv.core.apply_action` and compare-and-set;
    if it waits, block in ``backend.wait_for_change`` until the state moves or
    :func:`rdzv.core.next_wakeup` says time alone may change the decision.
 
 Torch sleeps one second whenever it waits; here a node wakes on the change.
+
+When the backend offers the side channels of :mod:`rdzv.core.intents`, a join
+posts an intent and admits every pending one in a single write, and a heartbeat
+goes to the node's own record instead of the shared state: the state then
+changes a few times per round instead of once per node and per heartbeat.
 """
 
 from __future__ import annotations
@@ -32,13 +38,23 @@ from rdzv.core import (
     RendezvousSettings,
     RendezvousState,
     apply_action,
+    dead_nodes,
     deadline_after,
     decode_state,
     drop_dead_nodes,
     encode_state,
     next_wakeup,
 )
-from rdzv.dynamic.backend import RendezvousBackend, Token
+from rdzv.core.intents import (
+    JoinIntent,
+    admit_intents,
+    decode_beat,
+    decode_intents,
+    encode_beat,
+    encode_intent,
+    merge_heartbeats,
+)
+from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend, Token
 
 __all__ = ["Clock", "Decide", "RendezvousOpExecutor", "wall_clock"]
 
@@ -51,6 +67,12 @@ MAX_WAIT = 2.0
 """Longest single wait for a change; a safety net should a backend miss a notification."""
 _WAKE_MARGIN = 0.005
 """Sleep a little past a wake-up time: the decisions compare with strict inequalities."""
+_UNSEEN_INTENT_WAIT = 0.05
+"""Pause when this node's own intent is not visible yet, before reading the log again."""
+
+_PLACEMENTS = frozenset(
+    {Action.ADD_TO_PARTICIPANTS, Action.ADD_TO_WAIT_LIST, Action.ADD_TO_REDUNDANCY_LIST}
+)
 
 
 def wall_clock() -> float:
@@ -85,10 +107,14 @@ class RendezvousOpExecutor:
         self._settings = settings
         self._clock = clock
         self._last = _Snapshot(RendezvousState(), None)
+        self._intents = backend if isinstance(backend, IntentLog) else None
+        self._board = backend if isinstance(backend, HeartbeatBoard) else None
+        self._observed: dict[NodeDesc, float] = {}
+        """Heartbeats read from the board, and this node's own last one."""
 
     @property
     def state(self) -> RendezvousState:
-        """The state as of the last read or write."""
+        """The state as of the last read or write, heartbeats seen outside it merged."""
         return self._last.state
 
     def read(self) -> RendezvousState:
@@ -98,8 +124,9 @@ class RendezvousOpExecutor:
             RendezvousConnectionError: the backend cannot be reached.
             RendezvousStateError: the stored state is corrupt.
         """
-        self._last = self._fetch()
-        state, _ = drop_dead_nodes(self._last.state, self._settings, self._clock())
+        snapshot = self._fetch()
+        state, _ = self._view(snapshot.state, self._clock())
+        self._last = attrs.evolve(snapshot, state=state)
         return state
 
     def run(
@@ -117,22 +144,26 @@ class RendezvousOpExecutor:
         """
         snapshot = self._fetch()
         lost_writes = 0
+        posted = False
         while True:
             now = self._clock()
-            state, dropped = drop_dead_nodes(snapshot.state, self._settings, now)
-            if dropped:
-                logger.info(
-                    "Rendezvous '%s': dropping node(s) %s, no heartbeat for %.1f s.",
-                    self._settings.run_id,
-                    ", ".join(map(str, dropped)),
-                    self._settings.heartbeat_expiry,
-                )
+            state, dropped = self._view(snapshot.state, now)
             action = decide(state, self._node, self._settings, now, deadline)
             if action.ends_operation:
                 self._last = attrs.evolve(snapshot, state=state)
                 self._raise_if_failed(action, state)
                 return state
-            if action is Action.WAIT and not dropped:
+            if action is Action.KEEP_ALIVE and self._board is not None:
+                self._beat(self._board, now)
+                continue
+            if action in _PLACEMENTS and self._intents is not None:
+                new = self._admit(self._intents, state, now, repost=not posted)
+                posted = True
+                if new is state:
+                    time.sleep(_UNSEEN_INTENT_WAIT)
+                    snapshot = self._fetch()
+                    continue
+            elif action is Action.WAIT and not dropped:
                 wake = next_wakeup(state, self._node, self._settings, now, deadline)
                 timeout = min(max(wake - now + _WAKE_MARGIN, 0.0), MAX_WAIT)
                 changed = self._backend.wait_for_change(snapshot.token, timeout)
@@ -141,7 +172,7 @@ class RendezvousOpExecutor:
                 else:
                     snapshot = _Snapshot(decode_state(changed[0]), changed[1])
                 continue
-            if action is Action.WAIT:
+            elif action is Action.WAIT:
                 new = state  # write the removal of the dead so that everyone sees it
             else:
                 logger.debug(
@@ -159,7 +190,65 @@ class RendezvousOpExecutor:
                 lost_writes = 0
             else:
                 lost_writes += 1
-                self._back_off(lost_writes)
+                snapshot = self._back_off(snapshot, lost_writes)
+
+    def _view(
+        self, state: RendezvousState, now: float
+    ) -> tuple[RendezvousState, tuple[NodeDesc, ...]]:
+        """The state to decide on: heartbeats seen outside it merged, dead nodes dropped.
+
+        The board is read only when a node looks dead by what is known already, so
+        a healthy rendezvous costs no extra request.
+        """
+        view = merge_heartbeats(state, self._observed)
+        if self._board is not None and dead_nodes(view, self._settings, now):
+            self._read_board(self._board, view)
+            view = merge_heartbeats(view, self._observed)
+        view, dropped = drop_dead_nodes(view, self._settings, now)
+        if dropped:
+            logger.info(
+                "Rendezvous '%s': dropping node(s) %s, no heartbeat for %.1f s.",
+                self._settings.run_id,
+                ", ".join(map(str, dropped)),
+                self._settings.heartbeat_expiry,
+            )
+        return view, dropped
+
+    def _read_board(self, board: HeartbeatBoard, view: RendezvousState) -> None:
+        members = {str(node): node for node in view.members()}
+        for name, record in board.read_beats(sorted(members)).items():
+            beat = decode_beat(record)
+            node = members.get(name)
+            if beat is not None and node is not None:
+                self._observed[node] = max(beat, self._observed.get(node, beat))
+
+    def _beat(self, board: HeartbeatBoard, now: float) -> None:
+        # The record may vanish once the node would count as dead anyway.
+        board.beat(str(self._node), encode_beat(now), 2 * self._settings.heartbeat_expiry)
+        self._observed[self._node] = now
+
+    def _admit(
+        self, log: IntentLog, state: RendezvousState, now: float, *, repost: bool
+    ) -> RendezvousState:
+        """Post this node's intent if needed, and admit every pending one."""
+        intent = JoinIntent(self._node, now)
+        if repost:
+            log.post_intent(encode_intent(intent))
+        records, cursor = log.read_intents(state.intent_cursor)
+        intents, bad = decode_intents(records)
+        if bad:
+            logger.warning(
+                "Rendezvous '%s': skipped %d join intent record(s) that do not decode.",
+                self._settings.run_id,
+                bad,
+            )
+        fresh = now - self._settings.heartbeat_expiry
+        if not any(i.node == self._node and i.posted >= fresh for i in intents):
+            # Ours was admitted and dropped since, or expired: post it again.
+            log.post_intent(encode_intent(intent))
+            records, cursor = log.read_intents(state.intent_cursor)
+            intents, _ = decode_intents(records)
+        return admit_intents(state, intents, cursor, self._settings, now)
 
     def _raise_if_failed(self, action: Action, state: RendezvousState) -> None:
         run_id = self._settings.run_id
@@ -199,9 +288,16 @@ class RendezvousOpExecutor:
         self._last = _Snapshot(state, new_token)
         return self._last, written
 
-    @staticmethod
-    def _back_off(lost_writes: int) -> None:
-        # Many nodes writing at once lose to each other; a short random pause
-        # after repeated losses spreads their next attempts.
-        if lost_writes >= 2:
-            time.sleep(random.uniform(0, min(0.001 * 2**lost_writes, 0.05)))  # noqa: S311
+    def _back_off(self, snapshot: _Snapshot, lost_writes: int) -> _Snapshot:
+        """After a lost compare-and-set, wait a random while for the next write.
+
+        Nodes that lost together would otherwise try again together. Waiting for a
+        change rather than sleeping lets the winner's write wake them at once, and
+        that write often carries their own join (it admitted every pending intent),
+        so they need not write at all.
+        """
+        limit = min(0.002 * 2 ** (lost_writes - 1), 0.1)
+        changed = self._backend.wait_for_change(snapshot.token, random.uniform(0, limit))  # noqa: S311
+        if changed is not None:
+            return _Snapshot(decode_state(changed[0]), changed[1])
+        return self._fetch()

@@ -178,6 +178,13 @@ class Store(ABC):
                 return
             time.sleep(min(0.05, remaining))
 
+    def multi_get_if_exists(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys``, ``None`` for each that does not exist, without waiting.
+
+        The default asks key by key; stores that can answer in one request override it.
+        """
+        return [self.get_if_exists(key) for key in keys]
+
     def get_if_exists(self, key: str) -> bytes | None:
         """Return the value of ``key``, or ``None`` when it does not exist, without waiting."""
         if not self.check([key]):

@@ -49,6 +49,9 @@ class PrefixStore(Store):
     def get(self, key: str) -> bytes:
         return self._store.get(self._key(key))
 
+    def multi_get_if_exists(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self._store.multi_get_if_exists([self._key(k) for k in keys])
+
     def get_if_exists(self, key: str) -> bytes | None:
         return self._store.get_if_exists(self._key(key))
 

@@ -659,6 +659,26 @@ class TCPStore(Store):
         """
         self._call(f"append({key!r})", Op.APPEND, (_encode_key(key), _encode_value(value)))
 
+    def multi_get_if_exists(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys`` (``None`` for a missing key) in one request, without waiting.
+
+        Raises:
+            ValueError: the values together exceed the frame limit.
+        """
+        if not keys:
+            return []
+        reply = self._call(
+            f"multi_get_if_exists({len(keys)} keys)",
+            Op.MULTI_GET_IF_EXISTS,
+            [_encode_key(k) for k in keys],
+        )
+        if len(reply) != 2 * len(keys):
+            raise StoreProtocolError(
+                f"The TCP store answered {len(reply)} values for {len(keys)} keys; is it a "
+                "compatible rdzv store?"
+            )
+        return [reply[i + 1] if reply[i] == b"\x01" else None for i in range(0, len(reply), 2)]
+
     def get_if_exists(self, key: str) -> bytes | None:
         reply = self._call(f"get_if_exists({key!r})", Op.GET_IF_EXISTS, (_encode_key(key),))
         return reply[0] if reply else None

@@ -141,6 +141,7 @@ class Op(enum.IntEnum):
     APPEND = 11
     GET_IF_EXISTS = 12
     WAIT_FOR_CHANGE = 13
+    MULTI_GET_IF_EXISTS = 14
     AUTH = 64
 
 

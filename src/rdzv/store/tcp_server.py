@@ -236,6 +236,7 @@ class _Engine:
             Op.APPEND: self._append,
             Op.GET_IF_EXISTS: self._get_if_exists,
             Op.WAIT_FOR_CHANGE: self._wait_for_change,
+            Op.MULTI_GET_IF_EXISTS: self._multi_get_if_exists,
         }
 
     def handle(self, conn: _ServerConnection, frame: Frame) -> bytes | None:
@@ -422,6 +423,14 @@ class _Engine:
         _arity(args, Op.GET_IF_EXISTS, 1)
         value = self.data.get(args[0])
         return _OK_EMPTY if value is None else encode_frame(Status.OK, (value,))
+
+    def _multi_get_if_exists(self, conn: _ServerConnection, args: tuple[bytes, ...]) -> bytes:
+        """Two reply arguments per key: a presence flag, then the value (empty when absent)."""
+        reply: list[bytes] = []
+        for key in args:
+            value = self.data.get(_key_arg(key))
+            reply += (_FALSE, b"") if value is None else (_TRUE, value)
+        return encode_frame(Status.OK, reply)
 
     def _wait_for_change(self, conn: _ServerConnection, args: tuple[bytes, ...]) -> bytes | None:
         _arity(args, Op.WAIT_FOR_CHANGE, 2, 3)
