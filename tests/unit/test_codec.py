@@ -119,6 +119,9 @@ STATES = {
         last_heartbeats={NodeDesc("", 0, 0): 0.0, NodeDesc('"\\\n\x00', 2**40, 7): -1e-300},
     ),
     "integer-heartbeat": RendezvousState(participants={A: 0}, last_heartbeats={A: 5}),
+    "intent-cursor": RendezvousState(
+        round=1, participants={A: 0}, last_heartbeats={A: T}, intent_cursor=12_345
+    ),
 }
 
 
@@ -204,6 +207,7 @@ def states(draw: st.DrawFn) -> RendezvousState:
         redundancy_list={m for m, r in zip(members, roles, strict=True) if r == "r"},
         last_heartbeats={m: draw(finite_times) for m in members},
         world_size=world_size,
+        intent_cursor=draw(st.integers(min_value=0, max_value=2**63)),
     )
 
 
@@ -228,6 +232,7 @@ def test_any_valid_state_round_trips_to_equal_bytes(
         redundancy_list=state.redundancy_list,
         last_heartbeats=dict(shuffled_heartbeats),
         world_size=state.world_size,
+        intent_cursor=state.intent_cursor,
     )
     assert encode_state(same) == data
 

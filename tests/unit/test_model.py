@@ -213,3 +213,24 @@ def test_members_and_role_of_name_every_node_by_its_list() -> None:
     assert state.role_of(B) == "waiting"
     assert state.role_of(c) == "redundant"
     assert state.role_of(d) is None
+
+
+def test_oldest_heartbeat_is_the_earliest_heartbeat_or_none() -> None:
+    assert RendezvousState().oldest_heartbeat is None
+    state = RendezvousState(participants={A: 0}, wait_list={B}, last_heartbeats={A: 7.5, B: 3.0})
+    assert state.oldest_heartbeat == 3.0
+
+
+def test_oldest_heartbeat_follows_every_new_state() -> None:
+    # dead_nodes trusts it to skip the scan: a stale value would hide dead nodes.
+    state = RendezvousState(participants={A: 0}, last_heartbeats={A: 3.0})
+    assert attrs.evolve(state, last_heartbeats={A: 9.0}).oldest_heartbeat == 9.0
+    assert attrs.evolve(state, last_heartbeats={}).oldest_heartbeat is None
+
+
+def test_oldest_heartbeat_is_derived_and_not_part_of_equality() -> None:
+    state = RendezvousState(participants={A: 0}, last_heartbeats={A: 3.0})
+    assert "oldest_heartbeat" not in repr(state)
+    assert state == RendezvousState(participants={A: 0}, last_heartbeats={A: 3.0})
+    with pytest.raises(TypeError):
+        RendezvousState(oldest_heartbeat=1.0)  # type: ignore[call-arg]
