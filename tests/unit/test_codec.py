@@ -505,24 +505,24 @@ def test_a_structure_error_is_chained_to_its_cause() -> None:
 # --- hostile values -------------------------------------------------------------------------
 
 
-class _MakeDirectoryWhenUnpickled:
-    """Unpickling this runs ``os.mkdir(path)``: a marker that code ran."""
+class _TouchWhenUnpickled:
+    """Unpickling this runs ``Path(path).touch()``: a marker file that code ran."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def __reduce__(self) -> tuple[Callable[[str], None], tuple[str]]:
-        return (os.mkdir, (str(self.path),))
+    def __reduce__(self) -> tuple[Callable[[Path], None], tuple[Path]]:
+        return (Path.touch, (self.path,))
 
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_a_pickle_payload_is_refused_and_never_run(tmp_path: Path, protocol: int) -> None:
     armed = tmp_path / "armed"
-    pickle.loads(pickle.dumps(_MakeDirectoryWhenUnpickled(armed), protocol))
-    assert armed.exists(), "the payload must really run code when unpickled"
+    pickle.loads(pickle.dumps(_TouchWhenUnpickled(armed), protocol))
+    assert armed.is_file(), "the payload must really run code when unpickled"
 
     marker = tmp_path / "marker"
-    payload = pickle.dumps(_MakeDirectoryWhenUnpickled(marker), protocol)
+    payload = pickle.dumps(_TouchWhenUnpickled(marker), protocol)
     error = assert_corrupt(payload)
     if protocol >= 2:  # the versions that start with the PROTO opcode, as torch's do
         assert "pickle" in str(error)
@@ -532,7 +532,7 @@ def test_a_pickle_payload_is_refused_and_never_run(tmp_path: Path, protocol: int
 
 def test_a_pickle_behind_the_magic_is_refused_and_never_run(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    payload = pickle.dumps(_MakeDirectoryWhenUnpickled(marker))
+    payload = pickle.dumps(_TouchWhenUnpickled(marker))
     assert_corrupt(MAGIC + zlib.compress(payload), "the payload is not JSON")
     assert_corrupt(MAGIC + payload)
     assert not marker.exists()
