@@ -1,0 +1,53 @@
+"""torch's EtcdStore and rdzv's over one prefix see the same keys (torch's key layout)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import etcd
+import pytest
+from torch.distributed.elastic.rendezvous.etcd_store import EtcdStore as TorchEtcdStore
+
+from rdzv.etcd_server import EtcdServer
+from rdzv.store.etcd import EtcdStore
+
+
+@pytest.fixture
+def etcd_client(etcd_server: EtcdServer) -> Iterator[etcd.Client]:
+    yield etcd_server.get_client()
+
+
+def test_torch_writes_and_rdzv_reads(etcd_client: etcd.Client, etcd_prefix: str) -> None:
+    theirs = TorchEtcdStore(etcd_client, etcd_prefix, timedelta(seconds=5))
+    ours = EtcdStore(etcd_client, etcd_prefix, timeout=timedelta(seconds=5))
+    theirs.set("text", "grüße")
+    theirs.set(b"bytes-key", b"\x00\xff")
+    assert theirs.add("counter", 3) == 3
+    assert ours.get("text") == "grüße".encode()
+    assert ours.get("bytes-key") == b"\x00\xff"
+    assert ours.add("counter", 4) == 7
+    assert ours.num_keys() == 3
+
+
+def test_rdzv_writes_and_torch_reads(etcd_client: etcd.Client, etcd_prefix: str) -> None:
+    theirs = TorchEtcdStore(etcd_client, etcd_prefix, timedelta(seconds=5))
+    ours = EtcdStore(etcd_client, etcd_prefix)
+    ours.set("MASTER_ADDR", "10.0.0.1")
+    ours.set("blob", b"\x01\x02\x03")
+    assert ours.add("counter", 2) == 2
+    assert theirs.get("MASTER_ADDR") == b"10.0.0.1"
+    assert theirs.get("blob") == b"\x01\x02\x03"
+    assert theirs.add("counter", 5) == 7
+    assert theirs.check(["MASTER_ADDR", "blob"])
+    assert ours.get("counter") == b"7"
+
+
+def test_rdzv_waits_for_a_key_torch_sets_later(etcd_client: etcd.Client, etcd_prefix: str) -> None:
+    theirs = TorchEtcdStore(etcd_client, etcd_prefix, timedelta(seconds=5))
+    ours = EtcdStore(etcd_client, etcd_prefix, timeout=timedelta(seconds=5))
+    timer = threading.Timer(0.2, theirs.set, ("late", "from torch"))
+    timer.start()
+    assert ours.get("late") == b"from torch"
+    timer.join()
