@@ -1,0 +1,224 @@
+"""Join intents admitted in batches, and heartbeat records merged into the state."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rdzv.core import (
+    Action,
+    NodeDesc,
+    RendezvousSettings,
+    RendezvousState,
+    RendezvousTimeout,
+    apply_action,
+    decide_join,
+)
+from rdzv.core.intents import (
+    MAX_INTENT_SIZE,
+    JoinIntent,
+    admit_intents,
+    decode_beat,
+    decode_intents,
+    encode_beat,
+    encode_intent,
+    merge_heartbeats,
+)
+
+SETTINGS = RendezvousSettings(
+    "run",
+    2,
+    3,
+    timeout=RendezvousTimeout(last_call=30),
+    keep_alive_interval=timedelta(seconds=5),
+    keep_alive_max_attempt=3,
+)
+NOW = 1_000.0
+NODES = [NodeDesc(f"node-{i}", 100 + i, 0) for i in range(6)]
+A, B, C, D, E, F = NODES
+
+
+def intent(node: NodeDesc, posted: float = NOW) -> JoinIntent:
+    return JoinIntent(node, posted)
+
+
+def joined(*nodes: NodeDesc, complete: bool = False) -> RendezvousState:
+    """The state after ``nodes`` joined one by one (and the round completed if asked)."""
+    state = RendezvousState()
+    for node in nodes:
+        state = apply_action(state, Action.ADD_TO_PARTICIPANTS, node, SETTINGS, NOW)
+    if complete and not state.complete:
+        state = apply_action(state, Action.MARK_RENDEZVOUS_COMPLETE, nodes[0], SETTINGS, NOW)
+    return state
+
+
+# -- the log records -------------------------------------------------------------------
+
+
+def test_an_intent_survives_encoding() -> None:
+    original = JoinIntent(NodeDesc("host.example.com", 4242, 7), 1_795_000_000.125)
+    intents, bad = decode_intents([encode_intent(original)])
+    assert (intents, bad) == ([original], 0)
+
+
+def test_several_records_in_one_chunk_are_read_in_order() -> None:
+    chunk = b"".join(encode_intent(intent(n, NOW + i)) for i, n in enumerate(NODES))
+    intents, bad = decode_intents([chunk])
+    assert [i.node for i in intents] == NODES
+    assert bad == 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"garbage",
+        b"[]",
+        b'["a", 1, 0]',
+        b'["a", "1", 0, 5.0]',
+        b'["a", 1, true, 5.0]',
+        b'["", 1, 0, 5.0]',
+        b'["a", 1, 0, NaN]',
+        b'["a", 1, 0, "soon"]',
+        b'{"addr": "a"}',
+        b'["' + b"x" * MAX_INTENT_SIZE + b'", 1, 0, 5.0]',
+    ],
+)
+def test_a_bad_record_is_skipped_and_counted_not_raised(line: bytes) -> None:
+    good = encode_intent(intent(A))
+    intents, bad = decode_intents([line + b"\n" + good])
+    assert [i.node for i in intents] == [A]
+    assert bad == 1
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    intents, bad = decode_intents([data])
+    assert bad >= 0
+    assert all(isinstance(i, JoinIntent) for i in intents)
+
+
+# -- admitting them --------------------------------------------------------------------
+
+
+def test_intents_join_an_incomplete_round_and_start_the_last_call_at_min() -> None:
+    state = admit_intents(RendezvousState(), [intent(A), intent(B)], 2, SETTINGS, NOW)
+    assert set(state.participants) == {A, B}
+    assert state.deadline == NOW + 30
+    assert state.intent_cursor == 2
+    assert state.last_heartbeats == {A: NOW, B: NOW}
+
+
+def test_intents_that_fill_the_round_complete_it_with_sorted_ranks() -> None:
+    state = admit_intents(RendezvousState(), [intent(C), intent(A), intent(B)], 3, SETTINGS, NOW)
+    assert state.complete
+    assert state.participants == {A: 0, B: 1, C: 2}
+    assert state.world_size == 3
+
+
+def test_intents_beyond_max_go_to_the_redundancy_list() -> None:
+    batch = [intent(n) for n in (A, B, C, D)]
+    state = admit_intents(RendezvousState(), batch, 4, SETTINGS, NOW)
+    assert set(state.participants) == {A, B, C}
+    assert state.redundancy_list == {D}
+
+
+def test_an_intent_into_a_complete_round_with_room_waits() -> None:
+    state = admit_intents(joined(A, B, complete=True), [intent(C)], 5, SETTINGS, NOW)
+    assert state.wait_list == {C}
+    assert state.participants == {A: 0, B: 1}
+
+
+def test_a_waiting_node_becomes_a_participant_of_the_next_round() -> None:
+    waiting = admit_intents(joined(A, B, complete=True), [intent(C)], 1, SETTINGS, NOW)
+    next_round = RendezvousState(
+        round=1, wait_list=waiting.wait_list, last_heartbeats={C: NOW}, intent_cursor=1
+    )
+    state = admit_intents(next_round, [intent(C)], 2, SETTINGS, NOW)
+    assert C in state.participants
+    assert not state.wait_list
+
+
+def test_a_participants_own_intent_changes_nothing_but_the_cursor() -> None:
+    state = joined(A, B)
+    admitted = admit_intents(state, [intent(A)], 9, SETTINGS, NOW + 1)
+    assert admitted.participants == state.participants
+    assert admitted.last_heartbeats == state.last_heartbeats
+    assert admitted.intent_cursor == 9
+
+
+def test_an_intent_older_than_the_heartbeat_expiry_is_skipped() -> None:
+    stale = intent(A, posted=NOW - SETTINGS.heartbeat_expiry - 1)
+    state = admit_intents(RendezvousState(), [stale, intent(B)], 2, SETTINGS, NOW)
+    assert set(state.participants) == {B}
+
+
+def test_a_closed_rendezvous_admits_no_one() -> None:
+    closed = RendezvousState(closed=True)
+    state = admit_intents(closed, [intent(A)], 1, SETTINGS, NOW)
+    assert not state.participants
+    assert state.intent_cursor == 1
+
+
+def test_nothing_to_admit_returns_the_same_state() -> None:
+    state = joined(A)
+    assert admit_intents(state, [], state.intent_cursor, SETTINGS, NOW) is state
+
+
+def test_the_cursor_never_moves_back() -> None:
+    with pytest.raises(ValueError, match="cannot move back"):
+        admit_intents(RendezvousState(intent_cursor=5), [], 4, SETTINGS, NOW)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.sampled_from(NODES), max_size=10),
+    st.sampled_from(["empty", "incomplete", "complete"]),
+)
+def test_a_batch_admits_what_the_same_joins_one_by_one_would(
+    order: list[NodeDesc], start: str
+) -> None:
+    initial = {
+        "empty": RendezvousState(),
+        "incomplete": joined(A),
+        "complete": joined(A, B, complete=True),
+    }[start]
+    batch = admit_intents(initial, [intent(n) for n in order], 0, SETTINGS, NOW)
+    one_by_one = initial
+    for node in order:
+        action = decide_join(one_by_one, node, SETTINGS, NOW, math.inf)
+        if action in (
+            Action.ADD_TO_PARTICIPANTS,
+            Action.ADD_TO_WAIT_LIST,
+            Action.ADD_TO_REDUNDANCY_LIST,
+        ):
+            one_by_one = apply_action(one_by_one, action, node, SETTINGS, NOW)
+    assert batch == one_by_one
+
+
+# -- heartbeat records -----------------------------------------------------------------
+
+
+def test_a_heartbeat_record_survives_encoding() -> None:
+    assert decode_beat(encode_beat(1_795_000_000.123)) == 1_795_000_000.123
+    assert decode_beat(encode_beat(5).decode()) == 5.0
+
+
+@pytest.mark.parametrize("value", [None, b"", b"soon", b"nan", b"inf", "\xff"])
+def test_a_bad_heartbeat_record_reads_as_none(value: bytes | str | None) -> None:
+    assert decode_beat(value) is None
+
+
+def test_merge_raises_a_members_heartbeat_to_the_newest_seen() -> None:
+    state = joined(A, B)
+    merged = merge_heartbeats(state, {A: NOW + 5})
+    assert merged.last_heartbeats == {A: NOW + 5, B: NOW}
+    assert merged.oldest_heartbeat == NOW
+
+
+def test_merge_never_moves_a_heartbeat_back_nor_adds_a_stranger() -> None:
+    state = joined(A)
+    assert merge_heartbeats(state, {A: NOW - 5, E: NOW + 5, F: NOW}) is state
