@@ -37,6 +37,7 @@ from rdzv.core import (
     next_wakeup,
     should_keep_alive,
 )
+from rdzv.core.intents import JoinIntent, admit_intents
 
 SETTINGS = RendezvousSettings(
     "stateful",
@@ -298,3 +299,56 @@ def check_state(state: RendezvousState) -> None:
 
 CoreMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=100, deadline=None)
 TestCoreStateMachine = CoreMachine.TestCase
+
+
+PLACEMENTS = (Action.ADD_TO_PARTICIPANTS, Action.ADD_TO_WAIT_LIST, Action.ADD_TO_REDUNDANCY_LIST)
+
+
+class IntentMachine(CoreMachine):
+    """The same runs, with joins posted to an intent log and admitted in batches.
+
+    This is the shell's path on the etcd-v2, c10d and memory backends: a node whose
+    join would place it posts an intent, then admits every pending one in one write,
+    so other nodes' earlier intents (even of nodes that crashed since) ride along.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[JoinIntent] = []
+        self.batches: list[int] = []
+
+    def take_one_step(self, node: NodeDesc, kind: str, deadline: float) -> tuple[Action, float]:
+        """Posting and admitting are two steps, so that other nodes' steps come between."""
+        state, dropped = drop_dead_nodes(self.state, SETTINGS, self.now)
+        action = DECIDE[kind](state, node, SETTINGS, self.now, deadline)
+        if kind != "join" or action not in PLACEMENTS:
+            return super().take_one_step(node, kind, deadline)
+        pending = self.log[state.intent_cursor :]
+        fresh = self.now - SETTINGS.heartbeat_expiry
+        if not any(i.node == node and i.posted >= fresh for i in pending):
+            self.log.append(JoinIntent(node, self.now))
+            return Action.WAIT, deadline
+        if dropped:
+            self.check_transition(self.state, state)
+        new = admit_intents(state, pending, len(self.log), SETTINGS, self.now)
+        assert node in new.members(), "a node's own fold admits it"
+        self.batches.append(len(new.members() - state.members()))
+        self.check_transition(state, new)
+        self.state = new
+        return action, deadline
+
+    def teardown(self) -> None:
+        # Hypothesis runs many machines; the property below needs only one to batch.
+        IntentMachine.largest_batch = max(IntentMachine.largest_batch, *self.batches, 0)
+
+    largest_batch = 0
+
+
+IntentMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=100, deadline=None)
+TestIntentStateMachine = IntentMachine.TestCase
+
+
+def test_intent_machine_admits_several_nodes_in_one_write() -> None:
+    """The runs above do exercise batches, not only one node per write."""
+    TestIntentStateMachine("runTest").runTest()
+    assert IntentMachine.largest_batch >= 2
