@@ -50,7 +50,7 @@ def time_add(store: Any, ops: int) -> float:
 
 def torch_store_factory() -> Callable[[Any, str], Any] | None:
     try:
-        from torch.distributed.elastic.rendezvous.etcd_store import (  # noqa: PLC0415
+        from torch.distributed.elastic.rendezvous.etcd_store import (
             EtcdStore as TorchEtcdStore,
         )
     except ImportError:

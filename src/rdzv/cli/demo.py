@@ -466,9 +466,11 @@ class _Demo:
             f"--keep-alive-interval {KEEP_ALIVE_INTERVAL:g} --keep-alive-max-attempt "
             f"{KEEP_ALIVE_MAX_ATTEMPT}"
         )
-        self.out("Ctrl-C to stop them (or end one with `kill -9 PID` and watch the others).")
         self.holding = True
         try:
+            # Inside the try: a Ctrl-C right after the user reads this line is a
+            # request to stop, not an interruption.
+            self.out("Ctrl-C to stop them (or end one with `kill -9 PID` and watch the others).")
             while self.live():
                 index, event = self._next_event_forever()
                 self._handle(index, event)
