@@ -1,0 +1,163 @@
+"""etcd-v2 backend specifics: its options, https with client certificates, etcd auth."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from rdzv import (
+    RendezvousConnectionError,
+    RendezvousInfo,
+    RendezvousParameters,
+    get_rendezvous_handler,
+)
+from rdzv.backends.etcd import create_backend
+from rdzv.etcd_server import EtcdServer
+
+
+def rendezvous(count: int, endpoint: str, **options: Any) -> list[RendezvousInfo]:
+    """``count`` nodes (threads) of one new run; their results in any order."""
+    run_id = f"etcd-{uuid.uuid4().hex[:8]}"
+    handlers = [
+        get_rendezvous_handler(
+            RendezvousParameters("etcd-v2", endpoint, run_id, count, count, "127.0.0.1", **options)
+        )
+        for _ in range(count)
+    ]
+    results: list[RendezvousInfo] = []
+    threads = [
+        threading.Thread(target=lambda h=h: results.append(h.next_rendezvous())) for h in handlers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for handler in handlers:
+        handler.shutdown()
+    return results
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("protocol", "ftp"),
+        ("read_timeout", 0),
+        ("read_timeout", "soon"),
+        ("ssl_cert", "/nonexistent/cert.pem"),
+        ("ca_cert", "/nonexistent/ca.pem"),
+        ("ttl", -5),
+        ("etcd_prefix", "no-leading-slash"),
+        ("username", "root"),  # without a password
+    ],
+)
+def test_invalid_option_is_named(option: str, value: object) -> None:
+    params = RendezvousParameters("etcd-v2", "127.0.0.1:2379", "run", 1, 1, **{option: value})
+    with pytest.raises(ValueError, match=option):
+        create_backend(params)
+
+
+def test_etcd_prefix_moves_the_state_and_the_store(etcd_server: EtcdServer) -> None:
+    prefix = f"/custom-{uuid.uuid4().hex[:8]}"
+    params = RendezvousParameters(
+        "etcd-v2", etcd_server.get_endpoint(), "run-p", 1, 1, etcd_prefix=prefix
+    )
+    backend, _ = create_backend(params)
+    assert backend.key == f"{prefix}/rendezvous/run-p"
+    infos = rendezvous(1, etcd_server.get_endpoint(), etcd_prefix=prefix)
+    assert [i.rank for i in infos] == [0]
+    assert etcd_server.get_client().read(f"{prefix}/store", recursive=True).dir
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """An etcd that speaks only https and demands a client certificate."""
+    tmp = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    files = {name: str(tmp / name) for name in ("ca", "server", "server.key", "client", "key")}
+    ca.cert_pem.write_to_path(files["ca"])
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.cert_chain_pems[0].write_to_path(files["server"])
+    server.private_key_pem.write_to_path(files["server.key"])
+    client = ca.issue_cert("rdzv-node")
+    client.cert_chain_pems[0].write_to_path(files["client"])
+    client.private_key_pem.write_to_path(files["key"])
+    with EtcdServer(
+        cert_file=files["server"],
+        key_file=files["server.key"],
+        trusted_ca_file=files["ca"],
+        client_cert_auth=True,
+        client_cert_file=files["client"],
+        client_key_file=files["key"],
+    ) as etcd:
+        yield {"endpoint": etcd.get_endpoint(), **files}
+
+
+def test_nodes_rendezvous_over_https_with_client_certificates(tls_etcd: dict[str, Any]) -> None:
+    infos = rendezvous(
+        3,
+        tls_etcd["endpoint"],
+        protocol="https",
+        ssl_cert=tls_etcd["client"],
+        ssl_cert_key=tls_etcd["key"],
+        ca_cert=tls_etcd["ca"],
+    )
+    assert sorted(i.rank for i in infos) == [0, 1, 2]
+
+
+def test_https_without_a_client_certificate_is_a_connection_error(
+    tls_etcd: dict[str, Any],
+) -> None:
+    params = RendezvousParameters(
+        "etcd-v2",
+        tls_etcd["endpoint"],
+        "no-cert",
+        1,
+        1,
+        protocol="https",
+        ca_cert=tls_etcd["ca"],
+        read_timeout=5,
+    )
+    with pytest.raises(RendezvousConnectionError, match=tls_etcd["endpoint"]):
+        get_rendezvous_handler(params).next_rendezvous()
+
+
+def _v2_auth(endpoint: str, path: str, body: dict[str, Any], password: str | None) -> None:
+    request = urllib.request.Request(
+        f"http://{endpoint}/v2/auth/{path}",
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    if password is not None:
+        token = base64.b64encode(f"root:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def test_username_and_password_reach_an_etcd_with_auth(tmp_path: Path) -> None:
+    with EtcdServer() as etcd:
+        endpoint = etcd.get_endpoint()
+        _v2_auth(endpoint, "users/root", {"user": "root", "password": "s3cret"}, None)
+        _v2_auth(endpoint, "enable", {}, None)
+        # The guest role may still read and write by default: take that away.
+        _v2_auth(
+            endpoint,
+            "roles/guest",
+            {"role": "guest", "revoke": {"kv": {"read": ["/*"], "write": ["/*"]}}},
+            "s3cret",
+        )
+        infos = rendezvous(2, endpoint, username="root", password="s3cret")
+        assert sorted(i.rank for i in infos) == [0, 1]
+        anonymous = RendezvousParameters("etcd-v2", endpoint, "anon", 1, 1, read_timeout=5)
+        with pytest.raises(RendezvousConnectionError, match=endpoint):
+            get_rendezvous_handler(anonymous).next_rendezvous()
