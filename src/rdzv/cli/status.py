@@ -34,7 +34,8 @@ from rdzv.core import (
     drop_dead_nodes,
     num_nodes_waiting,
 )
-from rdzv.dynamic.backend import Token
+from rdzv.core.intents import decode_beat, merge_heartbeats
+from rdzv.dynamic.backend import HeartbeatBoard, Token
 
 __all__ = [
     "FORMAT_VERSION",
@@ -108,9 +109,33 @@ def read_state(target: Target) -> Reading:
         return Reading(None)
     data, token = result
     try:
-        return Reading(decode_state(data), token=token)
+        state = decode_state(data)
     except RendezvousStateError as e:
         return Reading(None, str(e), token)
+    return Reading(_with_heartbeat_records(target.backend, state), token=token)
+
+
+def _with_heartbeat_records(backend: object, state: RendezvousState) -> RendezvousState:
+    """The state with the heartbeats that nodes keep outside it (see rdzv.core.intents).
+
+    Without them a healthy node would show the age of its join, and look dead.
+
+    Raises:
+        CommandError: the backend cannot be reached.
+    """
+    if not isinstance(backend, HeartbeatBoard):
+        return state
+    members = {str(node): node for node in state.members()}
+    try:
+        records = backend.read_beats(sorted(members))
+    except RendezvousConnectionError as e:
+        raise CommandError(str(e)) from e
+    observed = {
+        members[name]: beat
+        for name, record in records.items()
+        if (beat := decode_beat(record)) is not None
+    }
+    return merge_heartbeats(state, observed)
 
 
 def _node(
