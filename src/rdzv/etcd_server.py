@@ -3,24 +3,31 @@
 The server listens on ``127.0.0.1`` only, on ports picked free at start, with the
 v2 API enabled (rdzv's ``etcd-v2`` and ``etcd`` backends use it). Stopping it
 leaves no process and, unless asked otherwise, no directory behind; the same
-happens when the object is garbage-collected or the interpreter exits.
+happens when the object is garbage-collected or the interpreter exits. On Linux,
+etcd started from the main thread also dies when the process that started it is
+killed (SIGKILL, an unhandled SIGTERM), through the kernel's parent-death signal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -504,6 +511,9 @@ class EtcdServer:
                     env=env,
                     close_fds=True,
                     start_new_session=True,
+                    # The hook only calls prctl and getppid: no lock a thread of
+                    # this process could hold at fork time.
+                    preexec_fn=_die_with_parent_hook(),  # noqa: PLW1509
                 )
             except OSError as e:
                 raise EtcdServerError(
@@ -635,6 +645,41 @@ def _check_tls(
             "client_cert_auth=True needs client_cert_file and client_key_file: the readiness "
             "probe and get_client() must present a client certificate."
         )
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes etcd receive SIGKILL when this process dies (Linux).
+
+    The finalizer stops etcd when the interpreter exits normally; a process killed
+    by SIGKILL or by an unhandled SIGTERM runs no finalizer, and its etcd would live
+    on as an orphan holding its ports. The kernel's parent-death signal covers
+    those. It fires when the *thread* that started etcd ends, so it is set only
+    for etcd started from the main thread (which ends with the process); from
+    another thread, etcd is stopped by :meth:`EtcdServer.stop` and the finalizer
+    only. ``None`` where ``prctl`` is not available.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def die_with_parent() -> None:
+        # Runs in the child between fork and exec: no allocation-heavy work, no logging.
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call took effect
+            os._exit(1)
+
+    return die_with_parent
 
 
 def _child_environment(command: list[str]) -> dict[str, str]:
