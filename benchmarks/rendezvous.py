@@ -1,259 +1,440 @@
-"""Rendezvous time of rdzv against torch's own handler, measured in one run.
+"""Rendezvous benchmarks: rdzv against torch's dynamic rendezvous, measured in one run.
 
-Scenario ``first``: N nodes (threads of this process) call ``next_rendezvous``
-together with min = max = N. Each implementation's backend is wrapped in a
-counter, so the table also gives backend requests per node and bytes written.
+    python benchmarks/rendezvous.py                       # everything (long)
+    python benchmarks/rendezvous.py --scenario first --backend c10d --nodes 8 256
 
-    python benchmarks/rendezvous.py --backend etcd-v2 c10d --nodes 4 32 --json out.json
-
-torch columns appear when torch is importable. Every node has its own handler
-(and, for c10d, its own store client), as separate machines would.
+Scenarios (see scenarios.py): ``first``, ``failure``, ``scaleup``, ``steady``; backends
+``etcd-v2`` (an etcd started here) and ``c10d`` (a TCP store master hosted here).
+torch's cells run when torch is importable, up to ``--torch-max-nodes``. Nodes are
+spread over worker processes (harness.py), each node with its own handler and
+backend client. Prints a table per scenario and the targets, and writes every
+result to a JSON file (``--json``, default ``benchmarks/results/<timestamp>.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import socket
+import os
+import platform
 import statistics
-import threading
+import subprocess
+import sys
 import time
-import uuid
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
-from functools import partial
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from rdzv import RendezvousBackend, RendezvousParameters, create_handler
-from rdzv.backends import c10d as rdzv_c10d
-from rdzv.backends import etcd as rdzv_etcd
-from rdzv.dynamic.backend import HeartbeatBoard, IntentLog
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    BACKENDS,
+    IMPLS,
+    CellTimeout,
+    WorkerError,
+    Workers,
+    store_master,
+)
+from scenarios import RUNNERS, SCENARIOS, Options, Run, RunResult, worker_count
+
 from rdzv.etcd_server import EtcdServer
 
-
-class Counter:
-    """Requests and bytes written through a backend, shared by the nodes of a run."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests = 0
-        self.writes = 0
-        self.bytes_written = 0
-
-    def count(self, written: bytes | None = None) -> None:
-        with self.lock:
-            self.requests += 1
-            if written is not None:
-                self.writes += 1
-                self.bytes_written += len(written)
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_NODES = (2, 8, 32, 128, 256, 512, 1024)
 
 
-class CountingBackend(RendezvousBackend):
-    """rdzv backend wrapper that counts what goes to the real backend."""
-
-    def __init__(self, inner: RendezvousBackend, counter: Counter) -> None:
-        self._inner, self._counter = inner, counter
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    def get_state(self) -> Any:
-        self._counter.count()
-        return self._inner.get_state()
-
-    def set_state(self, state: bytes, token: Any = None) -> Any:
-        self._counter.count(state)
-        return self._inner.set_state(state, token)
-
-    def wait_for_change(self, token: Any, timeout: float) -> Any:
-        self._counter.count()
-        return self._inner.wait_for_change(token, timeout)
-
-
-class CountingSideChannels(CountingBackend, IntentLog, HeartbeatBoard):
-    """Counting wrapper for backends with join intents and heartbeat records."""
-
-    _inner: Any
-
-    def post_intent(self, record: bytes) -> None:
-        self._counter.count(record)
-        self._inner.post_intent(record)
-
-    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
-        self._counter.count()
-        result: tuple[list[bytes], int] = self._inner.read_intents(cursor)
-        return result
-
-    def beat(self, name: str, record: bytes, ttl: float) -> None:
-        self._counter.count(record)
-        self._inner.beat(name, record, ttl)
-
-    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
-        self._counter.count()
-        result: dict[str, bytes] = self._inner.read_beats(names)
-        return result
-
-
-def counting(inner: RendezvousBackend, counter: Counter) -> CountingBackend:
-    """Wrap ``inner``, keeping the side channels it offers."""
-    if isinstance(inner, IntentLog) and isinstance(inner, HeartbeatBoard):
-        return CountingSideChannels(inner, counter)
-    return CountingBackend(inner, counter)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def rdzv_handlers(backend: str, endpoint: str, n: int, counter: Counter) -> list[Any]:
-    run_id = f"bench-{uuid.uuid4().hex[:8]}"
-    handlers = []
-    for _ in range(n):
-        params = RendezvousParameters(
-            backend, endpoint, run_id, n, n, "127.0.0.1", join_timeout=300, read_timeout=60
-        )
-        module = rdzv_etcd if backend == "etcd-v2" else rdzv_c10d
-        inner, store = module.create_backend(params)  # type: ignore[attr-defined]
-        handlers.append(create_handler(store, counting(inner, counter), params))
-    return handlers
-
-
-def torch_handlers(backend: str, endpoint: str, n: int, counter: Counter) -> list[Any]:
-    from torch.distributed.elastic.rendezvous import RendezvousParameters as TorchParams
-    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
-        RendezvousBackend as TorchBackend,
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
-        create_handler as torch_create_handler,
+    add = parser.add_argument
+    add("--scenario", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    add("--backend", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    add("--impl", nargs="+", choices=IMPLS, default=list(IMPLS))
+    add("--nodes", nargs="+", type=int, default=list(DEFAULT_NODES), help="values of N")
+    add("--repeat", type=int, default=3, help="runs per cell; tables show the median")
+    add("--time-limit", type=float, default=300, help="seconds per rdzv run before DNF")
+    add("--torch-time-limit", type=float, default=120, help="seconds per torch run before DNF")
+    add("--torch-max-nodes", type=int, default=256, help="skip torch above this N")
+    add("--poll", type=float, default=0.25, help="agent poll interval (failure, scaleup)")
+    add("--failure-interval", type=float, default=1.0, help="keep-alive interval in failure")
+    add("--failure-attempts", type=int, default=3, help="keep_alive_max_attempt in failure")
+    add("--failure-last-call", type=float, default=0.1)
+    add("--failure-wait", type=float, default=30, help="seconds survivors poll before DNF")
+    add("--scaleup-last-call", type=float, default=1.0)
+    add("--scaleup-wait", type=float, default=30, help="seconds the others poll before DNF")
+    add("--steady-interval", type=float, default=5.0, help="keep-alive interval in steady")
+    add("--steady-duration", type=float, default=30.0)
+    add("--steady-poll", type=float, default=5.0, help="num_nodes_waiting poll in steady")
+    add(
+        "--torch-no-store-sharing",
+        action="store_true",
+        help="set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torch: each round's rank 0 then "
+        "publishes the master address, which a node new in a later round waits for",
+    )
+    add("--nodes-per-worker", type=int, default=64)
+    add("--max-workers", type=int, default=4)
+    add("--json", type=Path, help="result file (default benchmarks/results/<timestamp>.json)")
+    return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(
+        poll=args.poll,
+        failure_interval=args.failure_interval,
+        failure_attempts=args.failure_attempts,
+        failure_last_call=args.failure_last_call,
+        failure_wait=args.failure_wait,
+        scaleup_last_call=args.scaleup_last_call,
+        scaleup_wait=args.scaleup_wait,
+        steady_interval=args.steady_interval,
+        steady_duration=args.steady_duration,
+        steady_poll=args.steady_poll,
+        nodes_per_worker=args.nodes_per_worker,
+        max_workers=args.max_workers,
+        torch_store_sharing=not args.torch_no_store_sharing,
     )
 
+
+@contextlib.contextmanager
+def endpoint_for(impl: str, backend: str, etcd: EtcdServer | None) -> Iterator[str]:
     if backend == "etcd-v2":
-        from torch.distributed.elastic.rendezvous.etcd_rendezvous_backend import create_backend
+        assert etcd is not None
+        yield etcd.get_endpoint()
     else:
-        from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import create_backend
-
-    class TorchCounting(TorchBackend):  # type: ignore[misc]
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
-
-        @property
-        def name(self) -> str:
-            return str(self._inner.name)
-
-        def get_state(self) -> Any:
-            counter.count()
-            return self._inner.get_state()
-
-        def set_state(self, state: bytes, token: Any = None) -> Any:
-            counter.count(state)
-            return self._inner.set_state(state, token)
-
-    run_id = f"bench-{uuid.uuid4().hex[:8]}"
-    handlers = []
-    for _ in range(n):
-        params = TorchParams(
-            backend, endpoint, run_id, n, n, "127.0.0.1", join_timeout=300, read_timeout=60
-        )
-        inner, store = create_backend(params)
-        handlers.append(torch_create_handler(store, TorchCounting(inner), params))
-    return handlers
+        with store_master(impl) as endpoint:
+            yield endpoint
 
 
-def first(make: Callable[[], list[Any]]) -> tuple[float, bool]:
-    """Seconds until every node has its rank, and whether the ranks are 0..N-1."""
-    handlers = make()
-    ranks: list[int] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def join(handler: Any) -> None:
-        try:
-            info = handler.next_rendezvous()
-            with lock:
-                ranks.append(info.rank)
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=join, args=(h,), daemon=True) for h in handlers]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
-    for handler in handlers:
-        stop = getattr(handler, "_stop_heartbeats", None)
-        if stop is not None:
-            stop()
-    if errors:
-        print(f"    error: {type(errors[0]).__name__}: {errors[0]}")
-    return elapsed, not errors and sorted(ranks) == list(range(len(handlers)))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", nargs="+", default=["etcd-v2", "c10d"])
-    parser.add_argument("--nodes", nargs="+", type=int, default=[4, 32])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
-    parser.add_argument("--json", help="write the results to this file")
-    args = parser.parse_args()
+def run_once(
+    scenario: str,
+    impl: str,
+    backend: str,
+    n: int,
+    limit: float,
+    options: Options,
+    etcd: EtcdServer | None,
+) -> RunResult:
+    """One repeat on fresh workers; they are killed when it ends, however it ends."""
+    workers = Workers(worker_count(n, options))
     try:
-        import torch  # noqa: F401
-
-        impls = ["rdzv", "torch"]
-    except ImportError:
-        impls = ["rdzv"]
-        print("torch is not installed: measuring rdzv only")
-
-    results: list[dict[str, Any]] = []
-    with ExitStack() as stack:
-        etcd = stack.enter_context(EtcdServer()) if "etcd-v2" in args.backend else None
-        for backend in args.backend:
-            for n in args.nodes:
-                row: dict[str, Any] = {"scenario": "first", "backend": backend, "nodes": n}
-                for impl in impls:
-                    times, ok, counter = [], True, Counter()
-                    for _ in range(args.repeat):
-                        endpoint = (
-                            etcd.get_endpoint()
-                            if etcd is not None and backend == "etcd-v2"
-                            else f"127.0.0.1:{free_port()}"
-                        )
-                        counter = Counter()
-                        make = rdzv_handlers if impl == "rdzv" else torch_handlers
-                        elapsed, good = first(partial(make, backend, endpoint, n, counter))
-                        times.append(elapsed)
-                        ok = ok and good
-                    row[impl] = {
-                        "seconds": statistics.median(times),
-                        "ok": ok,
-                        "requests_per_node": counter.requests / n,
-                        "writes_per_node": counter.writes / n,
-                        "bytes_written": counter.bytes_written,
-                    }
-                results.append(row)
-                print_row(row, impls)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        with endpoint_for(impl, backend, etcd) as endpoint:
+            workers.start(time.monotonic() + 120)
+            run = Run(impl, backend, n, endpoint, workers, time.monotonic() + limit, options)
+            return RUNNERS[scenario](run)
+    except CellTimeout:
+        return RunResult(finished=False, note=f"did not finish in {limit:g} s")
+    except WorkerError as e:
+        return RunResult(note=str(e).strip().splitlines()[0])
+    finally:
+        workers.stop()
 
 
-def print_row(row: dict[str, Any], impls: list[str]) -> None:
-    cells = [f"{row['scenario']:6} {row['backend']:8} N={row['nodes']:<5}"]
+def summarize(cell: dict[str, Any], runs: list[RunResult]) -> dict[str, Any]:
+    """The cell's record: medians over the runs that finished, means of their counts."""
+    done = [r for r in runs if r.finished and r.ok and r.seconds is not None]
+    n = cell["nodes"]
+    cell["runs"] = [vars(r) for r in runs]
+    cell["finished"] = sum(r.finished for r in runs)
+    cell["ok"] = bool(runs) and all(r.ok for r in runs)
+    cell["status"] = (
+        "ok" if cell["ok"] else "DNF" if any(not r.finished for r in runs) else "FAILED"
+    )
+    cell["note"] = next((r.note for r in runs if r.note), "")
+    if not done:
+        return cell
+    cell["seconds"] = statistics.median(r.seconds for r in done if r.seconds is not None)
+    for key in sorted({k for r in done for k in r.extra}):
+        values = [r.extra[key] for r in done if r.extra.get(key) is not None]
+        if values:
+            cell[key] = statistics.median(values)
+    for key in ("requests", "writes", "bytes_written", "bytes_read"):
+        cell[key] = statistics.mean(r.counts[key] for r in done)
+    cell["requests_per_node"] = cell["requests"] / n
+    cell["writes_per_node"] = cell["writes"] / n
+    ops: dict[str, float] = {}
+    for r in done:
+        for op, count in r.counts["ops"].items():
+            ops[op] = ops.get(op, 0) + count / len(done) / n
+    cell["ops_per_node"] = dict(sorted(ops.items()))
+    return cell
+
+
+def run_cell(
+    scenario: str,
+    impl: str,
+    backend: str,
+    n: int,
+    args: argparse.Namespace,
+    options: Options,
+    etcd: EtcdServer | None,
+) -> dict[str, Any]:
+    cell: dict[str, Any] = {
+        "scenario": scenario,
+        "backend": backend,
+        "nodes": n,
+        "impl": impl,
+        "workers": worker_count(n, options),
+    }
+    if impl == "torch" and n > args.torch_max_nodes:
+        cell["status"] = "skipped"
+        cell["note"] = f"torch skipped above --torch-max-nodes {args.torch_max_nodes}"
+        return cell
+    limit = args.torch_time_limit if impl == "torch" else args.time_limit
+    if scenario == "steady":
+        limit += options.steady_duration
+    runs: list[RunResult] = []
+    for _ in range(args.repeat):
+        result = run_once(scenario, impl, backend, n, limit, options, etcd)
+        runs.append(result)
+        seconds = "DNF" if result.seconds is None else f"{result.seconds:.3f} s"
+        print(f"  {scenario} {backend} N={n} {impl}: {seconds} {result.note}", flush=True)
+        if not result.finished or not result.ok:
+            break  # a run that fails once is not worth its time limit again
+    return summarize(cell, runs)
+
+
+def _seconds(cell: dict[str, Any], key: str = "seconds") -> str:
+    if cell.get("status") == "skipped":
+        return "skip"
+    if key not in cell:
+        return str(cell.get("status", "-"))
+    return f"{cell[key]:.3f}" + ("" if cell["ok"] else "*")
+
+
+def _per_node(cell: dict[str, Any], key: str, digits: int = 1) -> str:
+    return f"{cell[key]:.{digits}f}" if key in cell else "-"
+
+
+def _kib(cell: dict[str, Any], key: str) -> str:
+    return f"{cell[key] / 1024:.1f}" if key in cell else "-"
+
+
+def _ratio(torch: dict[str, Any] | None, rdzv: dict[str, Any] | None, key: str) -> str:
+    if torch is None or rdzv is None or key not in rdzv:
+        return "-"
+    if torch.get("status") in ("DNF", "FAILED"):
+        return f"torch {torch['status']}"
+    if key not in torch or not rdzv[key]:
+        return "-"
+    return f"{torch[key] / rdzv[key]:.1f}x"
+
+
+COLUMNS: dict[str, list[tuple[str, Any]]] = {
+    "first": [
+        ("s", _seconds),
+        ("req/node", lambda c: _per_node(c, "requests_per_node")),
+        ("wr/node", lambda c: _per_node(c, "writes_per_node", 2)),
+        ("KiB wr", lambda c: _kib(c, "bytes_written")),
+    ],
+    "failure": [
+        ("seen s", lambda c: _seconds(c, "seen")),
+        ("done s", _seconds),
+        ("req/node", lambda c: _per_node(c, "requests_per_node")),
+        ("wr/node", lambda c: _per_node(c, "writes_per_node", 2)),
+        ("KiB wr", lambda c: _kib(c, "bytes_written")),
+    ],
+    "scaleup": [
+        ("seen s", lambda c: _seconds(c, "seen")),
+        ("done s", _seconds),
+        ("rounds", lambda c: _per_node(c, "rounds", 0)),
+        ("req/node", lambda c: _per_node(c, "requests_per_node")),
+        ("wr/node", lambda c: _per_node(c, "writes_per_node", 2)),
+        ("KiB wr", lambda c: _kib(c, "bytes_written")),
+    ],
+    "steady": [
+        ("req/s", lambda c: _per_node(c, "requests_per_second")),
+        ("wr/s", lambda c: _per_node(c, "writes_per_second")),
+        ("KiB wr/s", lambda c: _kib(c, "bytes_written_per_second")),
+        ("KiB rd/s", lambda c: _kib(c, "bytes_read_per_second")),
+    ],
+}
+RATIO_KEY = {
+    "first": "seconds",
+    "failure": "seconds",
+    "scaleup": "seconds",
+    "steady": "bytes_written_per_second",
+}
+
+
+def table(scenario: str, cells: list[dict[str, Any]], impls: list[str]) -> str:
+    """The scenario's table: one row per backend and N, a column group per implementation."""
+    columns = COLUMNS[scenario]
+    header = ["backend", "N"]
+    if scenario == "failure":
+        header.append("target s")
     for impl in impls:
-        r = row[impl]
-        cells.append(
-            f"{impl}: {r['seconds']:7.3f} s {r['requests_per_node']:6.1f} req/node "
-            f"{r['writes_per_node']:5.1f} writes/node {r['bytes_written'] / 1024:8.1f} KiB"
-            + ("" if r["ok"] else " FAILED")
+        header += [f"{impl} {name}" for name, _ in columns]
+    ratio_name = "torch/rdzv " + ("bytes/s" if scenario == "steady" else "s")
+    if len(impls) == 2:
+        header.append(ratio_name)
+    rows = [header]
+    keys = sorted({(c["backend"], c["nodes"]) for c in cells if c["scenario"] == scenario})
+    notes: list[str] = []
+    for backend, n in keys:
+        found = {
+            c["impl"]: c
+            for c in cells
+            if (c["scenario"], c["backend"], c["nodes"]) == (scenario, backend, n)
+        }
+        row = [backend, str(n)]
+        if scenario == "failure":
+            target = next((c["target"] for c in found.values() if "target" in c), None)
+            row.append("-" if target is None else f"{target:.1f}")
+        for impl in impls:
+            cell = found.get(impl)
+            row += [render(cell) if cell else "-" for _, render in columns]
+            if cell and cell.get("note") and cell.get("status") != "skipped":
+                notes.append(f"{backend} N={n} {impl} ({cell['status']}): {cell['note']}")
+        if len(impls) == 2:
+            row.append(_ratio(found.get("torch"), found.get("rdzv"), RATIO_KEY[scenario]))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join([f"== {scenario} ==", *lines, *(f"  note: {n}" for n in notes)])
+
+
+def _find(cells: list[dict[str, Any]], scenario: str, backend: str, n: int, impl: str) -> Any:
+    for c in cells:
+        if (c["scenario"], c["backend"], c["nodes"], c["impl"]) == (scenario, backend, n, impl):
+            return c
+    return None
+
+
+def targets(cells: list[dict[str, Any]], backends: list[str]) -> list[dict[str, str]]:
+    """Each target, per backend: MET, NOT MET or NOT MEASURED, with the figures."""
+    out: list[dict[str, str]] = []
+
+    def add(name: str, backend: str, met: bool | None, detail: str) -> None:
+        status = "NOT MEASURED" if met is None else "MET" if met else "NOT MET"
+        out.append({"target": name, "backend": backend, "status": status, "detail": detail})
+
+    for b in backends:
+        rdzv, torch = _find(cells, "first", b, 8, "rdzv"), _find(cells, "first", b, 8, "torch")
+        if rdzv and torch and "seconds" in rdzv and "seconds" in torch:
+            ratio = torch["seconds"] / rdzv["seconds"]
+            detail = f"torch {torch['seconds']:.3f} s / rdzv {rdzv['seconds']:.3f} s = {ratio:.1f}x"
+            add("first N=8: >=10x faster than torch", b, ratio >= 10, detail)
+        else:
+            add("first N=8: >=10x faster than torch", b, None, "needs both cells")
+
+        rdzv = _find(cells, "first", b, 1024, "rdzv")
+        if rdzv and rdzv.get("status") in ("ok", "DNF", "FAILED"):
+            s = rdzv.get("seconds")
+            met = s is not None and s < 20 and rdzv["ok"]
+            add("first N=1024: < 20 s", b, met, f"{s:.2f} s" if s else rdzv["note"])
+        else:
+            add("first N=1024: < 20 s", b, None, "cell not run")
+
+        rdzv, torch = _find(cells, "first", b, 256, "rdzv"), _find(cells, "first", b, 256, "torch")
+        name = "first N=256: >=5x faster than torch (or torch fails)"
+        if rdzv and torch and rdzv.get("ok") and torch.get("status") in ("DNF", "FAILED"):
+            add(name, b, True, f"rdzv {rdzv['seconds']:.2f} s, torch {torch['status']}")
+        elif rdzv and torch and "seconds" in rdzv and "seconds" in torch:
+            ratio = torch["seconds"] / rdzv["seconds"]
+            detail = f"torch {torch['seconds']:.2f} s / rdzv {rdzv['seconds']:.2f} s = {ratio:.1f}x"
+            add(name, b, ratio >= 5, detail)
+        else:
+            add(name, b, None, "needs both cells")
+
+        rdzv = _find(cells, "first", b, 256, "rdzv")
+        if rdzv and "writes_per_node" in rdzv:
+            w = rdzv["writes_per_node"]
+            add("first N=256: <= 3 backend writes per node", b, w <= 3, f"{w:.2f} writes/node")
+        else:
+            add("first N=256: <= 3 backend writes per node", b, None, "cell not run")
+
+        rdzv, torch = (
+            _find(cells, "steady", b, 256, "rdzv"),
+            _find(cells, "steady", b, 256, "torch"),
         )
-    if "torch" in row and row["rdzv"]["seconds"] > 0:
-        cells.append(f"torch/rdzv: {row['torch']['seconds'] / row['rdzv']['seconds']:.1f}x")
-    print(" | ".join(cells), flush=True)
+        name = "steady N=256: bytes written/s <= 1/10 of torch's"
+        key = "bytes_written_per_second"
+        if rdzv and torch and key in rdzv and key in torch:
+            r, t = rdzv[key], torch[key]
+            detail = (
+                f"rdzv {r / 1024:.2f} KiB/s, torch {t / 1024:.1f} KiB/s ({t / max(r, 1e-9):.0f}x)"
+            )
+            add(name, b, r <= t / 10, detail)
+        else:
+            add(name, b, None, "needs both cells")
+
+        for cell in cells:
+            if (cell["scenario"], cell["backend"], cell["impl"]) != ("failure", b, "rdzv"):
+                continue
+            name = f"failure N={cell['nodes']}: survivors done within expiry + 1 s"
+            s, target = cell.get("seconds"), cell.get("target")
+            if s is None or target is None:
+                add(name, b, False, f"{cell['status']}: {cell['note']}")
+            else:
+                add(name, b, s <= target, f"{s:.2f} s (target {target:.1f} s)")
+    return out
+
+
+def metadata(args: argparse.Namespace) -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "commit": commit,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+
+
+def torch_importable() -> str | None:
+    """torch's version when its rendezvous imports, else None."""
+    try:
+        import torch
+        import torch.distributed.elastic.rendezvous.dynamic_rendezvous
+    except ImportError:
+        return None
+    return str(torch.__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    options = options_from(args)
+    impls = list(args.impl)
+    meta = metadata(args)
+    if "torch" in impls:
+        version = torch_importable()
+        meta["torch"] = version
+        if version is None:
+            impls.remove("torch")
+            print("torch is not importable: measuring rdzv only", flush=True)
+    path = args.json or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    cells: list[dict[str, Any]] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            etcd = stack.enter_context(EtcdServer()) if "etcd-v2" in args.backend else None
+            for scenario in args.scenario:
+                for backend in args.backend:
+                    for n in args.nodes:
+                        if n < 2 and scenario != "first":
+                            continue
+                        for impl in impls:
+                            cells.append(run_cell(scenario, impl, backend, n, args, options, etcd))
+                print(table(scenario, cells, impls), flush=True)
+    finally:
+        if cells:
+            results = targets(cells, args.backend)
+            print("\n== all tables ==")
+            for scenario in args.scenario:
+                print(table(scenario, cells, impls), "\n")
+            print("== targets (reported, not asserted) ==")
+            for t in results:
+                print(f"{t['status']:>12}  {t['backend']:8} {t['target']}: {t['detail']}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                json.dumps({"meta": meta, "cells": cells, "targets": results}, indent=2)
+            )
+            print(f"results written to {path}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,542 @@
+"""Machinery of the rendezvous benchmarks: counting backends, worker processes, servers.
+
+The parent process hosts the backend servers (an etcd it starts, or a TCP store
+master) and spreads the N nodes of a run over a few worker processes, threads
+inside each, so that a thousand nodes fit on two cores. Every node has its own
+handler and its own backend client, as a separate machine would. The parent
+drives the workers through pipes: each operation names a start time on the
+system-wide monotonic clock, so nodes in different processes start together, and
+each worker answers with its nodes' timings and the backend traffic it counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import os
+import random
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from rdzv import RendezvousBackend, RendezvousParameters
+from rdzv.dynamic.backend import HeartbeatBoard, IntentLog
+
+IMPLS = ("rdzv", "torch")
+BACKENDS = ("etcd-v2", "c10d")
+
+
+class Counter:
+    """Backend operations, writes and bytes of the nodes of one worker process.
+
+    Bytes are those handed to or returned by the backend object: the encoded state
+    before base64 (for both implementations), intent and heartbeat records.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.writes = 0
+        self.bytes_written = 0
+        self.bytes_read = 0
+        self.ops: dict[str, int] = {}
+
+    def count(self, op: str, written: bytes | None = None, read: int = 0) -> None:
+        with self.lock:
+            self.requests += 1
+            self.ops[op] = self.ops.get(op, 0) + 1
+            self.bytes_read += read
+            if written is not None:
+                self.writes += 1
+                self.bytes_written += len(written)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The totals so far, as plain data."""
+        with self.lock:
+            return {
+                "requests": self.requests,
+                "writes": self.writes,
+                "bytes_written": self.bytes_written,
+                "bytes_read": self.bytes_read,
+                "ops": dict(self.ops),
+            }
+
+
+def counts_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What was counted from snapshot ``before`` to snapshot ``after``."""
+    delta: dict[str, Any] = {k: after[k] - before[k] for k in after if k != "ops"}
+    ops = {op: n - before["ops"].get(op, 0) for op, n in after["ops"].items()}
+    delta["ops"] = {op: n for op, n in ops.items() if n}
+    return delta
+
+
+def add_counts(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """The sum of two count records (from two workers)."""
+    result: dict[str, Any] = {k: total.get(k, 0) + more[k] for k in more if k != "ops"}
+    ops = dict(total.get("ops", {}))
+    for op, n in more["ops"].items():
+        ops[op] = ops.get(op, 0) + n
+    result["ops"] = ops
+    return result
+
+
+def _state_size(result: Any) -> int:
+    return len(result[0]) if result else 0
+
+
+class CountingBackend(RendezvousBackend):
+    """rdzv backend wrapper that counts what goes to the real backend."""
+
+    def __init__(self, inner: RendezvousBackend, counter: Counter) -> None:
+        self._inner, self._counter = inner, counter
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    def get_state(self) -> Any:
+        result = self._inner.get_state()
+        self._counter.count("get_state", read=_state_size(result))
+        return result
+
+    def set_state(self, state: bytes, token: Any = None) -> Any:
+        result = self._inner.set_state(state, token)
+        lost = result is None or not result[2]
+        self._counter.count("set_state", state, read=_state_size(result) if lost else 0)
+        return result
+
+    def wait_for_change(self, token: Any, timeout: float) -> Any:
+        result = self._inner.wait_for_change(token, timeout)
+        self._counter.count("wait_for_change", read=_state_size(result))
+        return result
+
+
+class CountingSideChannels(CountingBackend, IntentLog, HeartbeatBoard):
+    """Counting wrapper for backends with join intents and heartbeat records."""
+
+    _inner: Any
+
+    def post_intent(self, record: bytes) -> None:
+        self._counter.count("post_intent", record)
+        self._inner.post_intent(record)
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        result: tuple[list[bytes], int] = self._inner.read_intents(cursor)
+        self._counter.count("read_intents", read=sum(map(len, result[0])))
+        return result
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        self._counter.count("beat", record)
+        self._inner.beat(name, record, ttl)
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        result: dict[str, bytes] = self._inner.read_beats(names)
+        self._counter.count("read_beats", read=sum(map(len, result.values())))
+        return result
+
+
+def counting(inner: RendezvousBackend, counter: Counter) -> CountingBackend:
+    """Wrap ``inner``, keeping the side channels it offers."""
+    if isinstance(inner, IntentLog) and isinstance(inner, HeartbeatBoard):
+        return CountingSideChannels(inner, counter)
+    return CountingBackend(inner, counter)
+
+
+def torch_counting(inner: Any, counter: Counter) -> Any:
+    """The same counting for a backend of torch's dynamic rendezvous (imports torch)."""
+    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
+        RendezvousBackend as TorchBackend,
+    )
+
+    class TorchCounting(TorchBackend):
+        @property
+        def name(self) -> str:
+            return str(inner.name)
+
+        def get_state(self) -> Any:
+            result = inner.get_state()
+            counter.count("get_state", read=_state_size(result))
+            return result
+
+        def set_state(self, state: bytes, token: Any = None) -> Any:
+            result = inner.set_state(state, token)
+            lost = result is None or not result[2]
+            counter.count("set_state", state, read=_state_size(result) if lost else 0)
+            return result
+
+    return TorchCounting()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """What every node of one run is built with."""
+
+    impl: str
+    backend: str
+    endpoint: str
+    run_id: str
+    min_nodes: int
+    max_nodes: int
+    keep_alive_interval: float = 5.0
+    keep_alive_max_attempt: int = 3
+    last_call: float = 30.0
+    join_timeout: float = 600.0
+    read_timeout: int = 60
+    torch_store_sharing: bool = True
+    """False sets TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torch's workers."""
+
+    @property
+    def heartbeat_expiry(self) -> float:
+        return self.keep_alive_interval * self.keep_alive_max_attempt
+
+
+def make_handler(config: CellConfig, counter: Counter) -> Any:
+    """A new node: its own backend client and handler, the backend counted.
+
+    c10d nodes connect to the store the parent hosts (``is_host=false``).
+    """
+    options: dict[str, Any] = {"read_timeout": config.read_timeout}
+    if config.backend == "c10d":
+        options["is_host"] = "false"
+    timeouts = {
+        "join": timedelta(seconds=config.join_timeout),
+        "last_call": timedelta(seconds=config.last_call),
+    }
+    args = (config.backend, config.endpoint, config.run_id, config.min_nodes, config.max_nodes)
+    if config.impl == "rdzv":
+        from rdzv import DynamicRendezvousHandler, RendezvousTimeout
+        from rdzv.backends import c10d, etcd
+
+        params = RendezvousParameters(*args, "127.0.0.1", **options)
+        module: Any = etcd if config.backend == "etcd-v2" else c10d
+        inner, store = module.create_backend(params)
+        backend: Any = counting(inner, counter)
+        handler_type: Any = DynamicRendezvousHandler
+        timeout: Any = RendezvousTimeout(**timeouts)
+    else:
+        from torch.distributed.elastic.rendezvous import RendezvousParameters as TorchParams
+        from torch.distributed.elastic.rendezvous import (
+            c10d_rendezvous_backend,
+            etcd_rendezvous_backend,
+        )
+        from torch.distributed.elastic.rendezvous import dynamic_rendezvous as torch_dynamic
+
+        if not config.torch_store_sharing:
+            os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"  # a worker runs one run
+        module = etcd_rendezvous_backend if config.backend == "etcd-v2" else c10d_rendezvous_backend
+        inner, store = module.create_backend(TorchParams(*args, "127.0.0.1", **options))
+        backend = torch_counting(inner, counter)
+        handler_type = torch_dynamic.DynamicRendezvousHandler
+        timeout = torch_dynamic.RendezvousTimeout(**timeouts)
+    return handler_type.from_backend(
+        config.run_id,
+        store,
+        backend,
+        config.min_nodes,
+        config.max_nodes,
+        "127.0.0.1",
+        timeout,
+        keep_alive_interval=config.keep_alive_interval,
+        keep_alive_max_attempt=config.keep_alive_max_attempt,
+    )
+
+
+def round_of(handler: Any) -> int:
+    """The round a handler saw last (rdzv: ``round``; torch: its state holder's)."""
+    if hasattr(handler, "round"):
+        return int(handler.round)
+    return int(handler._state_holder.state.round)
+
+
+def stop_heartbeats(handler: Any) -> None:
+    """Stop a node's keep-alive for good: rdzv's thread, torch's timer (both private)."""
+    handler._stop_heartbeats()
+
+
+def _sleep_until(moment: float) -> None:
+    delay = moment - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+class NodeGroup:
+    """The nodes one worker process runs, and the operations the parent asks of them.
+
+    Every operation returns plain data: per-node timestamps on the monotonic clock
+    (the same clock in every process of the machine), errors, and the backend
+    traffic of this worker's nodes during the operation.
+    """
+
+    def __init__(self) -> None:
+        self.counter = Counter()
+        self.handlers: dict[int, Any] = {}
+        self.config: CellConfig | None = None
+
+    def setup(self, config: CellConfig, indices: list[int]) -> dict[str, Any]:
+        """Build the handlers of nodes ``indices``."""
+        self.config = config
+        for index in indices:
+            self.handlers[index] = make_handler(config, self.counter)
+        return {"pid": os.getpid()}
+
+    def _run_threads(
+        self, at: float, targets: Mapping[int, Callable[[], dict[str, Any]]], until: float | None
+    ) -> dict[str, Any]:
+        """Run each target in its own thread from ``at``; collect results and traffic."""
+        results: dict[int, dict[str, Any]] = {}
+        lock = threading.Lock()
+
+        def run(index: int, target: Callable[[], dict[str, Any]]) -> None:
+            _sleep_until(at)
+            try:
+                result = target()
+            except Exception as e:  # reported to the parent, which fails the cell
+                result = {"error": _error(e)}
+            with lock:
+                results[index] = result
+
+        threads = [
+            threading.Thread(target=run, args=item, daemon=True, name=f"node-{item[0]}")
+            for item in targets.items()
+        ]
+        for thread in threads:
+            thread.start()
+        _sleep_until(at)
+        before = self.counter.snapshot()
+        for thread in threads:
+            thread.join()
+        if until is not None:
+            _sleep_until(until)
+        return {"nodes": results, "counts": counts_between(before, self.counter.snapshot())}
+
+    def _join_now(self, handler: Any) -> dict[str, Any]:
+        info = handler.next_rendezvous()
+        return {
+            "done": time.monotonic(),
+            "rank": info.rank,
+            "world": info.world_size,
+            "round": round_of(handler),
+        }
+
+    def join(self, at: float, indices: list[int] | None = None) -> dict[str, Any]:
+        """Nodes ``indices`` (default all) call ``next_rendezvous`` at ``at``."""
+        chosen = self.handlers if indices is None else {i: self.handlers[i] for i in indices}
+        targets = {i: partial(self._join_now, h) for i, h in chosen.items()}
+        return self._run_threads(at, targets, None)
+
+    def agents(
+        self,
+        at: float,
+        poll: float,
+        limit: float,
+        victims: list[int],
+        newcomers: list[int],
+        world: int,
+    ) -> dict[str, Any]:
+        """From ``at``: victims stop their heartbeats, newcomers join, the rest act as agents.
+
+        An agent polls ``num_nodes_waiting()`` every ``poll`` seconds (from a random
+        phase, as independent launchers would) and calls ``next_rendezvous`` when
+        it is above 0, as torchrun's agent does, until it is in a round of
+        ``world`` nodes. Agents not there by ``at + limit`` report ``done: None``;
+        ``seen`` is when an agent first saw a waiting node.
+        """
+        for index in victims:
+            if index in self.handlers:
+                stop_heartbeats(self.handlers.pop(index))
+
+        def agent(handler: Any, join_first: bool) -> dict[str, Any]:
+            seen: float | None = None
+            if join_first:
+                result = self._join_now(handler)
+                if result["world"] == world:
+                    return {"seen": None, **result}
+            time.sleep(random.uniform(0, poll))
+            while time.monotonic() < at + limit:
+                if handler.num_nodes_waiting() > 0:
+                    seen = seen or time.monotonic()
+                    result = self._join_now(handler)
+                    if result["world"] == world:
+                        return {"seen": seen, **result}
+                time.sleep(poll)
+            return {"seen": seen, "done": None}
+
+        targets = {i: partial(agent, h, i in newcomers) for i, h in self.handlers.items()}
+        return self._run_threads(at, targets, None)
+
+    def steady(self, at: float, duration: float, poll: float) -> dict[str, Any]:
+        """Keep-alives run on their own; each node polls ``num_nodes_waiting`` every ``poll`` s."""
+
+        def agent(handler: Any) -> dict[str, Any]:
+            time.sleep(random.uniform(0, poll))
+            polls = waiting = 0
+            while time.monotonic() < at + duration:
+                polls += 1
+                waiting += handler.num_nodes_waiting() > 0
+                time.sleep(min(poll, max(at + duration - time.monotonic(), 0)))
+            return {"polls": polls, "saw_waiting": waiting}
+
+        targets = {i: partial(agent, h) for i, h in self.handlers.items()}
+        return self._run_threads(at, targets, at + duration)
+
+
+def worker_main(conn: Connection) -> None:
+    """A worker process: carry out the parent's operations until told to exit."""
+    logging.basicConfig(level=logging.ERROR, format=f"[worker {os.getpid()}] %(message)s")
+    group = NodeGroup()
+    conn.send({"ready": os.getpid()})
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        if message["op"] == "exit":
+            break
+        try:
+            reply = getattr(group, message["op"])(**message["args"])
+        except Exception as e:
+            reply = {"error": _error(e), "traceback": traceback.format_exc()}
+        conn.send(reply)
+    for handler in group.handlers.values():
+        with contextlib.suppress(Exception):
+            stop_heartbeats(handler)
+    # Skip interpreter teardown: daemon threads may still be blocked in backend calls.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+class CellTimeout(Exception):
+    """The run of a cell passed its time limit."""
+
+
+class WorkerError(Exception):
+    """A worker failed an operation; the message carries its error."""
+
+
+@dataclass
+class Workers:
+    """Worker processes of one run, each owning a slice of the nodes.
+
+    They are killed (by pid, they are this process's children) when the run ends,
+    times out, or the benchmark is interrupted.
+    """
+
+    count: int
+    processes: list[Any] = field(default_factory=list)
+    conns: list[Connection] = field(default_factory=list)
+
+    def start(self, deadline: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        for _ in range(self.count):
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=worker_main, args=(child,), daemon=True)
+            process.start()
+            child.close()
+            self.processes.append(process)
+            self.conns.append(parent)
+        self._gather(deadline)
+
+    def call(self, op: str, args: Sequence[dict[str, Any]], deadline: float) -> list[Any]:
+        """Send worker ``i`` the operation with ``args[i]``; return the replies in order."""
+        for conn, worker_args in zip(self.conns, args, strict=True):
+            conn.send({"op": op, "args": worker_args})
+        replies = self._gather(deadline)
+        for reply in replies:
+            if "error" in reply:
+                raise WorkerError(reply["error"] + "\n" + reply.get("traceback", ""))
+        return replies
+
+    def broadcast(self, op: str, args: dict[str, Any], deadline: float) -> list[Any]:
+        """The same operation, with the same arguments, on every worker."""
+        return self.call(op, [args] * self.count, deadline)
+
+    def _gather(self, deadline: float) -> list[Any]:
+        replies: dict[int, Any] = {}
+        pending = dict(enumerate(self.conns))
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CellTimeout
+            for conn in wait(list(pending.values()), timeout=remaining):
+                index = next(i for i, c in pending.items() if c is conn)
+                try:
+                    replies[index] = pending[index].recv()
+                except EOFError as e:
+                    raise WorkerError(f"worker {index} exited unexpectedly") from e
+                del pending[index]
+        return [replies[i] for i in range(len(self.conns))]
+
+    def stop(self) -> None:
+        """Ask the workers to exit, then kill whichever has not within a second."""
+        for conn in self.conns:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send({"op": "exit"})
+        end = time.monotonic() + 1.0
+        for process in self.processes:
+            process.join(max(end - time.monotonic(), 0))
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        for conn in self.conns:
+            conn.close()
+        self.processes.clear()
+        self.conns.clear()
+
+
+def split(n: int, parts: int) -> list[list[int]]:
+    """Node indices ``0..n-1`` in ``parts`` contiguous slices of near-equal size."""
+    size, extra = divmod(n, parts)
+    slices, start = [], 0
+    for part in range(parts):
+        end = start + size + (part < extra)
+        slices.append(list(range(start, end)))
+        start = end
+    return slices
+
+
+@contextlib.contextmanager
+def store_master(impl: str) -> Iterator[str]:
+    """A TCP store master hosted by this process for one run; yields its endpoint."""
+    if impl == "rdzv":
+        from rdzv.store.tcp import TCPStore
+
+        rdzv_store = TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=60))
+        try:
+            yield f"127.0.0.1:{rdzv_store.port}"
+        finally:
+            rdzv_store.close()
+    else:
+        # torch.distributed does not declare TCPStore as an export.
+        torch_tcp_store: Any = importlib.import_module("torch.distributed").TCPStore
+        torch_store = torch_tcp_store(
+            "127.0.0.1",
+            0,
+            is_master=True,
+            wait_for_workers=False,
+            timeout=timedelta(seconds=60),
+        )
+        try:
+            yield f"127.0.0.1:{torch_store.port}"
+        finally:
+            del torch_store
