@@ -1,15 +1,16 @@
 """One process of the load test: THREADS store clients doing set/get/add for SECONDS.
 
-Usage: ``python _load_worker.py tcp|etcd HOST:PORT WORKER THREADS SECONDS``.
+Usage: ``python _load_worker.py tcp|etcd HOST:PORT WORKER THREADS SECONDS COUNTERS``.
 
 Every thread has a client of its own (a ``TCPStore``, or an ``EtcdStore`` on its own
 etcd client). Once all are connected the worker prints ``ready`` and waits for a
 line on stdin; then each thread loops: ``set`` its key, ``get`` it back (it must
-read what it wrote), ``add`` 1 to the shared counter and ``add`` 1 to its own
-counter (which must return how many adds it made). At the end the worker prints
-one JSON line: operations done, errors, every value the shared counter's ``add``
-returned (to check that each add was counted exactly once) and each thread's
-count of its own adds, and the slowest add to the shared counter.
+read what it wrote), ``add`` 1 to a shared counter (client ``i`` of the whole
+test uses counter ``i % COUNTERS``) and ``add`` 1 to its own counter (which must
+return how many adds it made). At the end the worker prints one JSON line:
+operations done, errors, every value each shared counter's ``add`` returned (to
+check that each add was counted exactly once), each thread's count of its own
+adds, and the slowest add to a shared counter.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rdzv.store.base import Store
 from rdzv.store.etcd import EtcdStore
 from rdzv.store.tcp import TCPStore
 
-SHARED = "load/shared"
+SHARED = "load/shared/{}"
 TIMEOUT = timedelta(seconds=60)
 
 
@@ -38,9 +39,10 @@ def connect(kind: str, host: str, port: int) -> Store:
 
 
 class Client:
-    def __init__(self, store: Store, name: str) -> None:
+    def __init__(self, store: Store, name: str, counter: int) -> None:
         self.store = store
         self.name = name
+        self.counter = counter
         self.ops = 0
         self.own_adds = 0
         self.shared: list[int] = []
@@ -49,6 +51,7 @@ class Client:
 
     def run(self, until: float) -> None:
         key, counter = f"load/{self.name}/key", f"load/{self.name}/count"
+        shared = SHARED.format(self.counter)
         i = 0
         try:
             while time.monotonic() < until:
@@ -59,7 +62,7 @@ class Client:
                     self.errors.append(f"{self.name}: get returned {got!r}, not {value!r}")
                     return
                 started = time.monotonic()
-                self.shared.append(self.store.add(SHARED, 1))
+                self.shared.append(self.store.add(shared, 1))
                 self.slowest_add = max(self.slowest_add, time.monotonic() - started)
                 own = self.store.add(counter, 1)
                 self.own_adds += 1
@@ -73,10 +76,12 @@ class Client:
 
 
 def main(argv: list[str]) -> None:
-    kind, endpoint, worker, threads, seconds = argv
+    kind, endpoint, worker, threads, seconds, counters = argv
     host, port = endpoint.rsplit(":", 1)
+    first = int(worker) * int(threads)
     clients = [
-        Client(connect(kind, host, int(port)), f"w{worker}t{t}") for t in range(int(threads))
+        Client(connect(kind, host, int(port)), f"w{worker}t{t}", (first + t) % int(counters))
+        for t in range(int(threads))
     ]
     print("ready", flush=True)
     sys.stdin.readline()
@@ -92,7 +97,10 @@ def main(argv: list[str]) -> None:
         "ops": sum(c.ops for c in clients),
         "seconds": elapsed,
         "errors": [e for c in clients for e in c.errors],
-        "shared": sorted(v for c in clients for v in c.shared),
+        "shared": {
+            str(n): sorted(v for c in clients if c.counter == n for v in c.shared)
+            for n in sorted({c.counter for c in clients})
+        },
         "own": {c.name: c.own_adds for c in clients},
         "slowest_add": max(c.slowest_add for c in clients),
     }
