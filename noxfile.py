@@ -70,3 +70,14 @@ def interop(session: nox.Session) -> None:
     if not str(version).strip().startswith("2.13.0"):
         session.error(f"torch 2.13.0 is required, the session has {version!r}")
     session.run("pytest", *(session.posargs or ["-q"]), "tests/interop")
+
+
+@nox.session(python=PYTHON)
+def faults(session: nox.Session) -> None:
+    """Fault and hostile-input suite (tests/faults): real etcd, TCP store and node processes.
+
+    The load tests run ``$RDZV_FAULTS_LOAD_SECONDS`` (default 10 s here; the report,
+    ``python benchmarks/faults.py``, runs them for 60 s). About 4 minutes on 2 cores.
+    """
+    session.install("-e", ".[test]")
+    session.run("pytest", *(session.posargs or ["-q"]), "tests/faults")
