@@ -135,9 +135,11 @@ class Node:
         """Whether an event arrived that nobody has taken yet."""
         return not self._events.empty()
 
-    def stderr(self) -> str:
+    def stderr(self, tail: int | None = 6000) -> str:
+        """What the node wrote to stderr: the last ``tail`` characters, or all of it."""
         self._stderr.seek(0)
-        return self._stderr.read()[-6000:]
+        text = self._stderr.read()
+        return text if tail is None else text[-tail:]
 
     def freeze(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)
