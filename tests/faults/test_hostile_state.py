@@ -119,12 +119,14 @@ class Target:
         plant: Callable[[str, bytes], None],
         read_raw: Callable[[str], bytes | None],
         options: dict[str, Any],
+        plant_intents: Callable[[str, list[bytes]], None],
     ) -> None:
         self.backend = backend
         self.endpoint = endpoint
         self.plant = plant
         self.read_raw = read_raw
         self.options = options
+        self.plant_intents = plant_intents
 
     def node_config(self, run_id: str) -> dict[str, Any]:
         return {
@@ -171,7 +173,12 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
                 return None
             return None if value is None else value.encode("ascii")
 
-        yield Target("etcd-v2", server.get_endpoint(), etcd_plant, etcd_read, {})
+        def etcd_intents(run_id: str, records: list[bytes]) -> None:
+            directory = EtcdRendezvousBackend(client, run_id).key + ".intents"
+            for record in records:
+                client.write(directory, record.decode("ascii"), append=True, ttl=300)
+
+        yield Target("etcd-v2", server.get_endpoint(), etcd_plant, etcd_read, {}, etcd_intents)
         return
     with StoreServerProcess() as server:
         store = TCPStore("127.0.0.1", server.port, timeout=timedelta(seconds=30))
@@ -183,8 +190,16 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
             def c10d_read(run_id: str) -> bytes | None:
                 return store.get_if_exists(f"rdzv.rendezvous.{run_id}")
 
+            def c10d_intents(run_id: str, records: list[bytes]) -> None:
+                store.append(f"rdzv.intents.{run_id}", b"".join(records))
+
             yield Target(
-                "c10d", f"127.0.0.1:{server.port}", c10d_plant, c10d_read, {"is_host": False}
+                "c10d",
+                f"127.0.0.1:{server.port}",
+                c10d_plant,
+                c10d_read,
+                {"is_host": False},
+                c10d_intents,
             )
         finally:
             store.close()
@@ -240,6 +255,30 @@ def test_after_a_forced_close_a_new_run_id_rendezvouses(target: Target, run_id: 
     config.update(min_nodes=2, max_nodes=2)
     with Nodes(config) as nodes:
         assert_one_round(join(nodes.start(2)), 2)
+
+
+def test_garbage_in_the_join_intents_log_is_skipped_and_the_rendezvous_completes(
+    target: Target, run_id: str, tmp_path: Path
+) -> None:
+    """Join intents (docs/migrating.rst: ``<key>.intents/`` on etcd, ``rdzv.intents.<run_id>``
+    in the store) are appended by any node: records that are not intents, a pickle, and
+    a last line left without its end are skipped with a warning, and two nodes meet."""
+    marker = tmp_path / "marker"
+    planted = [
+        b"not an intent\n",
+        b'["127.0.0.1", "pid", 0, 1.0]\n',
+        payload("pickle", marker)[0] + b"\n",
+        b"[" * 10000 + b"\n",
+        b'["127.0.0.1", 1, 0',  # no end of line: the next record continues it
+    ]
+    target.plant_intents(run_id, planted)
+    config = target.node_config(run_id)
+    config.update(min_nodes=2, max_nodes=2)
+    with Nodes(config) as nodes:
+        pair = nodes.start(2)
+        assert_one_round(join(pair), 2)
+        assert any("intent" in node.stderr() for node in pair), [n.stderr() for n in pair]
+    assert not marker.exists()
 
 
 def test_on_etcd_deleting_the_state_key_lets_the_run_id_rendezvous_again(
