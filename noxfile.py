@@ -81,3 +81,20 @@ def faults(session: nox.Session) -> None:
     """
     session.install("-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-q"]), "tests/faults")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Rendezvous benchmarks, rdzv against torch 2.13.0 (benchmarks/README.md); not run by CI.
+
+    Arguments after ``--`` go to ``benchmarks/rendezvous.py``, e.g.
+    ``nox -s bench -- --scenario first --nodes 8 256``. torch is pinned exactly, in
+    the same install as rdzv, so nothing can pull another one.
+    """
+    session.install("torch==2.13.0", "-e", ".[test]")
+    version = session.run(
+        "python", "-c", "import importlib.metadata as m; print(m.version('torch'))", silent=True
+    )
+    if not str(version).strip().startswith("2.13.0"):
+        session.error(f"torch 2.13.0 is required, the session has {version!r}")
+    session.run("python", "benchmarks/rendezvous.py", *session.posargs)

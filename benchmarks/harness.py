@@ -112,7 +112,8 @@ class CountingBackend(RendezvousBackend):
     def set_state(self, state: bytes, token: Any = None) -> Any:
         result = self._inner.set_state(state, token)
         lost = result is None or not result[2]
-        self._counter.count("set_state", state, read=_state_size(result) if lost else 0)
+        op = "set_state_lost" if lost else "set_state"
+        self._counter.count(op, state, read=_state_size(result) if lost else 0)
         return result
 
     def wait_for_change(self, token: Any, timeout: float) -> Any:
@@ -171,7 +172,8 @@ def torch_counting(inner: Any, counter: Counter) -> Any:
         def set_state(self, state: bytes, token: Any = None) -> Any:
             result = inner.set_state(state, token)
             lost = result is None or not result[2]
-            counter.count("set_state", state, read=_state_size(result) if lost else 0)
+            op = "set_state_lost" if lost else "set_state"
+            counter.count(op, state, read=_state_size(result) if lost else 0)
             return result
 
     return TorchCounting()
@@ -292,6 +294,22 @@ class NodeGroup:
         self.counter = Counter()
         self.handlers: dict[int, Any] = {}
         self.config: CellConfig | None = None
+        self.completed = 0
+        self._lock = threading.Lock()
+        self._begin = self.counter.snapshot()
+
+    def begin(self) -> None:
+        """An operation starts: reset what :meth:`status` reports."""
+        with self._lock:
+            self.completed = 0
+        self._begin = self.counter.snapshot()
+
+    def status(self) -> dict[str, Any]:
+        """Nodes through a rendezvous, and the traffic, since the operation began."""
+        with self._lock:
+            completed = self.completed
+        counts = counts_between(self._begin, self.counter.snapshot())
+        return {"status": True, "completed": completed, "counts": counts}
 
     def setup(self, config: CellConfig, indices: list[int]) -> dict[str, Any]:
         """Build the handlers of nodes ``indices``."""
@@ -332,6 +350,8 @@ class NodeGroup:
 
     def _join_now(self, handler: Any) -> dict[str, Any]:
         info = handler.next_rendezvous()
+        with self._lock:
+            self.completed += 1
         return {
             "done": time.monotonic(),
             "rank": info.rank,
@@ -401,11 +421,62 @@ class NodeGroup:
         return self._run_threads(at, targets, at + duration)
 
 
-def worker_main(conn: Connection) -> None:
-    """A worker process: carry out the parent's operations until told to exit."""
+def _yappi() -> Any:
+    """yappi (``pip install yappi``): a profiler that sees every thread, used by --profile."""
+    return importlib.import_module("yappi")
+
+
+def _finish(profile: str | None) -> None:
+    """End the worker: save its profile if one runs; skip interpreter teardown.
+
+    Teardown is skipped because daemon threads may still be blocked in backend calls.
+    """
+    if profile is not None:
+        yappi = _yappi()
+        yappi.stop()
+        path = os.path.join(profile, f"worker-{os.getpid()}.pstat")
+        yappi.get_func_stats().save(path, type="pstat")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _watchdog(parent: int, stop: Any, profile: str | None) -> None:
+    """End the worker when the parent asks (``stop``) or is gone, even mid-operation."""
+    while not stop.wait(0.5):
+        if os.getppid() != parent:
+            break
+    _finish(profile)
+
+
+def worker_main(conn: Connection, stop: Any, parent: int, profile: str | None) -> None:
+    """A worker process: carry out the parent's operations until told to stop.
+
+    Operations run one at a time, each in a thread; meanwhile the worker answers
+    ``status`` (what the operation under way has done so far). With ``profile``
+    (a directory), yappi profiles every thread's CPU time and saves it there.
+    """
     logging.basicConfig(level=logging.ERROR, format=f"[worker {os.getpid()}] %(message)s")
+    if profile is not None:
+        yappi = _yappi()
+        yappi.set_clock_type("cpu")
+        yappi.start()
+    threading.Thread(target=_watchdog, args=(parent, stop, profile), daemon=True).start()
     group = NodeGroup()
-    conn.send({"ready": os.getpid()})
+    send_lock = threading.Lock()
+
+    def send(reply: dict[str, Any]) -> None:
+        with send_lock:
+            conn.send(reply)
+
+    def carry_out(op: str, args: dict[str, Any]) -> None:
+        try:
+            reply = getattr(group, op)(**args)
+        except Exception as e:
+            reply = {"error": _error(e), "traceback": traceback.format_exc()}
+        send(reply)
+
+    send({"ready": os.getpid()})
     while True:
         try:
             message = conn.recv()
@@ -413,17 +484,18 @@ def worker_main(conn: Connection) -> None:
             break
         if message["op"] == "exit":
             break
-        try:
-            reply = getattr(group, message["op"])(**message["args"])
-        except Exception as e:
-            reply = {"error": _error(e), "traceback": traceback.format_exc()}
-        conn.send(reply)
+        if message["op"] == "status":
+            send(group.status())
+            continue
+        group.begin()
+        # In a thread, so that the parent can still ask for the status of a stuck operation.
+        threading.Thread(
+            target=carry_out, args=(message["op"], message["args"]), daemon=True
+        ).start()
     for handler in group.handlers.values():
         with contextlib.suppress(Exception):
             stop_heartbeats(handler)
-    # Skip interpreter teardown: daemon threads may still be blocked in backend calls.
-    sys.stdout.flush()
-    os._exit(0)
+    _finish(profile)
 
 
 class CellTimeout(Exception):
@@ -443,19 +515,46 @@ class Workers:
     """
 
     count: int
+    profile: str | None = None
+    """A directory: the workers profile themselves with yappi and save there."""
     processes: list[Any] = field(default_factory=list)
     conns: list[Connection] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stop = self._ctx.Event()
+
     def start(self, deadline: float) -> None:
-        ctx = multiprocessing.get_context("spawn")
         for _ in range(self.count):
-            parent, child = ctx.Pipe()
-            process = ctx.Process(target=worker_main, args=(child,), daemon=True)
+            parent, child = self._ctx.Pipe()
+            args = (child, self._stop, os.getpid(), self.profile)
+            process = self._ctx.Process(target=worker_main, args=args, daemon=True)
             process.start()
             child.close()
             self.processes.append(process)
             self.conns.append(parent)
         self._gather(deadline)
+
+    def status(self) -> dict[str, Any]:
+        """What the stuck operation did so far on every worker: completions and traffic.
+
+        Workers that do not answer within a few seconds are left out.
+        """
+        completed = 0
+        counts: dict[str, Any] = {}
+        for conn in self.conns:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send({"op": "status"})
+        deadline = time.monotonic() + 5.0
+        for conn in self.conns:
+            with contextlib.suppress(OSError, EOFError):
+                while conn.poll(max(deadline - time.monotonic(), 0)):
+                    reply = conn.recv()
+                    if "status" in reply:
+                        completed += reply["completed"]
+                        counts = add_counts(counts, reply["counts"])
+                        break
+        return {"completed": completed, "counts": counts}
 
     def call(self, op: str, args: Sequence[dict[str, Any]], deadline: float) -> list[Any]:
         """Send worker ``i`` the operation with ``args[i]``; return the replies in order."""
@@ -488,11 +587,9 @@ class Workers:
         return [replies[i] for i in range(len(self.conns))]
 
     def stop(self) -> None:
-        """Ask the workers to exit, then kill whichever has not within a second."""
-        for conn in self.conns:
-            with contextlib.suppress(OSError, ValueError):
-                conn.send({"op": "exit"})
-        end = time.monotonic() + 1.0
+        """Ask the workers to exit, then kill whichever has not within a few seconds."""
+        self._stop.set()
+        end = time.monotonic() + (30.0 if self.profile else 3.0)
         for process in self.processes:
             process.join(max(end - time.monotonic(), 0))
             if process.is_alive():

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--nodes-per-worker", type=int, default=64)
     add("--max-workers", type=int, default=4)
+    add("--profile", type=Path, help="directory: workers save yappi CPU profiles there")
     add("--json", type=Path, help="result file (default benchmarks/results/<timestamp>.json)")
     return parser.parse_args(argv)
 
@@ -116,16 +118,23 @@ def run_once(
     limit: float,
     options: Options,
     etcd: EtcdServer | None,
+    profile: str | None,
 ) -> RunResult:
     """One repeat on fresh workers; they are killed when it ends, however it ends."""
-    workers = Workers(worker_count(n, options))
+    workers = Workers(worker_count(n, options), profile)
     try:
         with endpoint_for(impl, backend, etcd) as endpoint:
             workers.start(time.monotonic() + 120)
             run = Run(impl, backend, n, endpoint, workers, time.monotonic() + limit, options)
             return RUNNERS[scenario](run)
     except CellTimeout:
-        return RunResult(finished=False, note=f"did not finish in {limit:g} s")
+        status = workers.status()
+        return RunResult(
+            finished=False,
+            counts=status["counts"],
+            note=f"did not finish in {limit:g} s ({status['completed']} of {n} nodes through "
+            "the phase under way)",
+        )
     except WorkerError as e:
         return RunResult(note=str(e).strip().splitlines()[0])
     finally:
@@ -187,7 +196,11 @@ def run_cell(
         limit += options.steady_duration
     runs: list[RunResult] = []
     for _ in range(args.repeat):
-        result = run_once(scenario, impl, backend, n, limit, options, etcd)
+        profile = None
+        if args.profile is not None:
+            profile = str(args.profile / f"{scenario}-{backend}-{n}-{impl}-{len(runs)}")
+            os.makedirs(profile, exist_ok=True)
+        result = run_once(scenario, impl, backend, n, limit, options, etcd, profile)
         runs.append(result)
         seconds = "DNF" if result.seconds is None else f"{result.seconds:.3f} s"
         print(f"  {scenario} {backend} N={n} {impl}: {seconds} {result.note}", flush=True)
@@ -397,8 +410,13 @@ def torch_importable() -> str | None:
     return str(torch.__version__)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop workers
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     options = options_from(args)
     impls = list(args.impl)
     meta = metadata(args)
