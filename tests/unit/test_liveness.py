@@ -212,3 +212,13 @@ def test_nodes_waiting_counts_no_lost_participant_in_an_incomplete_round() -> No
 def test_nodes_waiting_is_never_negative_on_an_odd_world_size() -> None:
     state = make_state(participants=[A, B], complete=True, world_size=1)
     assert num_nodes_waiting(state) == 0
+
+
+def test_a_node_never_counts_itself_dead() -> None:
+    settings = RendezvousSettings("run", 1, 3, keep_alive_interval=timedelta(seconds=1))
+    me, other = NodeDesc("me", 1, 0), NodeDesc("other", 1, 0)
+    state = RendezvousState(participants={me: 0, other: 0}, last_heartbeats={me: 0.0, other: 0.0})
+    assert dead_nodes(state, settings, 100.0, spare=me) == (other,)
+    survivor, dropped = drop_dead_nodes(state, settings, 100.0, spare=me)
+    assert dropped == (other,)
+    assert set(survivor.participants) == {me}

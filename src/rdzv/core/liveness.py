@@ -16,27 +16,41 @@ __all__ = ["dead_nodes", "drop_dead_nodes", "num_nodes_waiting"]
 
 
 def dead_nodes(
-    state: RendezvousState, settings: RendezvousSettings, now: float
+    state: RendezvousState,
+    settings: RendezvousSettings,
+    now: float,
+    spare: NodeDesc | None = None,
 ) -> tuple[NodeDesc, ...]:
-    """The nodes whose heartbeat expired at ``now``, sorted."""
+    """The nodes whose heartbeat expired at ``now``, sorted, never ``spare``.
+
+    A node passes itself as ``spare``: it is alive by definition while it runs,
+    even if its own heartbeat came late (a loaded host, a paused timer).
+    """
     expired_before = now - settings.heartbeat_expiry
     if state.oldest_heartbeat is None or state.oldest_heartbeat >= expired_before:
         return ()
     return tuple(
-        sorted(node for node, beat in state.last_heartbeats.items() if beat < expired_before)
+        sorted(
+            node
+            for node, beat in state.last_heartbeats.items()
+            if beat < expired_before and node != spare
+        )
     )
 
 
 def drop_dead_nodes(
-    state: RendezvousState, settings: RendezvousSettings, now: float
+    state: RendezvousState,
+    settings: RendezvousSettings,
+    now: float,
+    spare: NodeDesc | None = None,
 ) -> tuple[RendezvousState, tuple[NodeDesc, ...]]:
-    """Return the state without its dead nodes, and the nodes dropped.
+    """Return the state without its dead nodes (never ``spare``), and the nodes dropped.
 
     Losing a participant has the same consequences as a participant leaving
     (see :func:`rdzv.core.transitions.after_participant_removed`). When ``state``
     has no dead node it is returned as it is.
     """
-    dead = dead_nodes(state, settings, now)
+    dead = dead_nodes(state, settings, now, spare)
     if not dead:
         return state, dead
     gone = frozenset(dead)

@@ -201,10 +201,11 @@ class RendezvousOpExecutor:
         a healthy rendezvous costs no extra request.
         """
         view = merge_heartbeats(state, self._observed)
-        if self._board is not None and dead_nodes(view, self._settings, now):
+        if self._board is not None and dead_nodes(view, self._settings, now, self._node):
             self._read_board(self._board, view)
             view = merge_heartbeats(view, self._observed)
-        view, dropped = drop_dead_nodes(view, self._settings, now)
+        # This node runs, so it is alive, even if its own heartbeat came late.
+        view, dropped = drop_dead_nodes(view, self._settings, now, self._node)
         if dropped:
             logger.info(
                 "Rendezvous '%s': dropping node(s) %s, no heartbeat for %.1f s.",
