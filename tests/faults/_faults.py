@@ -174,16 +174,18 @@ class Nodes:
         self.all: list[Node] = []
 
     def start(self, count: int = 1, **overrides: Any) -> list[Node]:
-        """Start ``count`` nodes, one after the other (on c10d the first one hosts the store)."""
-        started = []
-        for _ in range(count):
-            config = {**self.base, **overrides}
-            config["options"] = {**self.base.get("options", {}), **overrides.get("options", {})}
-            node = Node(config)
-            self.all.append(node)
-            node.ready = node.expect("ready", 60)
-            node.id = node.ready["node"]
-            started.append(node)
+        """Start ``count`` nodes: the first alone (on c10d it hosts the store), then the rest
+        all at once; return once every one is ready."""
+        config = {**self.base, **overrides}
+        config["options"] = {**self.base.get("options", {}), **overrides.get("options", {})}
+        started: list[Node] = []
+        for batch in ([0], range(1, count)):
+            spawned = [Node(config) for _ in batch]
+            self.all.extend(spawned)
+            for node in spawned:
+                node.ready = node.expect("ready", 60)
+                node.id = node.ready["node"]
+            started.extend(spawned)
         return started
 
     def __enter__(self) -> Nodes:
