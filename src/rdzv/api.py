@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import socket
 from abc import ABC, abstractmethod
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -77,6 +78,7 @@ class RendezvousStoreInfo:
         store: Store,
         local_addr: str | None,
         server_port: int | None = None,
+        timeout: timedelta | None = None,
     ) -> RendezvousStoreInfo:
         """Publish (rank 0) or read (other ranks) the master address of this round.
 
@@ -86,7 +88,8 @@ class RendezvousStoreInfo:
         ``server_port`` when it hosts a shared store, else a free port of its host.
 
         Raises:
-            StoreTimeoutError: rank 0 did not publish within the store's timeout.
+            StoreTimeoutError: rank 0 did not publish within ``timeout`` (default: the
+                store's timeout).
         """
         if rank == 0:
             addr = local_addr or socket.getfqdn()
@@ -96,7 +99,9 @@ class RendezvousStoreInfo:
                 [addr.encode(), str(port).encode()],
             )
             return RendezvousStoreInfo(addr, port)
-        store.wait([RendezvousStoreInfo.MASTER_ADDR_KEY, RendezvousStoreInfo.MASTER_PORT_KEY])
+        store.wait(
+            [RendezvousStoreInfo.MASTER_ADDR_KEY, RendezvousStoreInfo.MASTER_PORT_KEY], timeout
+        )
         addr_b, port_b = store.multi_get(
             [RendezvousStoreInfo.MASTER_ADDR_KEY, RendezvousStoreInfo.MASTER_PORT_KEY]
         )

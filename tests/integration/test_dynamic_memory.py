@@ -14,6 +14,7 @@ from rdzv import (
     DynamicRendezvousHandler,
     InMemoryBackend,
     InMemoryStore,
+    PrefixStore,
     RendezvousClosedError,
     RendezvousGracefulExitError,
     RendezvousInfo,
@@ -306,3 +307,15 @@ def test_create_handler_names_the_invalid_option(option: str, value: object, mes
     params = RendezvousParameters("memory", "", "job", 1, 1, **{option: value})
     with pytest.raises(ValueError, match=message):
         create_handler(InMemoryStore(), InMemoryBackend(), params)
+
+
+def test_a_rank_zero_that_never_publishes_is_a_timeout_within_the_join_deadline(
+    make_run: Callable[..., Run],
+) -> None:
+    run = make_run(1, 1)
+    handler = run.handler()
+    start = time.monotonic()
+    with pytest.raises(RendezvousTimeoutError, match="did not publish its address"):
+        # As rank 1 of a round whose rank 0 died before publishing.
+        handler._bootstrap_info(1, 7, PrefixStore("round-7", run.store), time.time() + 0.2)
+    assert time.monotonic() - start < 10

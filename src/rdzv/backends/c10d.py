@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
-from rdzv.api import RendezvousConnectionError, RendezvousParameters
+from rdzv.api import RendezvousConnectionError, RendezvousParameters, RendezvousStateError
 from rdzv.dynamic.backend import (
     HeartbeatBoard,
     IntentLog,
@@ -83,6 +83,13 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     def _call(self, operation: Callable[[], _T]) -> _T:
         try:
             return operation()
+        except ValueError as e:
+            # The store refused a value over its size limit: the intent log of a run
+            # that has seen some hundred thousand joins (it is never trimmed).
+            raise RendezvousStateError(
+                f"The rendezvous store refused a write for run key {self._key}: {e}. Start "
+                "the job again with a new run id."
+            ) from e
         except StoreError as e:
             raise RendezvousConnectionError(
                 f"The rendezvous store failed: {e}. Check that the node hosting the store is "

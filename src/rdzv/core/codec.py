@@ -43,8 +43,8 @@ MAX_DECODED_SIZE = 64 * 1024 * 1024
 
 _REMEDY = (
     "Nothing was run or changed. If this key belongs to another program, give rdzv its own "
-    "key (another run id or etcd_prefix); otherwise delete the key (etcd: the key under "
-    "etcd_prefix; c10d: restart the hosting node), then restart the nodes."
+    "key (another run id or etcd_prefix); otherwise overwrite it with `rdzv close --force` "
+    "(or delete the key), then restart the nodes with a new run id."
 )
 
 _Node = tuple[str, int, int, float]

@@ -146,5 +146,6 @@ def decode_base64_state(value: bytes | str, where: str) -> bytes:
     except (binascii.Error, ValueError) as e:
         raise RendezvousStateError(
             f"The rendezvous state at {where} is not base64 ({e}); it was not written by rdzv. "
-            "Close the rendezvous with `rdzv close` or delete that key, then restart the nodes."
+            "Overwrite it with `rdzv close --force` (or delete that key), then restart the "
+            "nodes with a new run id."
         ) from e

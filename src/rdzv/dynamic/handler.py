@@ -9,17 +9,20 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import random
 import socket
 import threading
 import weakref
 from datetime import timedelta
 
 from rdzv.api import (
+    RendezvousConnectionError,
     RendezvousError,
     RendezvousHandler,
     RendezvousInfo,
     RendezvousParameters,
     RendezvousStoreInfo,
+    RendezvousTimeoutError,
 )
 from rdzv.core import (
     NodeDesc,
@@ -33,7 +36,7 @@ from rdzv.core import (
 )
 from rdzv.dynamic.backend import RendezvousBackend
 from rdzv.dynamic.executor import Clock, RendezvousOpExecutor, wall_clock
-from rdzv.store.base import Store
+from rdzv.store.base import Store, StoreError, StoreTimeoutError
 from rdzv.store.prefix import PrefixStore
 
 __all__ = ["DynamicRendezvousHandler", "create_handler"]
@@ -197,7 +200,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
 
         rank, world_size = state.participants[self._node], state.world_size
         store = PrefixStore(f"torch.rendezvous.{run_id}.{state.round}", self._store)
-        bootstrap = RendezvousStoreInfo.build(rank, store, local_addr=self._node.addr)
+        bootstrap = self._bootstrap_info(rank, state.round, store, deadline)
         logger.info(
             "Node %s joined round %d of rendezvous '%s' as rank %d of %d.",
             self._node,
@@ -207,6 +210,31 @@ class DynamicRendezvousHandler(RendezvousHandler):
             world_size,
         )
         return RendezvousInfo(store, rank, world_size, bootstrap)
+
+    def _bootstrap_info(
+        self, rank: int, round_: int, store: Store, deadline: float
+    ) -> RendezvousStoreInfo:
+        """The round's master address, waited for no longer than the join deadline.
+
+        Raises:
+            RendezvousTimeoutError: rank 0 did not publish it (it died right after
+                the round completed): the caller starts the next round.
+            RendezvousConnectionError: the store cannot be reached.
+        """
+        wait = timedelta(seconds=max(deadline - self._clock(), 1.0))
+        try:
+            return RendezvousStoreInfo.build(rank, store, self._node.addr, timeout=wait)
+        except StoreTimeoutError as e:
+            raise RendezvousTimeoutError(
+                f"Rank 0 of round {round_} of rendezvous '{self._settings.run_id}' did not "
+                f"publish its address within {wait.total_seconds():.0f} s; it may have died. "
+                "Call next_rendezvous() again to form a new round."
+            ) from e
+        except StoreError as e:
+            raise RendezvousConnectionError(
+                f"The store of rendezvous '{self._settings.run_id}' failed while reading the "
+                f"address of round {round_}: {e}"
+            ) from e
 
     def is_closed(self) -> bool:
         with self._heartbeat_lock:
@@ -246,7 +274,12 @@ class DynamicRendezvousHandler(RendezvousHandler):
         logger.info("Node %s closed rendezvous '%s'.", self._node, self._settings.run_id)
 
     def _keep_alive(self) -> float:
-        """Send a heartbeat if one is due; return the seconds until the next one is."""
+        """Send a heartbeat if one is due; return the seconds until the next attempt.
+
+        After a failure the next attempt comes a random fraction of an interval
+        later, not at once: an overdue heartbeat would otherwise be retried in a
+        tight loop by every node against a backend that is coming back.
+        """
         with self._heartbeat_lock:
             try:
                 self._executor.run(
@@ -259,6 +292,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
                     self._settings.run_id,
                     e,
                 )
+                interval = self._settings.keep_alive_interval.total_seconds()
+                return random.uniform(interval / 4, interval)  # noqa: S311
         return self._next_heartbeat_delay()
 
     def _next_heartbeat_delay(self) -> float:
