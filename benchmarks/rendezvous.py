@@ -120,20 +120,28 @@ def run_once(
     etcd: EtcdServer | None,
     profile: str | None,
 ) -> RunResult:
-    """One repeat on fresh workers; they are killed when it ends, however it ends."""
+    """One repeat on fresh workers; they are killed when it ends, however it ends.
+
+    Each phase of the run (the unmeasured first round of a multi-phase scenario,
+    then the measured phase) gets ``limit`` seconds.
+    """
     workers = Workers(worker_count(n, options), profile)
+    run: Run | None = None
     try:
-        with endpoint_for(impl, backend, etcd) as endpoint:
+        with contextlib.ExitStack() as stack:
+            endpoint = stack.enter_context(endpoint_for(impl, backend, etcd))
+            stack.callback(workers.stop)  # before the store master goes
             workers.start(time.monotonic() + 120)
-            run = Run(impl, backend, n, endpoint, workers, time.monotonic() + limit, options)
+            run = Run(impl, backend, n, endpoint, workers, limit, options)
             return RUNNERS[scenario](run)
     except CellTimeout:
         status = workers.status()
+        phase = run.phase if run is not None else "start-up"
         return RunResult(
             finished=False,
             counts=status["counts"],
-            note=f"did not finish in {limit:g} s ({status['completed']} of {n} nodes through "
-            "the phase under way)",
+            note=f"did not finish in {limit:g} s ({phase}: {status['completed']} of {n} nodes "
+            "through)",
         )
     except WorkerError as e:
         return RunResult(note=str(e).strip().splitlines()[0])
@@ -204,8 +212,8 @@ def run_cell(
         runs.append(result)
         seconds = "DNF" if result.seconds is None else f"{result.seconds:.3f} s"
         print(f"  {scenario} {backend} N={n} {impl}: {seconds} {result.note}", flush=True)
-        if not result.finished or not result.ok:
-            break  # a run that fails once is not worth its time limit again
+        if not result.finished:
+            break  # a run that timed out once is not worth its time limit again
     return summarize(cell, runs)
 
 
@@ -284,7 +292,9 @@ def table(scenario: str, cells: list[dict[str, Any]], impls: list[str]) -> str:
     if len(impls) == 2:
         header.append(ratio_name)
     rows = [header]
-    keys = sorted({(c["backend"], c["nodes"]) for c in cells if c["scenario"] == scenario})
+    keys = list(
+        dict.fromkeys((c["backend"], c["nodes"]) for c in cells if c["scenario"] == scenario)
+    )
     notes: list[str] = []
     for backend, n in keys:
         found = {

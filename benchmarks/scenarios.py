@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,12 +80,22 @@ class Run:
     n: int
     endpoint: str
     workers: Workers
-    deadline: float
+    limit: float
+    """Seconds each phase may take."""
     options: Options
     slices: list[list[int]] = field(default_factory=list)
+    phase: str = "measured phase"
+    deadline: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.limit
+
+    def start_phase(self, name: str) -> None:
+        """A new phase: its own ``limit`` seconds from now."""
+        self.phase = name
+        self.deadline = time.monotonic() + self.limit
 
     def config(self, min_nodes: int, max_nodes: int, **settings: Any) -> CellConfig:
-        join_timeout = max(self.deadline - time.monotonic(), 1.0)
         return CellConfig(
             impl=self.impl,
             backend=self.backend,
@@ -92,7 +103,7 @@ class Run:
             run_id=f"bench-{uuid.uuid4().hex[:8]}",
             min_nodes=min_nodes,
             max_nodes=max_nodes,
-            join_timeout=join_timeout,
+            join_timeout=self.limit,
             torch_store_sharing=self.options.torch_store_sharing,
             **settings,
         )
@@ -147,11 +158,17 @@ class Phase:
         results = [self.nodes[i] for i in indices]
         if any(r.get("done") is None for r in results):
             return "not every node completed"
-        ranks = sorted(r["rank"] for r in results)
-        rounds = {r["round"] for r in results}
-        worlds = {r["world"] for r in results}
-        if ranks != list(range(world)) or worlds != {world} or len(rounds) != 1:
-            return f"inconsistent round: ranks {ranks[:4]}..., worlds {worlds}, rounds {rounds}"
+        ranks = Counter(r["rank"] for r in results)
+        rounds = Counter(r["round"] for r in results)
+        worlds = Counter(r["world"] for r in results)
+        if sorted(ranks) != list(range(world)) or set(worlds) != {world} or len(rounds) != 1:
+            missing = sorted(set(range(world)) - set(ranks))
+            doubled = sorted(rank for rank, count in ranks.items() if count > 1)
+            return (
+                f"inconsistent round of {len(results)} nodes: world sizes {dict(worlds)}, "
+                f"rounds {dict(rounds)}, ranks missing {missing[:5]}, ranks given twice "
+                f"{doubled[:5]}"
+            )
         return ""
 
     def last(self, key: str, indices: list[int], since: float) -> float | None:
@@ -204,11 +221,13 @@ def failure(run: Run) -> RunResult:
         keep_alive_max_attempt=o.failure_attempts,
         last_call=o.failure_last_call,
     )
+    run.start_phase("first round")
     run.setup(config)
     setup = run.each("join", at=run.release_time())
     problem = setup.check_round(run.n, list(range(run.n)))
     if problem:
         return RunResult(note=f"first round: {problem}")
+    run.start_phase("measured phase")
     victim = run.n - 1
     survivors = list(range(run.n - 1))
     phase, at = _agents_phase(run, [victim], [], run.n - 1, o.failure_wait)
@@ -239,12 +258,14 @@ def failure(run: Run) -> RunResult:
 def scaleup(run: Run) -> RunResult:
     """A node arrives after a round of N-1: seconds until the others see it, and until all N run."""
     o = run.options
+    run.start_phase("first round")
     run.setup(run.config(run.n - 1, run.n, last_call=o.scaleup_last_call))
     old = list(range(run.n - 1))
     setup = run.join(old)
     problem = setup.check_round(run.n - 1, old)
     if problem:
         return RunResult(note=f"first round: {problem}")
+    run.start_phase("measured phase")
     newcomer = run.n - 1
     phase, at = _agents_phase(run, [], [newcomer], run.n, o.scaleup_wait)
     everyone = list(range(run.n))
@@ -271,12 +292,14 @@ def scaleup(run: Run) -> RunResult:
 def steady(run: Run) -> RunResult:
     """N nodes in a complete round for a while: backend traffic per second."""
     o = run.options
+    run.start_phase("first round")
     run.setup(run.config(run.n, run.n, keep_alive_interval=o.steady_interval))
     everyone = list(range(run.n))
     setup = run.each("join", at=run.release_time())
     problem = setup.check_round(run.n, everyone)
     if problem:
         return RunResult(note=f"first round: {problem}")
+    run.start_phase("measured phase")
     at = run.release_time()
     phase = run.each("steady", at=at, duration=o.steady_duration, poll=o.steady_poll)
     saw = sum(r.get("saw_waiting", 0) for r in phase.nodes.values())
@@ -313,10 +336,3 @@ RUNNERS: dict[str, Callable[[Run], RunResult]] = {
     "scaleup": scaleup,
     "steady": steady,
 }
-
-
-def extra_time(scenario: str, options: Options) -> float:
-    """Seconds a scenario waits by design, added to the cell's time limit."""
-    if scenario == "steady":
-        return options.steady_duration
-    return 0.0
