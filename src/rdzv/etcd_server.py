@@ -1,7 +1,8 @@
 """``EtcdServer``: start and stop a standalone etcd on loopback, for tests and single-host jobs.
 
 The server listens on ``127.0.0.1`` only, on ports picked free at start, with the
-v2 API enabled (rdzv's ``etcd-v2`` and ``etcd`` backends use it). Stopping it
+v2 API enabled (rdzv's ``etcd-v2`` and ``etcd`` backends use it) unless
+``enable_v2=False`` (v3 only, as etcd 3.6; the ``etcd-v3`` backend). Stopping it
 leaves no process and, unless asked otherwise, no directory behind; the same
 happens when the object is garbage-collected or the interpreter exits. On Linux,
 etcd started from the main thread also dies when the process that started it is
@@ -183,7 +184,7 @@ class _Resources:
 
 
 class EtcdServer:
-    """A standalone one-member etcd 3.5 on ``127.0.0.1``, v2 API enabled.
+    """A standalone one-member etcd 3.5 on ``127.0.0.1``, v2 API enabled by default.
 
     Usage::
 
@@ -207,6 +208,10 @@ class EtcdServer:
         client_port: serve clients on this port instead of a free one picked at
             start (``rdzv serve etcd --port``); :meth:`start` then fails at once
             if the port is taken instead of moving to another.
+        enable_v2: serve the v2 API too (the default; the ``etcd-v2`` and ``etcd``
+            backends need it). With ``False`` etcd serves the v3 API only, as etcd
+            3.6 does, which is what the ``etcd-v3`` backend uses; the
+            ``--enable-v2`` flag is then not passed at all, so a 3.6 binary starts.
 
     Raises:
         ValueError: an incomplete TLS configuration.
@@ -226,7 +231,9 @@ class EtcdServer:
         client_key_file: str | os.PathLike[str] | None = None,
         binary_path: str | os.PathLike[str] | None = None,
         client_port: int | None = None,
+        enable_v2: bool = True,
     ) -> None:
+        self._enable_v2 = enable_v2
         self._cert_file = _opt_path(cert_file)
         self._key_file = _opt_path(key_file)
         self._trusted_ca_file = _opt_path(trusted_ca_file)
@@ -252,6 +259,11 @@ class EtcdServer:
         self._peer_port: int | None = None
         self._resources = _Resources()
         self._finalizer = weakref.finalize(self, self._resources.release)
+
+    @property
+    def enable_v2(self) -> bool:
+        """Whether etcd serves the v2 API (``False``: v3 only, as etcd 3.6)."""
+        return self._enable_v2
 
     @property
     def protocol(self) -> str:
@@ -323,7 +335,7 @@ class EtcdServer:
         num_retries: int = 3,
         stderr: int | IO[Any] | None = None,
     ) -> None:
-        """Start etcd and return once it serves v2 requests.
+        """Start etcd and return once it serves requests (v2 ones unless ``enable_v2=False``).
 
         After ``stop(keep_data=True)``, or with a ``data_dir`` of the user, etcd
         restarts on the same data and tries its previous port first, so clients
@@ -465,7 +477,7 @@ class EtcdServer:
         command = [
             binary,
             "--name=default",
-            "--enable-v2=true",
+            *(["--enable-v2=true"] if self._enable_v2 else []),
             f"--data-dir={self._require_data_dir()}",
             f"--listen-client-urls={client_url}",
             f"--advertise-client-urls={client_url}",
@@ -568,7 +580,17 @@ class EtcdServer:
                 _HOST, self.get_port(), timeout=timeout, context=context
             )
         try:
-            connection.request("GET", "/v2/keys/")
+            if self._enable_v2:
+                connection.request("GET", "/v2/keys/")
+            else:
+                # A linearizable v3 range of one key: it too succeeds only once
+                # the member has elected itself.
+                connection.request(
+                    "POST",
+                    "/v3/kv/range",
+                    body=json.dumps({"key": "AA=="}),
+                    headers={"Content-Type": "application/json"},
+                )
             response = connection.getresponse()
             response.read()
         except (OSError, http.client.HTTPException):
@@ -595,7 +617,10 @@ class EtcdServer:
         if "address already in use" in text:
             hint = " (another process took the port between rdzv picking it and etcd binding it)"
         elif "enable-v2" in text and "not defined" in text:
-            hint = f" (this etcd has no v2 API; use etcd 3.5. {_INSTALL_HINT})"
+            hint = (
+                " (this etcd has no v2 API: start it with enable_v2=False and use the etcd-v3 "
+                f"backend, or use etcd 3.5. {_INSTALL_HINT})"
+            )
         return f"{where}{hint}; its last lines:\n{text}"
 
 
