@@ -24,7 +24,14 @@ from rdzv import (
     RendezvousTimeoutError,
     create_handler,
 )
-from rdzv.core import decode_state
+from rdzv.core import (
+    Action,
+    NodeDesc,
+    RendezvousState,
+    apply_action,
+    decode_state,
+    encode_state,
+)
 
 
 class Run:
@@ -319,3 +326,22 @@ def test_a_rank_zero_that_never_publishes_is_a_timeout_within_the_join_deadline(
         # As rank 1 of a round whose rank 0 died before publishing.
         handler._bootstrap_info(1, 7, PrefixStore("round-7", run.store), time.time() + 0.2)
     assert time.monotonic() - start < 10
+
+
+def test_a_node_whose_join_failed_leaves_the_state_at_once(make_run: Callable[..., Run]) -> None:
+    """Joined with a ghost rank 0 that never publishes its address, the node gives up
+    at its join deadline and takes itself out: its peers need not wait for its
+    heartbeat to expire to stop counting it."""
+    run = make_run(2, 2, join_timeout=1.5)
+    handler = run.handler("127.0.0.1")
+    ghost = NodeDesc("10.0.0.1", 1, 0)  # sorts first: rank 0, and it never publishes
+    planted = apply_action(
+        RendezvousState(), Action.ADD_TO_PARTICIPANTS, ghost, handler.settings, time.time()
+    )
+    run.backend.set_state(encode_state(planted), None)
+    with pytest.raises(RendezvousTimeoutError, match="did not publish its address"):
+        handler.next_rendezvous()
+    state = run.state()
+    assert state.complete and set(state.participants) == {ghost}
+    assert state.role_of(handler.node) is None
+    assert handler._keep_alive_thread is None

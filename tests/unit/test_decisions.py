@@ -20,11 +20,13 @@ from rdzv.core import (
     RendezvousSettings,
     RendezvousState,
     RendezvousTimeout,
+    apply_action,
     deadline_after,
     decide_close,
     decide_exit,
     decide_join,
     decide_keep_alive,
+    decide_leave,
     drop_dead_nodes,
     next_wakeup,
     should_keep_alive,
@@ -337,6 +339,45 @@ def test_join_keeps_alive_while_waiting_for_participants_when_heartbeat_is_due()
 def test_join_completion_takes_precedence_over_a_due_heartbeat() -> None:
     state = make_state(participants=[A, ME], deadline=NOW - 1, beats={ME: NOW - INTERVAL})
     assert join(state) is Action.MARK_RENDEZVOUS_COMPLETE
+
+
+# --- decide_leave ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "action"),
+    [
+        (make_state(participants=[A, ME]), Action.REMOVE_FROM_PARTICIPANTS),
+        (make_state(participants=[A, ME], complete=True), Action.REMOVE_FROM_PARTICIPANTS),
+        (
+            make_state(participants=[A, B], waiting=[ME], complete=True),
+            Action.REMOVE_FROM_WAIT_LIST,
+        ),
+        (
+            make_state(participants=[A, B, C], redundant=[ME], complete=True),
+            Action.REMOVE_FROM_REDUNDANCY_LIST,
+        ),
+    ],
+    ids=["participant", "participant-of-complete-round", "waiting", "redundant"],
+)
+def test_leave_takes_the_node_out_of_whichever_list_holds_it(
+    state: RendezvousState, action: Action
+) -> None:
+    assert decide_leave(state, ME, SETTINGS, NOW, DEADLINE) is action
+    left = apply_action(state, action, ME, SETTINGS, NOW)
+    assert left.role_of(ME) is None
+    assert decide_leave(left, ME, SETTINGS, NOW, DEADLINE) is Action.FINISH
+
+
+def test_leave_finishes_at_once_for_a_stranger_or_a_closed_rendezvous() -> None:
+    assert decide_leave(make_state(participants=[A]), ME, SETTINGS, NOW, DEADLINE) is Action.FINISH
+    closed = make_state(participants=[A, ME], closed=True)
+    assert decide_leave(closed, ME, SETTINGS, NOW, DEADLINE) is Action.FINISH
+
+
+def test_leave_times_out_after_its_deadline() -> None:
+    state = make_state(participants=[A, ME])
+    assert decide_leave(state, ME, SETTINGS, DEADLINE + 0.001, DEADLINE) is Action.ERROR_TIMEOUT
 
 
 # --- decide_exit ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from rdzv.core.decisions import (
     decide_exit,
     decide_join,
     decide_keep_alive,
+    decide_leave,
     next_wakeup,
     should_keep_alive,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "decide_exit",
     "decide_join",
     "decide_keep_alive",
+    "decide_leave",
     "decode_state",
     "drop_dead_nodes",
     "encode_state",

@@ -25,6 +25,7 @@ __all__ = [
     "decide_exit",
     "decide_join",
     "decide_keep_alive",
+    "decide_leave",
     "next_wakeup",
     "should_keep_alive",
 ]
@@ -159,6 +160,33 @@ def decide_exit(
             return Action.ERROR_TIMEOUT
         return Action.REMOVE_FROM_PARTICIPANTS
     return Action.FINISH
+
+
+_LEAVE = {
+    "participant": Action.REMOVE_FROM_PARTICIPANTS,
+    "waiting": Action.REMOVE_FROM_WAIT_LIST,
+    "redundant": Action.REMOVE_FROM_REDUNDANCY_LIST,
+}
+
+
+def decide_leave(
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    deadline: float,
+) -> Action:
+    """Leave whichever list holds the node: what a node whose join failed does.
+
+    Otherwise its peers would complete a round with it, or count it, until its
+    heartbeat expired. Nothing to do in a closed rendezvous or for a stranger.
+    """
+    role = state.role_of(node)
+    if role is None or state.closed:
+        return Action.FINISH
+    if now > deadline:
+        return Action.ERROR_TIMEOUT
+    return _LEAVE[role]
 
 
 def decide_close(

@@ -16,6 +16,7 @@ import weakref
 from datetime import timedelta
 
 from rdzv.api import (
+    RendezvousClosedError,
     RendezvousConnectionError,
     RendezvousError,
     RendezvousHandler,
@@ -32,6 +33,7 @@ from rdzv.core import (
     decide_exit,
     decide_join,
     decide_keep_alive,
+    decide_leave,
     num_nodes_waiting,
 )
 from rdzv.dynamic.backend import RendezvousBackend
@@ -42,6 +44,9 @@ from rdzv.store.prefix import PrefixStore
 __all__ = ["DynamicRendezvousHandler", "create_handler"]
 
 logger = logging.getLogger(__name__)
+
+_LEAVE_TIMEOUT = timedelta(seconds=5)
+"""How long a node whose join failed tries to take itself out of the state."""
 
 _local_ids = itertools.count()
 _local_ids_lock = threading.Lock()
@@ -194,13 +199,17 @@ class DynamicRendezvousHandler(RendezvousHandler):
         logger.info("Node %s joins the next round of rendezvous '%s'.", self._node, run_id)
         self._stop_heartbeats()
         deadline = self._deadline(self._settings.timeout.join)
-        self._executor.run(decide_exit, deadline)
-        state = self._executor.run(decide_join, deadline, renew_deadline=True)
-        self._start_heartbeats()
-
-        rank, world_size = state.participants[self._node], state.world_size
-        store = PrefixStore(f"torch.rendezvous.{run_id}.{state.round}", self._store)
-        bootstrap = self._bootstrap_info(rank, state.round, store, deadline)
+        try:
+            self._executor.run(decide_exit, deadline)
+            state = self._executor.run(decide_join, deadline, renew_deadline=True)
+            self._start_heartbeats()
+            rank, world_size = state.participants[self._node], state.world_size
+            store = PrefixStore(f"torch.rendezvous.{run_id}.{state.round}", self._store)
+            bootstrap = self._bootstrap_info(rank, state.round, store, deadline)
+        except BaseException as e:
+            self._stop_heartbeats()
+            self._leave_after_failure(e)
+            raise
         logger.info(
             "Node %s joined round %d of rendezvous '%s' as rank %d of %d.",
             self._node,
@@ -235,6 +244,27 @@ class DynamicRendezvousHandler(RendezvousHandler):
                 f"The store of rendezvous '{self._settings.run_id}' failed while reading the "
                 f"address of round {round_}: {e}"
             ) from e
+
+    def _leave_after_failure(self, error: BaseException) -> None:
+        """Take this node out of the rendezvous after ``next_rendezvous`` failed.
+
+        A node left in the state would be counted by its peers (they could complete
+        a round with it, then wait for its address) until its heartbeat expired.
+        Best effort, for a few seconds at most: when the backend is unreachable
+        the heartbeat expiry removes the node instead.
+        """
+        if isinstance(error, (RendezvousConnectionError, RendezvousClosedError)):
+            return
+        try:
+            self._executor.run(decide_leave, self._deadline(_LEAVE_TIMEOUT))
+        except RendezvousError as e:
+            logger.warning(
+                "Node %s could not leave rendezvous '%s' after its join failed (%s); its "
+                "peers will drop it when its heartbeat expires.",
+                self._node,
+                self._settings.run_id,
+                e,
+            )
 
     def is_closed(self) -> bool:
         with self._heartbeat_lock:
