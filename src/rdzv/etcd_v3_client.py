@@ -360,6 +360,8 @@ class EtcdV3Client:
                 timeout=(self._read_timeout, timeout),
             )
         except requests.RequestException as e:
+            if _is_read_timeout(e):
+                return None  # no answer before the deadline: the watch timed out
             raise self._connection_error("watch", e) from e
         try:
             if response.status_code != requests.codes["ok"]:
@@ -412,7 +414,11 @@ class EtcdV3Client:
             reason = str(result.get("cancel_reason") or "")
             if _int(result.get("compact_revision")) > 0:
                 return True
-            if "auth" in reason and self._credentials is not None:
+            # etcd cancels the watch of a stale token as "permission denied": take a
+            # new token; should the user really lack the right, the caller's next
+            # read says so.
+            stale = "auth" in reason or "permission denied" in reason
+            if stale and self._credentials is not None:
                 self._authenticate()
                 return True
             raise EtcdV3Error(f"etcd at {self.endpoint} cancelled a watch: {reason or 'no reason'}")

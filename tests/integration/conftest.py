@@ -39,3 +39,14 @@ def etcd_client(etcd_server: EtcdServer) -> etcd.Client:
 def etcd_prefix(request: pytest.FixtureRequest) -> str:
     """An etcd key prefix unique to this test (see :func:`unique_etcd_prefix`)."""
     return unique_etcd_prefix(request.node.name)
+
+
+@pytest.fixture(scope="session")
+def etcd_v3_server() -> Iterator[EtcdServer]:
+    """A started etcd with the v2 API switched off (as etcd 3.6), for the etcd-v3 backend."""
+    server = EtcdServer(enable_v2=False)
+    server.start(timeout=30)
+    try:
+        yield server
+    finally:
+        server.stop()

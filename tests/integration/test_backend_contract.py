@@ -1,4 +1,4 @@
-"""The RendezvousBackend contract, held by every backend: memory, etcd-v2 and c10d."""
+"""The RendezvousBackend contract, held by every backend: memory, etcd-v2, etcd-v3 and c10d."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import pytest
 from rdzv import InMemoryBackend, RendezvousBackend, RendezvousStateError
 from rdzv.backends.c10d import C10dRendezvousBackend
 from rdzv.backends.etcd import EtcdRendezvousBackend
+from rdzv.backends.etcd_v3 import EtcdV3RendezvousBackend
 from rdzv.core import decode_state
 from rdzv.etcd_server import EtcdServer
+from rdzv.etcd_v3_client import EtcdV3Client
 from rdzv.store.tcp import TCPStore
 
 Plant = Callable[[str], None]
 """Writes a raw value where the backend keeps its state."""
 
 
-@pytest.fixture(params=["memory", "etcd-v2", "c10d"])
+@pytest.fixture(params=["memory", "etcd-v2", "etcd-v3", "c10d"])
 def backend_and_plant(request: pytest.FixtureRequest) -> Iterator[tuple[RendezvousBackend, Plant]]:
     run_id = f"contract-{uuid.uuid4().hex[:8]}"
     if request.param == "memory":
@@ -36,6 +38,12 @@ def backend_and_plant(request: pytest.FixtureRequest) -> Iterator[tuple[Rendezvo
         client = server.get_client()
         backend = EtcdRendezvousBackend(client, run_id, key_prefix="/contract")
         yield backend, lambda value: client.write(backend.key, value)
+    elif request.param == "etcd-v3":
+        v3_server: EtcdServer = request.getfixturevalue("etcd_v3_server")
+        v3_client = EtcdV3Client("127.0.0.1", v3_server.get_port(), read_timeout=10)
+        v3 = EtcdV3RendezvousBackend(v3_client, run_id, key_prefix="/contract")
+        yield v3, lambda value: v3_client.put(v3.key.encode(), value.encode())
+        v3_client.close()
     else:
         store = TCPStore("127.0.0.1", 0, is_master=True)
         c10d = C10dRendezvousBackend(store, run_id)

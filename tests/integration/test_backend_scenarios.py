@@ -1,4 +1,4 @@
-"""Rendezvous across OS processes on the etcd-v2 and c10d backends.
+"""Rendezvous across OS processes on the etcd-v2, etcd-v3 and c10d backends.
 
 The same scenarios run on both: a round of 8, elasticity, a killed node, and a
 backend lost mid-job. Node 0 is started first, so on c10d it hosts the store.
@@ -25,12 +25,16 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture(params=["etcd-v2", "c10d"])
+@pytest.fixture(params=["etcd-v2", "etcd-v3", "c10d"])
 def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    """Backend name and endpoint; for etcd-v2 the session's etcd, for c10d a free port."""
+    """Backend name and endpoint: the session's etcd (etcd-v3: one without the v2 API), or
+    for c10d a free port."""
     if request.param == "etcd-v2":
         server: EtcdServer = request.getfixturevalue("etcd_server")
         yield {"backend": "etcd-v2", "endpoint": server.get_endpoint()}
+    elif request.param == "etcd-v3":
+        v3_server: EtcdServer = request.getfixturevalue("etcd_v3_server")
+        yield {"backend": "etcd-v3", "endpoint": v3_server.get_endpoint()}
     else:
         yield {"backend": "c10d", "endpoint": f"127.0.0.1:{free_port()}"}
 

@@ -94,6 +94,15 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return "etcd-v3"
 
     @property
+    def reconnect_window(self) -> float:
+        """The client's ``read_timeout``: how long an etcd outage may last before it is reported.
+
+        (The property the ``etcd-v2`` backend offers too; executors that retry through
+        a brief outage read it.)
+        """
+        return float(self._client.read_timeout)
+
+    @property
     def key(self) -> str:
         """The etcd key that holds the state."""
         return self._key

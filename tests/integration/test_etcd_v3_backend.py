@@ -1,0 +1,332 @@
+"""etcd-v3 backend specifics, on an etcd whose v2 API is off: options, lease, intents,
+heartbeats, https with client certificates, etcd auth, a lost etcd.
+
+The shared contract (test_backend_contract.py) and the multi-process scenarios
+(test_backend_scenarios.py: 8 processes, elasticity, a SIGKILLed node, close) run
+on etcd-v3 too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+from rdzv import (
+    RendezvousConnectionError,
+    RendezvousInfo,
+    RendezvousParameters,
+    get_rendezvous_handler,
+)
+from rdzv.backends.etcd_v3 import EtcdV3RendezvousBackend, create_backend
+from rdzv.etcd_server import EtcdServer
+from rdzv.etcd_v3_client import EtcdV3Client
+from rdzv.store.etcd_v3 import EtcdV3Store
+
+
+def gateway(endpoint: str, path: str, body: dict[str, Any], token: str | None = None) -> Any:
+    """POST to etcd's v3 JSON gateway, as a test's own view of etcd."""
+    request = urllib.request.Request(
+        f"http://{endpoint}/v3/{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    if token is not None:
+        request.add_header("Authorization", token)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def rendezvous(count: int, endpoint: str, **options: Any) -> list[RendezvousInfo]:
+    """``count`` nodes (threads) of one new run; their results in any order."""
+    run_id = f"v3-{uuid.uuid4().hex[:8]}"
+    handlers = [
+        get_rendezvous_handler(
+            RendezvousParameters("etcd-v3", endpoint, run_id, count, count, "127.0.0.1", **options)
+        )
+        for _ in range(count)
+    ]
+    results: list[RendezvousInfo] = []
+    threads = [
+        threading.Thread(target=lambda h=h: results.append(h.next_rendezvous())) for h in handlers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for handler in handlers:
+        handler.shutdown()
+    return results
+
+
+@pytest.fixture
+def backend(etcd_v3_server: EtcdServer) -> Iterator[EtcdV3RendezvousBackend]:
+    client = EtcdV3Client("127.0.0.1", etcd_v3_server.get_port(), read_timeout=10)
+    yield EtcdV3RendezvousBackend(client, f"run-{uuid.uuid4().hex[:8]}", key_prefix="/v3test")
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("protocol", "ftp"),
+        ("read_timeout", 0),
+        ("read_timeout", "soon"),
+        ("ssl_cert", "/nonexistent/cert.pem"),
+        ("ssl_cert_key", "/nonexistent/key.pem"),
+        ("ca_cert", "/nonexistent/ca.pem"),
+        ("ttl", -5),
+        ("ttl", "long"),
+        ("etcd_prefix", "no-leading-slash"),
+        ("username", "root"),  # without a password
+    ],
+)
+def test_invalid_option_is_named(option: str, value: object) -> None:
+    params = RendezvousParameters("etcd-v3", "127.0.0.1:2379", "run", 1, 1, **{option: value})
+    with pytest.raises(ValueError, match=option):
+        create_backend(params)
+
+
+def test_etcd_v3_is_a_registered_backend_that_sends_nothing_until_used() -> None:
+    # Port 1 has no etcd: building the handler must not contact it.
+    params = RendezvousParameters("etcd-v3", "127.0.0.1:1", "run", 1, 1)
+    handler = get_rendezvous_handler(params)
+    assert handler.get_backend() == "etcd-v3"
+
+
+def test_the_test_etcd_has_no_v2_api(etcd_v3_server: EtcdServer) -> None:
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(f"{etcd_v3_server.get_client_url()}/v2/keys/", timeout=10)
+    assert error.value.code == 404
+
+
+def test_nodes_rendezvous_and_share_the_store(etcd_v3_server: EtcdServer) -> None:
+    infos = rendezvous(3, etcd_v3_server.get_endpoint())
+    assert sorted(i.rank for i in infos) == [0, 1, 2]
+    infos[0].store.set("hello", b"world")
+    assert infos[2].store.get("hello") == b"world"
+
+
+def test_etcd_prefix_moves_the_state_and_the_store(etcd_v3_server: EtcdServer) -> None:
+    prefix = f"/custom-{uuid.uuid4().hex[:8]}"
+    endpoint = etcd_v3_server.get_endpoint()
+    params = RendezvousParameters("etcd-v3", endpoint, "run-p", 1, 1, etcd_prefix=prefix)
+    backend, store = create_backend(params)
+    assert backend.key == f"{prefix}/rendezvous/run-p"
+    assert isinstance(store, EtcdV3Store) and store.prefix == f"{prefix}/store/"
+    infos = rendezvous(1, endpoint, etcd_prefix=prefix)
+    assert [i.rank for i in infos] == [0]
+    assert store.num_keys() > 0  # the round's store keys went under the prefix
+
+
+def test_state_key_carries_a_lease_of_one_to_two_ttls(etcd_v3_server: EtcdServer) -> None:
+    client = EtcdV3Client("127.0.0.1", etcd_v3_server.get_port())
+    backend = EtcdV3RendezvousBackend(client, f"ttl-{uuid.uuid4().hex[:6]}", ttl=100)
+    created = backend.set_state(b"one")
+    assert created is not None
+    kv, _ = client.get(backend.key.encode())
+    assert kv is not None and kv.lease != 0
+    lease = gateway(etcd_v3_server.get_endpoint(), "lease/timetolive", {"ID": str(kv.lease)})
+    assert 100 <= int(lease["grantedTTL"]) <= 200
+    assert int(lease["TTL"]) > 90
+
+
+def test_a_revoked_lease_is_replaced_on_the_next_write(
+    etcd_v3_server: EtcdServer, backend: EtcdV3RendezvousBackend
+) -> None:
+    created = backend.set_state(b"one")
+    assert created is not None
+    kv, _ = backend.client.get(backend.key.encode())
+    assert kv is not None
+    # Revoking the lease deletes the key too: the state is gone, as when it expires.
+    gateway(etcd_v3_server.get_endpoint(), "lease/revoke", {"ID": str(kv.lease)})
+    assert backend.get_state() is None
+    again = backend.set_state(b"two")
+    assert again is not None and again[2] is True
+    kv, _ = backend.client.get(backend.key.encode())
+    assert kv is not None and kv.lease not in (0, created[1])
+
+
+def test_wait_for_change_returns_the_state_it_fired_on(backend: EtcdV3RendezvousBackend) -> None:
+    created = backend.set_state(b"one")
+    assert created is not None
+    second = backend.set_state(b"two", created[1])
+    assert second is not None
+    # A watch from the revision after "one" reports the write that followed at once.
+    assert backend.wait_for_change(created[1], timeout=10) == (b"two", second[1])
+
+
+def test_wait_for_change_after_compaction_asks_for_a_read(
+    etcd_v3_server: EtcdServer, backend: EtcdV3RendezvousBackend
+) -> None:
+    created = backend.set_state(b"one")
+    assert created is not None
+    second = backend.set_state(b"two", created[1])
+    assert second is not None
+    third = backend.set_state(b"three", second[1])
+    assert third is not None
+    # etcd forgets every revision before the third write, "two"'s among them.
+    gateway(etcd_v3_server.get_endpoint(), "kv/compaction", {"revision": str(third[1])})
+    assert backend.wait_for_change(created[1], timeout=10) is None
+
+
+def test_intents_come_back_in_posting_order_after_the_cursor(
+    backend: EtcdV3RendezvousBackend,
+) -> None:
+    assert backend.read_intents(0) == ([], 0)
+    backend.post_intent(b"first\n")
+    backend.post_intent(b"second\n")
+    records, cursor = backend.read_intents(0)
+    assert records == [b"first\n", b"second\n"]
+    assert cursor > 0
+    assert backend.read_intents(cursor) == ([], cursor)
+    backend.post_intent(b"third\n")
+    records, later = backend.read_intents(cursor)
+    assert records == [b"third\n"] and later > cursor
+
+
+def test_heartbeats_are_read_by_name(backend: EtcdV3RendezvousBackend) -> None:
+    backend.beat("node-a", b"1.5", ttl=30)
+    backend.beat("node-b", b"2.5", ttl=30)
+    backend.beat("node-a", b"3.5", ttl=30)
+    assert backend.read_beats(["node-a", "node-c"]) == {"node-a": b"3.5"}
+    assert backend.read_beats(["node-a", "node-b"]) == {"node-a": b"3.5", "node-b": b"2.5"}
+
+
+def test_stopped_etcd_is_a_connection_error_naming_the_endpoint() -> None:
+    with EtcdServer(enable_v2=False) as server:
+        endpoint = server.get_endpoint()
+        params = RendezvousParameters("etcd-v3", endpoint, "gone", 1, 1, read_timeout=3)
+        backend, _ = create_backend(params)
+        assert backend.set_state(b"one") is not None
+    with pytest.raises(RendezvousConnectionError, match=endpoint):
+        backend.get_state()
+    with pytest.raises(RendezvousConnectionError, match=endpoint):
+        backend.wait_for_change(None, 1)
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """An etcd without v2 that speaks only https and demands a client certificate."""
+    tmp = tmp_path_factory.mktemp("tls-v3")
+    ca = trustme.CA()
+    names = ("ca", "server", "server.key", "client", "key", "combined")
+    files = {name: str(tmp / name) for name in names}
+    ca.cert_pem.write_to_path(files["ca"])
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.cert_chain_pems[0].write_to_path(files["server"])
+    server.private_key_pem.write_to_path(files["server.key"])
+    client = ca.issue_cert("rdzv-node")
+    client.cert_chain_pems[0].write_to_path(files["client"])
+    client.private_key_pem.write_to_path(files["key"])
+    client.private_key_and_cert_chain_pem.write_to_path(files["combined"])
+    with EtcdServer(
+        cert_file=files["server"],
+        key_file=files["server.key"],
+        trusted_ca_file=files["ca"],
+        client_cert_auth=True,
+        client_cert_file=files["client"],
+        client_key_file=files["key"],
+        enable_v2=False,
+    ) as etcd:
+        yield {"endpoint": etcd.get_endpoint(), **files}
+
+
+def test_nodes_rendezvous_over_https_with_client_certificates(tls_etcd: dict[str, Any]) -> None:
+    infos = rendezvous(
+        3,
+        tls_etcd["endpoint"],
+        protocol="https",
+        ssl_cert=tls_etcd["client"],
+        ssl_cert_key=tls_etcd["key"],
+        ca_cert=tls_etcd["ca"],
+    )
+    assert sorted(i.rank for i in infos) == [0, 1, 2]
+    infos[0].store.set("over", "tls")
+    assert infos[1].store.get("over") == b"tls"
+
+
+def test_a_client_certificate_file_holding_its_key_works_too(tls_etcd: dict[str, Any]) -> None:
+    infos = rendezvous(
+        1,
+        tls_etcd["endpoint"],
+        protocol="https",
+        ssl_cert=tls_etcd["combined"],
+        ca_cert=tls_etcd["ca"],
+    )
+    assert [i.rank for i in infos] == [0]
+
+
+def test_https_without_a_client_certificate_is_a_connection_error(
+    tls_etcd: dict[str, Any],
+) -> None:
+    params = RendezvousParameters(
+        "etcd-v3",
+        tls_etcd["endpoint"],
+        "no-cert",
+        1,
+        1,
+        protocol="https",
+        ca_cert=tls_etcd["ca"],
+        read_timeout=5,
+    )
+    with pytest.raises(RendezvousConnectionError, match=tls_etcd["endpoint"]):
+        get_rendezvous_handler(params).next_rendezvous()
+
+
+@pytest.fixture(scope="module")
+def auth_etcd() -> Iterator[str]:
+    """An etcd without v2, with auth on and one user, root (password s3cret)."""
+    with EtcdServer(enable_v2=False) as etcd:
+        endpoint = etcd.get_endpoint()
+        gateway(endpoint, "auth/user/add", {"name": "root", "password": "s3cret"})
+        gateway(endpoint, "auth/user/grant", {"user": "root", "role": "root"})
+        gateway(endpoint, "auth/enable", {})
+        yield endpoint
+
+
+def test_username_and_password_reach_an_etcd_with_auth(auth_etcd: str) -> None:
+    infos = rendezvous(2, auth_etcd, username="root", password="s3cret")
+    assert sorted(i.rank for i in infos) == [0, 1]
+    infos[0].store.set("secret", "ok")
+    assert infos[1].store.get("secret") == b"ok"
+
+
+def test_without_credentials_etcd_with_auth_is_a_connection_error(auth_etcd: str) -> None:
+    anonymous = RendezvousParameters("etcd-v3", auth_etcd, "anon", 1, 1, read_timeout=5)
+    with pytest.raises(RendezvousConnectionError, match=auth_etcd):
+        get_rendezvous_handler(anonymous).next_rendezvous()
+
+
+def test_a_wrong_password_is_a_connection_error_that_says_so(auth_etcd: str) -> None:
+    params = RendezvousParameters(
+        "etcd-v3", auth_etcd, "wrong", 1, 1, username="root", password="nope", read_timeout=5
+    )
+    with pytest.raises(RendezvousConnectionError, match="authentication failed"):
+        get_rendezvous_handler(params).next_rendezvous()
+
+
+def test_an_expired_token_is_renewed(auth_etcd: str) -> None:
+    host, port = auth_etcd.split(":")
+    client = EtcdV3Client(host, int(port), username="root", password="s3cret")
+    backend = EtcdV3RendezvousBackend(client, f"token-{uuid.uuid4().hex[:6]}")
+    assert backend.get_state() is None
+    # What etcd says of a token it no longer knows (expired, or etcd restarted).
+    client._gateway.session.headers["Authorization"] = "stale.token"
+    assert backend.set_state(b"one") is not None
+    client._gateway.session.headers["Authorization"] = "stale.token"
+    assert backend.wait_for_change(None, 0.2) is None
+    assert backend.get_state() is not None
