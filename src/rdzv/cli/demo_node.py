@@ -65,6 +65,11 @@ def _create(params: RendezvousParameters) -> tuple[DynamicRendezvousHandler, int
 
         backend, store = create_etcd(params)
         return create_handler(store, backend, params), None
+    if params.backend == "etcd-v3":
+        from rdzv.backends.etcd_v3 import create_backend as create_etcd_v3  # noqa: PLC0415
+
+        backend_v3, store_v3 = create_etcd_v3(params)
+        return create_handler(store_v3, backend_v3, params), None
     from rdzv.backends.c10d import create_backend as create_c10d  # noqa: PLC0415
     from rdzv.store.tcp import TCPStore  # noqa: PLC0415
 
