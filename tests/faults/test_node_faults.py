@@ -170,6 +170,7 @@ def test_node_whose_heartbeats_fail_while_etcd_is_down_stays_a_participant(
         # resume would be dead by now.
         time.sleep(max(expiry + 2 * interval - (time.monotonic() - stopped_at), 0))
 
+        # Failed heartbeats are logged, and retried by the handler on its own schedule.
         assert all("heartbeat" in node.stderr() for node in pair), [n.stderr() for n in pair]
         for node in pair:
             assert node.ask("waiting", "waiting")["count"] == 0

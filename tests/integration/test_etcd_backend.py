@@ -18,6 +18,7 @@ from rdzv import (
     RendezvousConnectionError,
     RendezvousInfo,
     RendezvousParameters,
+    RendezvousStateError,
     get_rendezvous_handler,
 )
 from rdzv.backends.etcd import create_backend
@@ -161,3 +162,92 @@ def test_username_and_password_reach_an_etcd_with_auth(tmp_path: Path) -> None:
         anonymous = RendezvousParameters("etcd-v2", endpoint, "anon", 1, 1, read_timeout=5)
         with pytest.raises(RendezvousConnectionError, match=endpoint):
             get_rendezvous_handler(anonymous).next_rendezvous()
+
+
+@pytest.fixture
+def own_etcd() -> Iterator[EtcdServer]:
+    """An etcd of this test alone, which it may stop and start again."""
+    server = EtcdServer()
+    server.start(timeout=30)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_join_rides_out_a_brief_etcd_outage(own_etcd: EtcdServer) -> None:
+    """A node that calls next_rendezvous() while etcd is down keeps trying (within
+    read_timeout) and meets its peer once etcd is back, instead of failing at once."""
+    endpoint, run_id = own_etcd.get_endpoint(), f"outage-{uuid.uuid4().hex[:8]}"
+    params = RendezvousParameters(
+        "etcd-v2", endpoint, run_id, 2, 2, "127.0.0.1", read_timeout=30, last_call_timeout=0.1
+    )
+    first, second = get_rendezvous_handler(params), get_rendezvous_handler(params)
+    results: list[RendezvousInfo | BaseException] = []
+
+    def join() -> None:
+        try:
+            results.append(first.next_rendezvous())
+        except BaseException as e:  # reported in the test's thread
+            results.append(e)
+
+    own_etcd.stop(keep_data=True, kill=True)
+    thread = threading.Thread(target=join)
+    thread.start()
+    try:
+        thread.join(timeout=1.0)  # the join runs (and fails its requests) while etcd is down
+        assert thread.is_alive(), results
+        own_etcd.start(timeout=30)
+        assert own_etcd.get_endpoint() == endpoint
+        other = second.next_rendezvous()
+        thread.join(timeout=60)
+        assert len(results) == 1 and isinstance(results[0], RendezvousInfo), results
+        assert {results[0].rank, other.rank} == {0, 1}
+    finally:
+        first.shutdown()
+        second.shutdown()
+
+
+def test_an_outage_longer_than_read_timeout_is_reported(own_etcd: EtcdServer) -> None:
+    """The retries end after read_timeout: the caller learns etcd is gone, not a hang
+    until the join timeout (10 minutes here)."""
+    params = RendezvousParameters(
+        "etcd-v2",
+        own_etcd.get_endpoint(),
+        f"gone-{uuid.uuid4().hex[:8]}",
+        2,
+        2,
+        "127.0.0.1",
+        read_timeout=1,
+        join_timeout=600,
+    )
+    handler = get_rendezvous_handler(params)
+    own_etcd.stop(keep_data=True, kill=True)
+    with pytest.raises(RendezvousConnectionError, match="raise read_timeout"):
+        handler.next_rendezvous()
+    with pytest.raises(RendezvousConnectionError):
+        handler.num_nodes_waiting()
+
+
+@pytest.mark.parametrize("suffix", [".intents", ".heartbeats"])
+def test_a_plain_key_where_a_directory_belongs_is_a_state_error(
+    etcd_server: EtcdServer, etcd_prefix: str, suffix: str
+) -> None:
+    """Something else wrote a plain key where rdzv keeps its intents or heartbeats:
+    the node is told so, and how to recover (delete the key), not that etcd is down."""
+    endpoint, run_id = etcd_server.get_endpoint(), f"plain-{uuid.uuid4().hex[:8]}"
+    params = RendezvousParameters(
+        "etcd-v2", endpoint, run_id, 1, 1, "127.0.0.1", etcd_prefix=etcd_prefix
+    )
+    backend, _ = create_backend(params)
+    client = etcd_server.get_client()
+    client.write(backend.key + suffix, "not a directory")
+    handler = get_rendezvous_handler(params)
+    with pytest.raises(RendezvousStateError, match=f"{backend.key}{suffix} .* is a plain key"):
+        if suffix == ".intents":
+            handler.next_rendezvous()
+        else:
+            backend.beat("node", b"1.0", 10)
+    client.delete(backend.key + suffix)
+    assert handler.next_rendezvous().rank == 0
+    handler.shutdown()

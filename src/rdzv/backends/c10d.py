@@ -76,6 +76,11 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return self._name
 
     @property
+    def reconnect_window(self) -> float:
+        """The store's timeout (``read_timeout``): an outage that long is reported."""
+        return self._store.timeout.total_seconds()
+
+    @property
     def key(self) -> str:
         """The store key that holds the state."""
         return self._key
@@ -92,7 +97,8 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             ) from e
         except StoreError as e:
             raise RendezvousConnectionError(
-                f"The rendezvous store failed: {e}. Check that the node hosting the store is "
+                f"The rendezvous store failed: {str(e).rstrip('.')}. Check that the node "
+                "hosting the store is "
                 "alive and reachable; it is a single point of failure of the c10d backend."
             ) from e
 

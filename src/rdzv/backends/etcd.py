@@ -14,7 +14,7 @@ from typing import Any
 
 import etcd
 
-from rdzv.api import RendezvousParameters
+from rdzv.api import RendezvousParameters, RendezvousStateError
 from rdzv.dynamic.backend import (
     HeartbeatBoard,
     IntentLog,
@@ -84,6 +84,11 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return "etcd-v2"
 
     @property
+    def reconnect_window(self) -> float:
+        """The client's ``read_timeout``: an outage that long is reported."""
+        return float(self._client.read_timeout)
+
+    @property
     def key(self) -> str:
         """The etcd key that holds the state."""
         return self._key
@@ -128,11 +133,21 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         current = self.get_state()
         return None if current is None else (*current, False)
 
+    def _not_a_directory(self, path: str) -> RendezvousStateError:
+        return RendezvousStateError(
+            f"The etcd key {path} at {self._endpoint} is a plain key, but rdzv keeps a "
+            "directory there (of join intents or heartbeats) for the rendezvous state "
+            f"{self._key}. Something else wrote it; delete it (e.g. `curl -X DELETE "
+            f"{self._endpoint}/v2/keys{path}`) and start the nodes again."
+        )
+
     def post_intent(self, record: bytes) -> None:
         try:
             self._client.write(
                 self._intents_dir, record.decode("utf-8"), ttl=self.INTENT_TTL, append=True
             )
+        except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
+            raise self._not_a_directory(self._intents_dir) from e
         except ETCD_ERRORS as e:
             raise connection_error(self._endpoint, e) from e
 
@@ -147,6 +162,8 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             self._client.write(
                 f"{self._beats_dir}/{name}", record.decode("ascii"), ttl=max(1, math.ceil(ttl))
             )
+        except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
+            raise self._not_a_directory(self._beats_dir) from e
         except ETCD_ERRORS as e:
             raise connection_error(self._endpoint, e) from e
 
@@ -167,6 +184,8 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             return []
         except ETCD_ERRORS as e:
             raise connection_error(self._endpoint, e) from e
+        if not result.dir:
+            raise self._not_a_directory(path)
         # python-etcd lists an empty directory as one "leaf": the directory itself.
         return [leaf for leaf in result.leaves if not leaf.dir]
 

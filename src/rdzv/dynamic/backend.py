@@ -63,6 +63,17 @@ class RendezvousBackend(ABC):
             RendezvousStateError: the stored value is not an encoded state.
         """
 
+    @property
+    def reconnect_window(self) -> float:
+        """Seconds an operation keeps retrying while this backend is unreachable.
+
+        A brief outage (etcd restarting, a dropped connection) should cost a
+        rendezvous a few seconds, not fail every node at once; an outage longer
+        than this is reported as ``RendezvousConnectionError``. Backends that cannot
+        be unreachable keep the default, 0: no retry.
+        """
+        return 0.0
+
     def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
         """Return when the state may differ from the one ``token`` names, or after ``timeout`` s.
 

@@ -21,6 +21,7 @@ changes a few times per round instead of once per node and per heartbeat.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import attrs
 
 from rdzv.api import (
     RendezvousClosedError,
+    RendezvousConnectionError,
     RendezvousGracefulExitError,
     RendezvousTimeoutError,
 )
@@ -80,6 +82,22 @@ def wall_clock() -> float:
     return round(time.time(), 3)
 
 
+@attrs.define
+class _Outage:
+    """Since when the backend has failed, and how many attempts failed: paces the retries."""
+
+    since: float
+    failures: int = 0
+    attempt_started: float | None = None
+    """When the last retry began: how long an attempt takes shows from it."""
+
+    def next_pause(self) -> float:
+        """A random pause that grows with each failure (0.05 s up to 1 s), so that the
+        nodes of a job do not all come back at the same instant."""
+        self.failures += 1
+        return random.uniform(0.5, 1.0) * min(0.05 * 2.0 ** (self.failures - 1), 1.0)  # noqa: S311
+
+
 @attrs.frozen
 class _Snapshot:
     state: RendezvousState
@@ -121,76 +139,142 @@ class RendezvousOpExecutor:
         """Fetch the state, without its dead nodes.
 
         Raises:
-            RendezvousConnectionError: the backend cannot be reached.
+            RendezvousConnectionError: the backend stayed unreachable for its
+                ``reconnect_window``.
             RendezvousStateError: the stored state is corrupt.
         """
-        snapshot = self._fetch()
-        state, _ = self._view(snapshot.state, self._clock())
+        outage: _Outage | None = None
+        while True:
+            try:
+                snapshot = self._fetch()
+                state, _ = self._view(snapshot.state, self._clock())
+                break
+            except RendezvousConnectionError as error:
+                outage = outage or _Outage(self._clock())
+                self._pause_or_raise(outage, error, math.inf)
         self._last = attrs.evolve(snapshot, state=state)
         return state
 
     def run(
-        self, decide: Decide, deadline: float, *, renew_deadline: bool = False
+        self,
+        decide: Decide,
+        deadline: float,
+        *,
+        renew_deadline: bool = False,
+        ride_out_outages: bool = True,
     ) -> RendezvousState:
         """Drive ``decide`` until it finishes; return the final state.
 
         ``deadline`` is on the clock's scale. With ``renew_deadline`` the deadline
-        restarts when the node leaves the redundancy list (a join).
+        restarts when the node leaves the redundancy list (a join). With
+        ``ride_out_outages`` a failed request is tried again (see
+        :meth:`_pause_or_raise`); callers that retry on their own schedule (the
+        heartbeats) turn it off.
 
         Raises:
             RendezvousClosedError, RendezvousTimeoutError, RendezvousGracefulExitError:
                 the decision says so.
-            RendezvousConnectionError, RendezvousStateError: from the backend.
+            RendezvousConnectionError: the backend stayed unreachable for its
+                ``reconnect_window``, or until the deadline.
+            RendezvousStateError: the stored state is corrupt.
         """
-        snapshot = self._fetch()
+        snapshot: _Snapshot | None = None
+        outage: _Outage | None = None
         lost_writes = 0
         posted = False
         while True:
-            now = self._clock()
-            state, dropped = self._view(snapshot.state, now)
-            action = decide(state, self._node, self._settings, now, deadline)
-            if action.ends_operation:
-                self._last = attrs.evolve(snapshot, state=state)
-                self._raise_if_failed(action, state)
-                return state
-            if action is Action.KEEP_ALIVE and self._board is not None:
-                self._beat(self._board, now)
-                continue
-            if action in _PLACEMENTS and self._intents is not None:
-                new = self._admit(self._intents, state, now, repost=not posted)
-                posted = True
-                if new is state:
-                    time.sleep(_UNSEEN_INTENT_WAIT)
+            try:
+                if snapshot is None:
                     snapshot = self._fetch()
+                    if outage is not None:
+                        self._log_recovery(outage)
+                        outage = None
+                now = self._clock()
+                state, dropped = self._view(snapshot.state, now)
+                action = decide(state, self._node, self._settings, now, deadline)
+                if action.ends_operation:
+                    self._last = attrs.evolve(snapshot, state=state)
+                    self._raise_if_failed(action, state)
+                    return state
+                if action is Action.KEEP_ALIVE and self._board is not None:
+                    self._beat(self._board, now)
                     continue
-            elif action is Action.WAIT and not dropped:
-                wake = next_wakeup(state, self._node, self._settings, now, deadline)
-                timeout = min(max(wake - now + _WAKE_MARGIN, 0.0), MAX_WAIT)
-                changed = self._backend.wait_for_change(snapshot.token, timeout)
-                if changed is None:
-                    snapshot = self._fetch()
+                if action in _PLACEMENTS and self._intents is not None:
+                    new = self._admit(self._intents, state, now, repost=not posted)
+                    posted = True
+                    if new is state:
+                        time.sleep(_UNSEEN_INTENT_WAIT)
+                        snapshot = None
+                        continue
+                elif action is Action.WAIT and not dropped:
+                    wake = next_wakeup(state, self._node, self._settings, now, deadline)
+                    timeout = min(max(wake - now + _WAKE_MARGIN, 0.0), MAX_WAIT)
+                    changed = self._backend.wait_for_change(snapshot.token, timeout)
+                    if changed is None:
+                        snapshot = None
+                    else:
+                        snapshot = _Snapshot(decode_state(changed[0]), changed[1])
+                    continue
+                elif action is Action.WAIT:
+                    new = state  # write the removal of the dead so that everyone sees it
                 else:
-                    snapshot = _Snapshot(decode_state(changed[0]), changed[1])
-                continue
-            elif action is Action.WAIT:
-                new = state  # write the removal of the dead so that everyone sees it
-            else:
-                logger.debug(
-                    "Node %s: %s in round %d of '%s'.",
-                    self._node,
-                    action.value,
-                    state.round,
-                    self._settings.run_id,
-                )
-                new = apply_action(state, action, self._node, self._settings, now)
-                if renew_deadline:
-                    deadline = deadline_after(action, deadline, self._settings, now)
-            snapshot, written = self._write(new, snapshot.token)
-            if written:
-                lost_writes = 0
-            else:
-                lost_writes += 1
-                snapshot = self._back_off(snapshot, lost_writes)
+                    logger.debug(
+                        "Node %s: %s in round %d of '%s'.",
+                        self._node,
+                        action.value,
+                        state.round,
+                        self._settings.run_id,
+                    )
+                    new = apply_action(state, action, self._node, self._settings, now)
+                    if renew_deadline:
+                        deadline = deadline_after(action, deadline, self._settings, now)
+                snapshot, written = self._write(new, snapshot.token)
+                if written:
+                    lost_writes = 0
+                else:
+                    lost_writes += 1
+                    snapshot = self._back_off(snapshot, lost_writes)
+            except RendezvousConnectionError as error:
+                if not ride_out_outages:
+                    raise
+                outage = outage or _Outage(self._clock())
+                self._pause_or_raise(outage, error, deadline)
+                snapshot = None
+
+    def _pause_or_raise(
+        self, outage: _Outage, error: RendezvousConnectionError, deadline: float
+    ) -> None:
+        """Sleep before the next attempt, or raise ``error`` if the outage lasted too long.
+
+        Every write is a compare-and-set decided on a fresh read, so trying again
+        after a failed request (even one that reached the backend) is safe.
+        """
+        pause = outage.next_pause()
+        now = self._clock()
+        attempt = 0.0 if outage.attempt_started is None else now - outage.attempt_started
+        window = self._backend.reconnect_window
+        # Give up when the next attempt would end past the window (a refused
+        # connection may take connect_timeout to fail), so the error comes in time.
+        if now + pause + attempt >= min(outage.since + window, deadline):
+            raise error
+        # One warning per outage; the retries themselves are details.
+        log = logger.warning if outage.failures == 1 else logger.debug
+        log(
+            "Node %s: the rendezvous backend failed; trying again for up to %.0f s: %s",
+            self._node,
+            window,
+            error,
+        )
+        time.sleep(pause)
+        outage.attempt_started = self._clock()
+
+    def _log_recovery(self, outage: _Outage) -> None:
+        logger.warning(
+            "Node %s: the rendezvous backend answers again, after %.1f s and %d failed attempt(s).",
+            self._node,
+            self._clock() - outage.since,
+            outage.failures,
+        )
 
     def _view(
         self, state: RendezvousState, now: float

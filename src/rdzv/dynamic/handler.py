@@ -313,7 +313,9 @@ class DynamicRendezvousHandler(RendezvousHandler):
         with self._heartbeat_lock:
             try:
                 self._executor.run(
-                    decide_keep_alive, self._deadline(self._settings.timeout.heartbeat)
+                    decide_keep_alive,
+                    self._deadline(self._settings.timeout.heartbeat),
+                    ride_out_outages=False,  # retried below, and stop() must not wait
                 )
             except RendezvousError as e:
                 logger.warning(
