@@ -96,7 +96,7 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- --scenario first --nodes 8 256``. torch is pinned exactly, in
     the same install as rdzv, so nothing can pull another one.
     """
-    session.install("torch==2.13.0", "-e", ".[test]")
+    session.install("torch==2.13.0", "-e", ".[test,etcd3]")
     version = session.run(
         "python", "-c", "import importlib.metadata as m; print(m.version('torch'))", silent=True
     )

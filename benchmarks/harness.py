@@ -33,7 +33,7 @@ from rdzv import RendezvousBackend, RendezvousParameters
 from rdzv.dynamic.backend import HeartbeatBoard, IntentLog
 
 IMPLS = ("rdzv", "torch")
-BACKENDS = ("etcd-v2", "c10d")
+BACKENDS = ("etcd-v2", "etcd-v3", "c10d")
 
 
 class Counter:
@@ -227,7 +227,9 @@ def make_handler(config: CellConfig, counter: Counter) -> Any:
         from rdzv.backends import c10d, etcd
 
         params = RendezvousParameters(*args, "127.0.0.1", **options)
-        module: Any = etcd if config.backend == "etcd-v2" else c10d
+        module: Any = {"etcd-v2": etcd, "c10d": c10d}.get(config.backend)
+        if module is None:
+            from rdzv.backends import etcd_v3 as module
         inner, store = module.create_backend(params)
         backend: Any = counting(inner, counter)
         handler_type: Any = DynamicRendezvousHandler

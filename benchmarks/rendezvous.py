@@ -4,7 +4,8 @@
     python benchmarks/rendezvous.py --scenario first --backend c10d --nodes 8 256
 
 Scenarios (see scenarios.py): ``first``, ``failure``, ``scaleup``, ``steady``; backends
-``etcd-v2`` (an etcd started here) and ``c10d`` (a TCP store master hosted here).
+``etcd-v2`` (an etcd started here), ``etcd-v3`` (rdzv only: an etcd started here with
+its v2 API off, as etcd 3.6) and ``c10d`` (a TCP store master hosted here).
 torch's cells run when torch is importable, up to ``--torch-max-nodes``. Nodes are
 spread over worker processes (harness.py), each node with its own handler and
 backend client. Prints a table per scenario and the targets, and writes every
@@ -101,10 +102,9 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 @contextlib.contextmanager
-def endpoint_for(impl: str, backend: str, etcd: EtcdServer | None) -> Iterator[str]:
-    if backend == "etcd-v2":
-        assert etcd is not None
-        yield etcd.get_endpoint()
+def endpoint_for(impl: str, backend: str, etcds: dict[str, EtcdServer]) -> Iterator[str]:
+    if backend in etcds:
+        yield etcds[backend].get_endpoint()
     else:
         with store_master(impl) as endpoint:
             yield endpoint
@@ -117,7 +117,7 @@ def run_once(
     n: int,
     limit: float,
     options: Options,
-    etcd: EtcdServer | None,
+    etcds: dict[str, EtcdServer],
     profile: str | None,
 ) -> RunResult:
     """One repeat on fresh workers; they are killed when it ends, however it ends.
@@ -129,7 +129,7 @@ def run_once(
     run: Run | None = None
     try:
         with contextlib.ExitStack() as stack:
-            endpoint = stack.enter_context(endpoint_for(impl, backend, etcd))
+            endpoint = stack.enter_context(endpoint_for(impl, backend, etcds))
             stack.callback(workers.stop)  # before the store master goes
             workers.start(time.monotonic() + 120)
             run = Run(impl, backend, n, endpoint, workers, limit, options)
@@ -186,7 +186,7 @@ def run_cell(
     n: int,
     args: argparse.Namespace,
     options: Options,
-    etcd: EtcdServer | None,
+    etcds: dict[str, EtcdServer],
 ) -> dict[str, Any]:
     cell: dict[str, Any] = {
         "scenario": scenario,
@@ -199,6 +199,10 @@ def run_cell(
         cell["status"] = "skipped"
         cell["note"] = f"torch skipped above --torch-max-nodes {args.torch_max_nodes}"
         return cell
+    if impl == "torch" and backend == "etcd-v3":
+        cell["status"] = "skipped"
+        cell["note"] = "torch has no etcd v3 backend"
+        return cell
     limit = args.torch_time_limit if impl == "torch" else args.time_limit
     if scenario == "steady":
         limit += options.steady_duration
@@ -208,7 +212,7 @@ def run_cell(
         if args.profile is not None:
             profile = str(args.profile / f"{scenario}-{backend}-{n}-{impl}-{len(runs)}")
             os.makedirs(profile, exist_ok=True)
-        result = run_once(scenario, impl, backend, n, limit, options, etcd, profile)
+        result = run_once(scenario, impl, backend, n, limit, options, etcds, profile)
         runs.append(result)
         seconds = "DNF" if result.seconds is None else f"{result.seconds:.3f} s"
         print(f"  {scenario} {backend} N={n} {impl}: {seconds} {result.note}", flush=True)
@@ -440,14 +444,19 @@ def main(argv: list[str] | None = None) -> None:
     cells: list[dict[str, Any]] = []
     try:
         with contextlib.ExitStack() as stack:
-            etcd = stack.enter_context(EtcdServer()) if "etcd-v2" in args.backend else None
+            # One etcd per etcd backend: etcd-v3's has no v2 API, as etcd 3.6.
+            etcds = {
+                backend: stack.enter_context(EtcdServer(enable_v2=backend == "etcd-v2"))
+                for backend in ("etcd-v2", "etcd-v3")
+                if backend in args.backend
+            }
             for scenario in args.scenario:
                 for backend in args.backend:
                     for n in args.nodes:
                         if n < 2 and scenario != "first":
                             continue
                         for impl in impls:
-                            cells.append(run_cell(scenario, impl, backend, n, args, options, etcd))
+                            cells.append(run_cell(scenario, impl, backend, n, args, options, etcds))
                 print(table(scenario, cells, impls), flush=True)
     finally:
         if cells:

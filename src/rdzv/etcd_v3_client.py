@@ -64,6 +64,11 @@ MAX_TXN_OPS = 128
 
 _T = TypeVar("_T")
 
+_CREATED = "created"
+"""A watch stream's first message: etcd watches the key from now on."""
+_GIVE_UP = "give up"
+"""etcd cancelled the watch in a way the caller recovers from by reading again."""
+
 _API_PATH = "/v3/"
 """The gateway's path on etcd 3.4 and later; set, not discovered, to spare a request."""
 
@@ -335,25 +340,27 @@ class EtcdV3Client:
             body["range_end"] = _b64(prefix_range_end(key))
         return _int(self._post("kv/deleterange", body).get("deleted"))
 
-    def watch(self, key: bytes, start_revision: int | None, timeout: float) -> WatchEvent | None:
-        """Wait up to ``timeout`` s for a change of ``key`` at ``start_revision`` or later.
+    def watch(self, key: bytes, seen: int | None, timeout: float) -> WatchEvent | None:
+        """Wait up to ``timeout`` s until ``key`` differs from the version the caller saw.
 
-        Without ``start_revision`` the watch starts at etcd's current revision.
-        Returns the newest change of the first batch etcd reports, or ``None`` when
-        the timeout passed, the stream ended, or etcd cancelled the watch because it
-        compacted that revision away: in each case the caller reads the key again.
+        ``seen`` is the mod revision of that version, ``None`` when the key was
+        absent. Returns the key's new version (or its deletion) at once if it moved
+        already, else the first change etcd reports; ``None`` when the timeout
+        passed or the stream ended (the caller reads the key again).
+
+        Why not a watch from ``seen + 1``: etcd delivers the events of a watch that
+        starts in the past from a loop that runs every 100 ms, and any write to any
+        key puts a watch from ``seen + 1`` in the past. A watch from now is served
+        as writes happen; one read once it is open covers what came before.
         """
         if timeout <= 0:
             return None
         self._ensure_token()
-        create: dict[str, Any] = {"key": _b64(key)}
-        if start_revision is not None and start_revision > 0:
-            create["start_revision"] = str(start_revision)
         deadline = time.monotonic() + timeout
         try:
             response = self._gateway.session.post(
                 self._gateway.get_url("watch"),
-                json={"create_request": create},
+                json={"create_request": {"key": _b64(key)}},
                 stream=True,
                 # Connect within read_timeout; then each read of the stream may
                 # block at most until the deadline.
@@ -372,8 +379,16 @@ class EtcdV3Client:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     event = self._watch_line(line)
-                    if event is not None:
-                        return event if isinstance(event, WatchEvent) else None
+                    if event is _CREATED:
+                        current, _ = self.get(key)
+                        if current is None and seen is not None:
+                            return WatchEvent(KeyValue(key, b"", 0, 0), deleted=True)
+                        if current is not None and current.mod_revision != seen:
+                            return WatchEvent(current, deleted=False)
+                    elif isinstance(event, WatchEvent):
+                        return event
+                    elif event is _GIVE_UP:
+                        return None
                 if time.monotonic() >= deadline:
                     return None
             return None
@@ -390,8 +405,9 @@ class EtcdV3Client:
 
     # -- internals ------------------------------------------------------------------
 
-    def _watch_line(self, line: bytes) -> WatchEvent | bool | None:
-        """One line of a watch stream: an event, ``True`` for "stop, read again", or ``None``."""
+    def _watch_line(self, line: bytes) -> WatchEvent | str | None:
+        """One line of a watch stream: an event, :data:`_CREATED`, :data:`_GIVE_UP` ("stop,
+        read again") or ``None`` (nothing to act on)."""
         if not line.strip():
             return None
         try:
@@ -405,7 +421,7 @@ class EtcdV3Client:
             text = json.dumps(error) if not isinstance(error, str) else error
             if "invalid auth token" in text and self._credentials is not None:
                 self._authenticate()
-                return True
+                return _GIVE_UP
             raise self._http_error("watch", 0, text)
         result = message.get("result")
         if not isinstance(result, dict):
@@ -413,18 +429,20 @@ class EtcdV3Client:
         if result.get("canceled"):
             reason = str(result.get("cancel_reason") or "")
             if _int(result.get("compact_revision")) > 0:
-                return True
+                return _GIVE_UP
             # etcd cancels the watch of a stale token as "permission denied": take a
             # new token; should the user really lack the right, the caller's next
             # read says so.
             stale = "auth" in reason or "permission denied" in reason
             if stale and self._credentials is not None:
                 self._authenticate()
-                return True
+                return _GIVE_UP
             raise EtcdV3Error(f"etcd at {self.endpoint} cancelled a watch: {reason or 'no reason'}")
+        if result.get("created"):
+            return _CREATED
         events = result.get("events") or []
         if not events:
-            return None  # the creation notice, or a progress notice
+            return None  # a progress notice
         last = events[-1]
         if not isinstance(last, dict):
             raise EtcdV3Error("etcd's watch stream sent an event that is not a JSON object.")

@@ -169,7 +169,7 @@ def test_wait_for_change_returns_the_state_it_fired_on(backend: EtcdV3Rendezvous
     assert backend.wait_for_change(created[1], timeout=10) == (b"two", second[1])
 
 
-def test_wait_for_change_after_compaction_asks_for_a_read(
+def test_wait_for_change_with_a_stale_token_returns_the_current_state_at_once(
     etcd_v3_server: EtcdServer, backend: EtcdV3RendezvousBackend
 ) -> None:
     created = backend.set_state(b"one")
@@ -178,9 +178,12 @@ def test_wait_for_change_after_compaction_asks_for_a_read(
     assert second is not None
     third = backend.set_state(b"three", second[1])
     assert third is not None
-    # etcd forgets every revision before the third write, "two"'s among them.
+    # Even with the revisions in between compacted away: the watch is from now.
     gateway(etcd_v3_server.get_endpoint(), "kv/compaction", {"revision": str(third[1])})
-    assert backend.wait_for_change(created[1], timeout=10) is None
+    assert backend.wait_for_change(created[1], timeout=10) == (b"three", third[1])
+    assert backend.wait_for_change(None, timeout=10) == (b"three", third[1])
+    assert backend.wait_for_change(object(), timeout=10) == (b"three", third[1])
+    assert backend.wait_for_change(third[1], timeout=0.2) is None
 
 
 def test_intents_come_back_in_posting_order_after_the_cursor(
@@ -306,14 +309,14 @@ def test_username_and_password_reach_an_etcd_with_auth(auth_etcd: str) -> None:
 
 
 def test_without_credentials_etcd_with_auth_is_a_connection_error(auth_etcd: str) -> None:
-    anonymous = RendezvousParameters("etcd-v3", auth_etcd, "anon", 1, 1, read_timeout=5)
+    anonymous = RendezvousParameters("etcd-v3", auth_etcd, "anon", 1, 1, read_timeout=2)
     with pytest.raises(RendezvousConnectionError, match=auth_etcd):
         get_rendezvous_handler(anonymous).next_rendezvous()
 
 
 def test_a_wrong_password_is_a_connection_error_that_says_so(auth_etcd: str) -> None:
     params = RendezvousParameters(
-        "etcd-v3", auth_etcd, "wrong", 1, 1, username="root", password="nope", read_timeout=5
+        "etcd-v3", auth_etcd, "wrong", 1, 1, username="root", password="nope", read_timeout=2
     )
     with pytest.raises(RendezvousConnectionError, match="authentication failed"):
         get_rendezvous_handler(params).next_rendezvous()

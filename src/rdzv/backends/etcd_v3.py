@@ -9,7 +9,7 @@ this backend speaks v3 only, through etcd's JSON gateway (see
   transaction comparing it (or, without a token, the key's absence);
 - the key is attached to a lease of the ``ttl`` option, renewed by each write, so
   an abandoned rendezvous expires (between one and two TTLs after its last write);
-- a waiting node watches the key from the revision after its token.
+- a waiting node watches the key and wakes on the first write after its token.
 
 Join intents are keys ``<key>.intents/<random>`` whose create revision is their
 position in the log; heartbeats are keys ``<key>.heartbeats/<node>``. Both are
@@ -147,18 +147,21 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return None if current is None else (*current, False)
 
     def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
-        """Watch the key for the first write after ``token`` (or after now, without one).
+        """Return the state once it is no longer the one ``token`` names (``None``: no state).
 
         The watch reports the value it fired on, which is returned so that the
-        waiting node need not read it again.
+        waiting node need not read it again. A malformed token names no state:
+        the current one is returned at once.
         """
-        start = token + 1 if isinstance(token, int) and not isinstance(token, bool) else None
+        seen = token if isinstance(token, int) and not isinstance(token, bool) else None
+        if token is not None and seen is None:
+            seen = -1  # matches no revision
         try:
-            event = self._client.watch(self._raw_key, start, timeout)
+            event = self._client.watch(self._raw_key, seen, timeout)
         except EtcdV3Error as e:
             raise _connection_error(self._client, e) from e
         if event is None or event.deleted:
-            return None  # timed out, history compacted, or the key expired: read again
+            return None  # timed out, or the key expired or was deleted: read again
         return self._decode(event.kv)
 
     def post_intent(self, record: bytes) -> None:

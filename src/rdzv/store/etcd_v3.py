@@ -6,8 +6,8 @@ etcd key ``prefix + "/" + utf8(k)`` and holds the value's bytes as they are:
 no layout of its to share; :class:`rdzv.store.etcd.EtcdStore` keeps torch's v2 one.)
 
 A blocking ``get`` reads the one key it wants and, when it is absent, watches
-that key from the revision after the read, so no write in between is missed and
-writes to other keys cost it nothing. ``add``, ``append`` and ``compare_set`` are
+that key for any version other than the one read, so no write in between is
+missed and writes to other keys cost it nothing. ``add``, ``append`` and ``compare_set`` are
 transactions on the key's mod revision, retried with jittered backoff when
 another writer wins.
 """
@@ -191,29 +191,23 @@ class EtcdV3Store(Store):
         """Wait until the value of ``key`` (``None``: absent) satisfies ``done``.
 
         Returns whether it did before ``deadline``, and that value. Reads once, then
-        watches from the revision after the read; reads again only when the watch
-        gave up (timeout of one stream, compacted history).
+        watches for versions other than the one read, so no write is missed.
         """
         etcd_key = self._etcd_key(key)
-        revision: int | None = None
-        value: bytes | None = None
+        kv, _ = self.client.get(etcd_key)
+        value = None if kv is None else kv.value
+        seen = None if kv is None else kv.mod_revision
         while True:
-            if revision is None:
-                kv, revision = self.client.get(etcd_key)
-                value = None if kv is None else kv.value
-                if done(value):
-                    return True, value
+            if done(value):
+                return True, value
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False, value
-            event = self.client.watch(etcd_key, revision + 1, remaining)
+            event = self.client.watch(etcd_key, seen, remaining)
             if event is None:
-                revision = None
-                continue
+                continue  # the watch's own timeout: the loop checks the deadline
             value = None if event.deleted else event.kv.value
-            if done(value):
-                return True, value
-            revision = event.kv.mod_revision
+            seen = None if event.deleted else event.kv.mod_revision
 
     def _read_modify_write(self, key: str, update: _Update, what: str) -> bytes | None:
         """Apply ``update`` atomically.
