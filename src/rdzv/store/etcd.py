@@ -62,9 +62,31 @@ def _error_index(error: etcd.EtcdException) -> int | None:
     return index if isinstance(index, int) else None
 
 
-def _backoff(attempt: int) -> None:
-    # Full jitter: writers that lost the same compare-and-swap do not retry in step.
-    time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))  # noqa: S311
+class _Contention:
+    """Paces a compare-and-swap loop that keeps losing, and bounds it by the store timeout."""
+
+    def __init__(self, what: str, timeout: timedelta) -> None:
+        self._what = what
+        self._timeout = timeout.total_seconds()
+        self._deadline = time.monotonic() + self._timeout
+        self._attempt = 0
+
+    def lost(self) -> None:
+        """Sleep before the next try (full jitter: losers do not retry in step).
+
+        Raises:
+            StoreTimeoutError: the loop has run for the whole store timeout.
+        """
+        pause = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**self._attempt))  # noqa: S311
+        self._attempt += 1
+        if time.monotonic() + pause > self._deadline:
+            raise StoreTimeoutError(
+                f"Could not {self._what} within {self._timeout:g} s: other writers changed "
+                f"the key first {self._attempt} times (etcd v2 has no atomic update, so "
+                "EtcdStore retries a compare-and-swap). Spread the writers over more keys, "
+                "or raise the store timeout."
+            )
+        time.sleep(pause)
 
 
 class EtcdStore(Store):
@@ -76,7 +98,10 @@ class EtcdStore(Store):
         timeout: how long ``get`` and ``wait`` block (default: 300 s, as c10d).
 
     Every request other than a blocking wait is bounded by the client's
-    ``read_timeout``. Errors: ``StoreTimeoutError`` when a wait times out,
+    ``read_timeout``. ``add``, ``append`` and ``compare_set`` are compare-and-swap
+    loops (etcd v2 has no atomic update): many writers of one key queue, each
+    loss paced by a random pause. Errors: ``StoreTimeoutError`` when a wait times
+    out or such a loop keeps losing for the whole timeout,
     ``EtcdStoreConnectionError`` when etcd cannot be reached, ``EtcdStoreError``
     when etcd refuses an operation or holds a value that is not base64.
 
@@ -155,8 +180,9 @@ class EtcdStore(Store):
     ) -> bytes:
         expected, desired = to_bytes(expected_value), to_bytes(desired_value)
         etcd_key = self._etcd_key(key)
-        with self._translate(f"compare-and-set key {key!r}"):
-            attempt = 0
+        what = f"compare-and-set key {key!r}"
+        with self._translate(what):
+            contention = _Contention(what, self.timeout)
             while True:
                 try:
                     node = self.client.read(etcd_key)
@@ -171,8 +197,7 @@ class EtcdStore(Store):
                         return current
                     if self._swap(etcd_key, desired, node.modifiedIndex):
                         return desired
-                _backoff(attempt)
-                attempt += 1
+                contention.lost()
 
     def append(self, key: str, value: str | bytes) -> None:
         data = to_bytes(value)
@@ -327,7 +352,7 @@ class EtcdStore(Store):
     def _read_modify_write(self, key: str, update: _Update, what: str) -> bytes:
         etcd_key = self._etcd_key(key)
         with self._translate(what):
-            attempt = 0
+            contention = _Contention(what, self.timeout)
             while True:
                 try:
                     node = self.client.read(etcd_key)
@@ -339,8 +364,7 @@ class EtcdStore(Store):
                     new = update(self._decode(node, key))
                     if self._swap(etcd_key, new, node.modifiedIndex):
                         return new
-                _backoff(attempt)
-                attempt += 1
+                contention.lost()
 
     @contextlib.contextmanager
     def _translate(self, what: str) -> Iterator[None]:
