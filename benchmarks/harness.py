@@ -127,9 +127,9 @@ class CountingSideChannels(CountingBackend, IntentLog, HeartbeatBoard):
 
     _inner: Any
 
-    def post_intent(self, record: bytes) -> None:
+    def post_intent(self, record: bytes, cursor: int) -> None:
         self._counter.count("post_intent", record)
-        self._inner.post_intent(record)
+        self._inner.post_intent(record, cursor)
 
     def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
         result: tuple[list[bytes], int] = self._inner.read_intents(cursor)

@@ -191,7 +191,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
                 return store.get_if_exists(f"rdzv.rendezvous.{run_id}")
 
             def c10d_intents(run_id: str, records: list[bytes]) -> None:
-                store.append(f"rdzv.intents.{run_id}", b"".join(records))
+                store.append(f"rdzv.intents.{run_id}.0", b"".join(records))
 
             yield Target(
                 "c10d",
@@ -260,9 +260,10 @@ def test_after_a_forced_close_a_new_run_id_rendezvouses(target: Target, run_id: 
 def test_garbage_in_the_join_intents_log_is_skipped_and_the_rendezvous_completes(
     target: Target, run_id: str, tmp_path: Path
 ) -> None:
-    """Join intents (docs/migrating.rst: ``<key>.intents/`` on etcd, ``rdzv.intents.<run_id>``
-    in the store) are appended by any node: records that are not intents, a pickle, and
-    a last line left without its end are skipped with a warning, and two nodes meet."""
+    """Join intents (docs/migrating.rst: ``<key>.intents/`` on etcd,
+    ``rdzv.intents.<run_id>.<segment>`` in the store) are appended by any node: records
+    that are not intents, a pickle, and a last line left without its end are skipped
+    with a warning, and two nodes meet."""
     marker = tmp_path / "marker"
     planted = [
         b"not an intent\n",

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from rdzv import RendezvousConnectionError, RendezvousParameters, get_rendezvous_handler
-from rdzv.backends.c10d import create_backend, is_local_address
+from rdzv.backends.c10d import C10dRendezvousBackend, create_backend, is_local_address
+from rdzv.core import decode_state
+from rdzv.dynamic.handler import create_handler
 from rdzv.store.tcp import TCPStore
 
 
@@ -90,7 +92,7 @@ def test_file_store_backend_rendezvous_two_nodes(tmp_path: Path) -> None:
     ]
     ranks: list[int] = []
     threads = [
-        threading.Thread(target=lambda h=h: ranks.append(h.next_rendezvous().rank))
+        threading.Thread(target=lambda h=h, r=ranks: r.append(h.next_rendezvous().rank))
         for h in handlers
     ]
     for thread in threads:
@@ -100,3 +102,41 @@ def test_file_store_backend_rendezvous_two_nodes(tmp_path: Path) -> None:
     for handler in handlers:
         handler.shutdown()
     assert sorted(ranks) == [0, 1]
+
+
+def test_the_intent_log_rolls_over_into_new_keys_and_deletes_the_old(tmp_path: Path) -> None:
+    """Round after round of joins: the log moves to a new segment key once the state has
+    admitted a full one, and deletes the one before, so it stays bounded; every round
+    still gets its ranks."""
+    port, run_id = free_port(), "rolling"
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    try:
+        backends = [C10dRendezvousBackend(host, run_id, intent_segment_bytes=200) for _ in range(3)]
+        settings = RendezvousParameters(
+            "c10d", "", run_id, 3, 3, "127.0.0.1", last_call_timeout=0.05, join_timeout=30
+        )
+        handlers = [create_handler(host, backend, settings) for backend in backends]
+        for round_ in range(8):
+            ranks: list[int] = []
+            threads = [
+                threading.Thread(target=lambda h=h, r=ranks: r.append(h.next_rendezvous().rank))
+                for h in handlers
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert sorted(ranks) == [0, 1, 2], f"round {round_}: {ranks}"
+        result = backends[0].get_state()
+        assert result is not None
+        segment = decode_state(result[0]).intent_cursor >> 32
+        assert segment >= 3, "the log never rolled over"
+        keys = [f"rdzv.intents.{run_id}.{number}" for number in range(segment + 2)]
+        kept = [
+            key for key, value in zip(keys, host.multi_get_if_exists(keys), strict=True) if value
+        ]
+        assert kept and set(kept) <= set(keys[segment - 1 :]), kept
+    finally:
+        for handler in handlers:
+            handler.shutdown()
+        host.close()

@@ -190,13 +190,13 @@ def test_intents_come_back_in_posting_order_after_the_cursor(
     backend: EtcdV3RendezvousBackend,
 ) -> None:
     assert backend.read_intents(0) == ([], 0)
-    backend.post_intent(b"first\n")
-    backend.post_intent(b"second\n")
+    backend.post_intent(b"first\n", 0)
+    backend.post_intent(b"second\n", 0)
     records, cursor = backend.read_intents(0)
     assert records == [b"first\n", b"second\n"]
     assert cursor > 0
     assert backend.read_intents(cursor) == ([], cursor)
-    backend.post_intent(b"third\n")
+    backend.post_intent(b"third\n", 0)
     records, later = backend.read_intents(cursor)
     assert records == [b"third\n"] and later > cursor
 

@@ -52,22 +52,45 @@ endpoint is reported quickly rather than after torch's full read timeout."""
 _T = TypeVar("_T")
 
 
+_SEGMENT_SPAN = 1 << 32
+"""A log position is ``segment * _SEGMENT_SPAN + byte offset`` within the segment."""
+
+
 class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Holds the state of ``run_id`` in ``store`` (torch's signature).
 
-    Join intents are appended to one key (a log whose byte length is the
-    position) and each node's heartbeat is a key of its own.
+    Join intents are appended to a log kept in segments, one key each
+    (``rdzv.intents.<run_id>.<segment>``): once the state has admitted a whole
+    segment of at least ``intent_segment_bytes``, the log moves on to the next
+    key and the one before is deleted, so a long elastic job keeps a bounded log
+    (one key without end would reach the store's value limit after some hundred
+    thousand joins, and every fold reads its segment). Each node's heartbeat is
+    a key of its own.
 
     Raises:
-        ValueError: an empty run id.
+        ValueError: an empty run id, or a segment size that is not positive.
     """
 
-    def __init__(self, store: Store, run_id: str, *, name: str = "c10d") -> None:
+    DEFAULT_SEGMENT_BYTES = 64 * 1024
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        *,
+        name: str = "c10d",
+        intent_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    ) -> None:
         if not run_id:
             raise ValueError("The run id must be a non-empty string.")
+        if intent_segment_bytes <= 0:
+            raise ValueError(
+                f"The intent log segment size ({intent_segment_bytes}) must be positive."
+            )
         self._store = store
         self._key = f"rdzv.rendezvous.{run_id}"
-        self._intents_key = f"rdzv.intents.{run_id}"
+        self._intents_prefix = f"rdzv.intents.{run_id}."
+        self._segment_bytes = intent_segment_bytes
         self._beats_prefix = f"rdzv.heartbeats.{run_id}."
         self._name = name
 
@@ -89,8 +112,8 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         try:
             return operation()
         except ValueError as e:
-            # The store refused a value over its size limit: the intent log of a run
-            # that has seen some hundred thousand joins (it is never trimmed).
+            # The store refused a value over its size limit (a segment of the intent
+            # log that a partial record keeps from rolling over).
             raise RendezvousStateError(
                 f"The rendezvous store refused a write for run key {self._key}: {e}. Start "
                 "the job again with a new run id."
@@ -124,19 +147,28 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             return None  # the key is gone (c10d answers a missing key with the expectation)
         return (*self._decode(result), False)
 
-    def post_intent(self, record: bytes) -> None:
-        self._call(lambda: self._store.append(self._intents_key, record))
+    def _segment_key(self, segment: int) -> str:
+        return f"{self._intents_prefix}{segment}"
+
+    def post_intent(self, record: bytes, cursor: int) -> None:
+        key = self._segment_key(cursor // _SEGMENT_SPAN)
+        self._call(lambda: self._store.append(key, record))
 
     def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
-        log = self._call(lambda: self._store.get_if_exists(self._intents_key)) or b""
-        if len(log) <= cursor:
-            return [], cursor
+        segment, offset = divmod(cursor, _SEGMENT_SPAN)
+        log = self._call(lambda: self._store.get_if_exists(self._segment_key(segment))) or b""
         # Only whole records: an append may be seen half written by no one (the
         # store applies it at once), but a corrupt writer could leave a partial line.
-        end = log.rfind(b"\n", cursor) + 1
-        if end <= cursor:
-            return [], cursor
-        return [log[cursor:end]], end
+        end = max(log.rfind(b"\n", offset) + 1, offset)
+        records = [log[offset:end]] if end > offset else []
+        if end >= self._segment_bytes and end == len(log):
+            # All of this segment is read and it is full: the log goes on in the next
+            # one. Nobody needs the one before any more: states that point into it
+            # are stale, and their compare-and-set fails.
+            if segment > 0:
+                self._call(lambda: self._store.delete_key(self._segment_key(segment - 1)))
+            return records, (segment + 1) * _SEGMENT_SPAN
+        return records, segment * _SEGMENT_SPAN + end
 
     def beat(self, name: str, record: bytes, ttl: float) -> None:
         self._call(lambda: self._store.set(self._beats_prefix + name, record))

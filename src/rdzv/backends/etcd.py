@@ -141,7 +141,7 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             f"{self._endpoint}/v2/keys{path}`) and start the nodes again."
         )
 
-    def post_intent(self, record: bytes) -> None:
+    def post_intent(self, record: bytes, cursor: int) -> None:
         try:
             self._client.write(
                 self._intents_dir, record.decode("utf-8"), ttl=self.INTENT_TTL, append=True

@@ -164,7 +164,7 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             return None  # timed out, or the key expired or was deleted: read again
         return self._decode(event.kv)
 
-    def post_intent(self, record: bytes) -> None:
+    def post_intent(self, record: bytes, cursor: int) -> None:
         # A random name: unique without a read, and its create revision orders it.
         key = self._intents_prefix + uuid.uuid4().hex.encode()
         try:

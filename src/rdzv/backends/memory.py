@@ -32,7 +32,7 @@ class InMemoryBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         self._intents: list[bytes] = []
         self._beats: dict[str, bytes] = {}
 
-    def post_intent(self, record: bytes) -> None:
+    def post_intent(self, record: bytes, cursor: int) -> None:
         with self._changed:
             self._intents.append(bytes(record))
 

@@ -100,8 +100,13 @@ class IntentLog(ABC):
     """
 
     @abstractmethod
-    def post_intent(self, record: bytes) -> None:
+    def post_intent(self, record: bytes, cursor: int) -> None:
         """Append one record to the log.
+
+        ``cursor`` is the log position in the state the node read; a backend whose
+        log rolls over into new segments (to bound its size) posts into the
+        segment the cursor names. A record posted to a segment that was rolled
+        over meanwhile is never admitted; the node sees that and posts again.
 
         Raises:
             RendezvousConnectionError: the backend cannot be reached.

@@ -318,7 +318,7 @@ class RendezvousOpExecutor:
         """Post this node's intent if needed, and admit every pending one."""
         intent = JoinIntent(self._node, now)
         if repost:
-            log.post_intent(encode_intent(intent))
+            log.post_intent(encode_intent(intent), state.intent_cursor)
         records, cursor = log.read_intents(state.intent_cursor)
         intents, bad = decode_intents(records)
         if bad:
@@ -329,8 +329,9 @@ class RendezvousOpExecutor:
             )
         fresh = now - self._settings.heartbeat_expiry
         if not any(i.node == self._node and i.posted >= fresh for i in intents):
-            # Ours was admitted and dropped since, or expired: post it again.
-            log.post_intent(encode_intent(intent))
+            # Ours was admitted and dropped since, expired, or went to a log segment
+            # that rolled over: post it again, where the log is now.
+            log.post_intent(encode_intent(intent), cursor)
             records, cursor = log.read_intents(state.intent_cursor)
             intents, _ = decode_intents(records)
         return admit_intents(state, intents, cursor, self._settings, now)
