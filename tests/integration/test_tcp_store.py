@@ -376,24 +376,23 @@ def test_wait_for_change_wakes_on_a_write_by_another_client(
     store.set("state", b"v1")
     later(0.2, other.set, "state", b"v2")
     started = time.monotonic()
-    store.wait_for_change("state", b"v1", timeout=5)
+    assert store.wait_for_change("state", b"v1", timeout=5) == b"v2"  # the new value
     assert 0.15 < time.monotonic() - started < 1.5
-    assert store.get("state") == b"v2"
 
 
 def test_wait_for_change_returns_at_once_when_the_value_already_differs(store: TCPStore) -> None:
     store.set("state", b"v2")
     started = time.monotonic()
-    store.wait_for_change("state", b"v1", timeout=5)
-    store.wait_for_change("state", None, timeout=5)
+    assert store.wait_for_change("state", b"v1", timeout=5) == b"v2"
+    assert store.wait_for_change("state", None, timeout=5) == b"v2"
     assert time.monotonic() - started < 0.5
 
 
 def test_wait_for_change_returns_without_raising_at_its_timeout(store: TCPStore) -> None:
     store.set("state", b"same")
     started = time.monotonic()
-    store.wait_for_change("state", b"same", timeout=0.2)
-    store.wait_for_change("absent", None, timeout=0.1)
+    assert store.wait_for_change("state", b"same", timeout=0.2) is None
+    assert store.wait_for_change("absent", None, timeout=0.1) is None
     assert 0.25 < time.monotonic() - started < 1.5
 
 
@@ -403,9 +402,9 @@ def test_wait_for_change_sees_a_key_created_and_a_key_deleted(
     store, other = connect(), connect()
     later(0.1, other.set, "k", b"")
     started = time.monotonic()
-    store.wait_for_change("k", None, timeout=5)
+    assert store.wait_for_change("k", None, timeout=5) == b""  # created, empty
     later(0.1, other.delete_key, "k")
-    store.wait_for_change("k", b"", timeout=5)
+    assert store.wait_for_change("k", b"", timeout=5) is None  # deleted
     assert time.monotonic() - started < 2
     assert store.get_if_exists("k") is None
 

@@ -93,11 +93,11 @@ def test_append_creates_then_extends(store: InMemoryStore) -> None:
 
 def test_wait_for_change_wakes_on_a_write_and_returns_on_timeout(store: InMemoryStore) -> None:
     start = time.monotonic()
-    store.wait_for_change("k", None, 0.05)
+    assert store.wait_for_change("k", None, 0.05) is None
     assert time.monotonic() - start >= 0.04
     threading.Timer(0.05, store.set, args=("k", b"1")).start()
     start = time.monotonic()
-    store.wait_for_change("k", None, 5)
+    assert store.wait_for_change("k", None, 5) == b"1"
     assert time.monotonic() - start < 2
 
 

@@ -180,8 +180,8 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
 
     def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
         current = token if isinstance(token, bytes) else None
-        self._call(lambda: self._store.wait_for_change(self._key, current, timeout))
-        return None
+        value = self._call(lambda: self._store.wait_for_change(self._key, current, timeout))
+        return None if value is None else self._decode(value)
 
 
 def is_local_address(host: str) -> bool:

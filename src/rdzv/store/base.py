@@ -160,22 +160,24 @@ class Store(ABC):
                 return
             current = result
 
-    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> None:
+    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> bytes | None:
         """Return once the value of ``key`` differs from ``current`` or ``timeout`` seconds pass.
 
-        ``current=None`` means the key is absent. This never raises on timeout: the
-        caller re-reads and decides. The default polls every 50 ms; stores that can
-        be told of a change (TCP store, etcd watch) override it so that a waiting
-        rendezvous wakes as soon as the state moves.
+        ``current=None`` means the key is absent. Returns the new value when the
+        store has it at hand (it spares the caller a read), else ``None``: timed
+        out, the key is gone, or the store does not say. This never raises on
+        timeout: the caller re-reads and decides. The default polls every 50 ms;
+        stores that can be told of a change (TCP store, etcd watch) override it so
+        that a waiting rendezvous wakes as soon as the state moves.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             value = self.get_if_exists(key)
             if value != current:
-                return
+                return value
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return None
             time.sleep(min(0.05, remaining))
 
     def multi_get_if_exists(self, keys: Sequence[str]) -> list[bytes | None]:

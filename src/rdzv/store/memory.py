@@ -106,11 +106,12 @@ class InMemoryStore(Store):
             self._data[check_key(key)] = self._data.get(key, b"") + data
             self._changed.notify_all()
 
-    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> None:
+    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> bytes | None:
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._changed:
             while self._data.get(key) == current:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return
+                    return None
                 self._changed.wait(remaining)
+            return self._data.get(key)

@@ -84,8 +84,8 @@ class PrefixStore(Store):
     def append(self, key: str, value: str | bytes) -> None:
         self._store.append(self._key(key), value)
 
-    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> None:
-        self._store.wait_for_change(self._key(key), current, timeout)
+    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> bytes | None:
+        return self._store.wait_for_change(self._key(key), current, timeout)
 
     def close(self) -> None:
         """Does nothing: the underlying store belongs to whoever made it."""

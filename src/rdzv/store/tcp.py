@@ -683,11 +683,13 @@ class TCPStore(Store):
         reply = self._call(f"get_if_exists({key!r})", Op.GET_IF_EXISTS, (_encode_key(key),))
         return reply[0] if reply else None
 
-    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> None:
+    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> bytes | None:
         """Return once ``key`` no longer holds ``current`` (``None``: absent), or after ``timeout``.
 
         The server parks the request and answers on the first write that changes the
-        key. Never raises on timeout, as the contract says; a lost connection raises
+        key, with the new value (``None`` on a timeout or when the key went): a
+        rendezvous that wakes need not read the state again. Never raises on
+        timeout, as the contract says; a lost connection raises
         ``StoreConnectionError``.
         """
         wait = max(float(timeout), 0.0)
@@ -695,9 +697,11 @@ class TCPStore(Store):
         if current is not None:
             args.append(to_bytes(current))
         try:
-            self._call(f"wait_for_change({key!r})", Op.WAIT_FOR_CHANGE, args, wait)
+            reply = self._call(f"wait_for_change({key!r})", Op.WAIT_FOR_CHANGE, args, wait)
         except StoreTimeoutError:
-            return
+            return None
+        # A server of an earlier version answers without the value.
+        return reply[0] if reply else None
 
     def ping(self) -> None:
         """Round-trip an empty request: raises ``StoreError`` if the store is unreachable."""

@@ -286,6 +286,10 @@ class _Engine:
                 return _ok([self.data[key] for key in waiter.keys])
             except _Refusal as e:
                 return _error_frame(e.code, e.message)
+        if waiter.kind is _WaitKind.CHANGE:
+            value = self.data.get(waiter.keys[0])  # the new value, if the key is there
+            if value is not None:
+                return encode_frame(Status.OK, (value,))
         return _OK_EMPTY
 
     def _notify(self, key: bytes) -> None:
