@@ -589,7 +589,13 @@ class Workers:
         return [replies[i] for i in range(len(self.conns))]
 
     def stop(self) -> None:
-        """Ask the workers to exit, then kill whichever has not within a few seconds."""
+        """Ask the workers to exit, then kill whichever has not within a few seconds.
+
+        Idempotent: a second call returns at once. It must not touch the stop event
+        again, whose lock a worker killed by the first call may have died holding.
+        """
+        if not self.processes:
+            return
         self._stop.set()
         end = time.monotonic() + (30.0 if self.profile else 3.0)
         for process in self.processes:
