@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import random
 import time
 from base64 import b64decode, b64encode
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ from rdzv.store.base import (
     check_key,
     to_bytes,
 )
+from rdzv.store.contention import Contention
 
 __all__ = ["EtcdStore", "EtcdStoreConnectionError", "EtcdStoreError"]
 
@@ -38,9 +38,6 @@ _REMOVE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
 
 _Update = Callable[[bytes | None], bytes]
 """Computes the new value of a key from its current one (``None``: absent)."""
-
-_BACKOFF_BASE = 0.001
-_BACKOFF_CAP = 0.05
 
 
 class EtcdStoreError(StoreError):
@@ -60,33 +57,6 @@ def _error_index(error: etcd.EtcdException) -> int | None:
     # index sees every write that happened after the failed read.
     index = (error.payload or {}).get("index")
     return index if isinstance(index, int) else None
-
-
-class _Contention:
-    """Paces a compare-and-swap loop that keeps losing, and bounds it by the store timeout."""
-
-    def __init__(self, what: str, timeout: timedelta) -> None:
-        self._what = what
-        self._timeout = timeout.total_seconds()
-        self._deadline = time.monotonic() + self._timeout
-        self._attempt = 0
-
-    def lost(self) -> None:
-        """Sleep before the next try (full jitter: losers do not retry in step).
-
-        Raises:
-            StoreTimeoutError: the loop has run for the whole store timeout.
-        """
-        pause = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**self._attempt))  # noqa: S311
-        self._attempt += 1
-        if time.monotonic() + pause > self._deadline:
-            raise StoreTimeoutError(
-                f"Could not {self._what} within {self._timeout:g} s: other writers changed "
-                f"the key first {self._attempt} times (etcd v2 has no atomic update, so "
-                "EtcdStore retries a compare-and-swap). Spread the writers over more keys, "
-                "or raise the store timeout."
-            )
-        time.sleep(pause)
 
 
 class EtcdStore(Store):
@@ -182,7 +152,7 @@ class EtcdStore(Store):
         etcd_key = self._etcd_key(key)
         what = f"compare-and-set key {key!r}"
         with self._translate(what):
-            contention = _Contention(what, self.timeout)
+            contention = Contention(what, self.timeout)
             while True:
                 try:
                     node = self.client.read(etcd_key)
@@ -352,7 +322,7 @@ class EtcdStore(Store):
     def _read_modify_write(self, key: str, update: _Update, what: str) -> bytes:
         etcd_key = self._etcd_key(key)
         with self._translate(what):
-            contention = _Contention(what, self.timeout)
+            contention = Contention(what, self.timeout)
             while True:
                 try:
                     node = self.client.read(etcd_key)

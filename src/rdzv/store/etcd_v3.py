@@ -15,7 +15,6 @@ another writer wins.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
@@ -29,20 +28,13 @@ from rdzv.store.base import (
     check_key,
     to_bytes,
 )
+from rdzv.store.contention import Contention
 from rdzv.store.etcd import EtcdStoreConnectionError, EtcdStoreError
 
 __all__ = ["EtcdStoreConnectionError", "EtcdStoreError", "EtcdV3Store"]
 
 _Update = Callable[[bytes | None], bytes | None]
 """The new value of a key from its current one (``None``: absent); ``None``: leave it."""
-
-_BACKOFF_BASE = 0.001
-_BACKOFF_CAP = 0.05
-
-
-def _backoff(attempt: int) -> None:
-    # Full jitter: writers that lost the same transaction do not retry in step.
-    time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))  # noqa: S311
 
 
 class EtcdV3Store(Store):
@@ -218,7 +210,7 @@ class EtcdV3Store(Store):
         etcd_key = self._etcd_key(key)
         with self._translate(what):
             kv, _ = self.client.get(etcd_key)
-            attempt = 0
+            contention = Contention(what, self.timeout)
             while True:
                 current = None if kv is None else kv.value
                 new = update(current)
@@ -230,8 +222,7 @@ class EtcdV3Store(Store):
                     return new
                 # The failed transaction read the key: no second request before retrying.
                 kv = now
-                _backoff(attempt)
-                attempt += 1
+                contention.lost()
 
     @contextlib.contextmanager
     def _translate(self, what: str) -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""EtcdStore's compare-and-swap loop: paced while it loses, bounded by the store timeout."""
+"""The etcd stores' compare-and-swap loop: paced while it loses, bounded by the store timeout."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 
 from rdzv.store.base import StoreTimeoutError
-from rdzv.store.etcd import _Contention
+from rdzv.store.contention import Contention
 
 
 def test_a_loop_that_keeps_losing_ends_with_a_timeout_that_says_why() -> None:
-    contention = _Contention("add to key 'k'", timedelta(seconds=0.3))
+    contention = Contention("add to key 'k'", timedelta(seconds=0.3))
     started = time.monotonic()
     with pytest.raises(StoreTimeoutError, match=r"add to key 'k' within 0.3 s.*compare-and-swap"):
         while True:
