@@ -173,19 +173,36 @@ def test_the_cursor_never_moves_back() -> None:
         admit_intents(RendezvousState(intent_cursor=5), [], 4, SETTINGS, NOW)
 
 
-@settings(max_examples=200)
-@given(
-    st.lists(st.sampled_from(NODES), max_size=10),
-    st.sampled_from(["empty", "incomplete", "complete"]),
-)
+def _then(state: RendezvousState, action: Action, node: NodeDesc) -> RendezvousState:
+    return apply_action(state, action, node, SETTINGS, NOW)
+
+
+_STARTS = {
+    "empty": RendezvousState(),
+    "incomplete": joined(A),
+    "at-min": joined(A, B),
+    "complete": joined(A, B, complete=True),
+    "complete-with-waiting": _then(joined(A, B, complete=True), Action.ADD_TO_WAIT_LIST, C),
+    "full-with-redundant": _then(joined(A, B, C), Action.ADD_TO_REDUNDANCY_LIST, D),
+    "next-round-with-waiting": _then(
+        _then(
+            _then(joined(A, B, complete=True), Action.ADD_TO_WAIT_LIST, C),
+            Action.REMOVE_FROM_PARTICIPANTS,
+            A,
+        ),
+        Action.REMOVE_FROM_PARTICIPANTS,
+        B,
+    ),
+    "closed": _then(joined(A), Action.MARK_RENDEZVOUS_CLOSED, A),
+}
+
+
+@settings(max_examples=400)
+@given(st.lists(st.sampled_from(NODES), max_size=10), st.sampled_from(sorted(_STARTS)))
 def test_a_batch_admits_what_the_same_joins_one_by_one_would(
     order: list[NodeDesc], start: str
 ) -> None:
-    initial = {
-        "empty": RendezvousState(),
-        "incomplete": joined(A),
-        "complete": joined(A, B, complete=True),
-    }[start]
+    initial = _STARTS[start]
     batch = admit_intents(initial, [intent(n) for n in order], 0, SETTINGS, NOW)
     one_by_one = initial
     for node in order:

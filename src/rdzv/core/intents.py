@@ -22,9 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from rdzv.core.decisions import Action, decide_join
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
-from rdzv.core.transitions import apply_action
+from rdzv.core.transitions import place_newcomers
 
 __all__ = [
     "MAX_INTENT_SIZE",
@@ -39,10 +38,6 @@ __all__ = [
 
 MAX_INTENT_SIZE = 4096
 """Longest intent record accepted; longer lines in the log are skipped."""
-
-_PLACEMENTS = frozenset(
-    {Action.ADD_TO_PARTICIPANTS, Action.ADD_TO_WAIT_LIST, Action.ADD_TO_REDUNDANCY_LIST}
-)
 
 
 @attrs.frozen
@@ -120,13 +115,8 @@ def admit_intents(
             f"The intent cursor cannot move back (from {state.intent_cursor} to {cursor})."
         )
     expired_before = now - settings.heartbeat_expiry
-    new = state
-    for intent in intents:
-        if new.closed or intent.posted < expired_before:
-            continue
-        action = decide_join(new, intent.node, settings, now, math.inf)
-        if action in _PLACEMENTS:
-            new = apply_action(new, action, intent.node, settings, now)
+    fresh = (intent.node for intent in intents if intent.posted >= expired_before)
+    new = place_newcomers(state, fresh, settings, now)
     if cursor == state.intent_cursor and new is state:
         return state
     return attrs.evolve(new, intent_cursor=cursor)

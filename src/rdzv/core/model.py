@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class NodeDesc:
     """One participant of a rendezvous: its address, process id and a per-process counter.
 

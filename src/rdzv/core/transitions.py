@@ -8,7 +8,7 @@ instead of guessing: the decision functions never produce one, so it marks a bug
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 import attrs
@@ -16,7 +16,12 @@ import attrs
 from rdzv.core.decisions import Action
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 
-__all__ = ["IllegalTransitionError", "after_participant_removed", "apply_action"]
+__all__ = [
+    "IllegalTransitionError",
+    "after_participant_removed",
+    "apply_action",
+    "place_newcomers",
+]
 
 
 class IllegalTransitionError(ValueError):
@@ -207,3 +212,56 @@ def apply_action(
     if reducer is None:
         _illegal(action, node, state, "this action writes nothing")
     return reducer(state, node, settings, now)
+
+
+def place_newcomers(
+    state: RendezvousState,
+    nodes: Iterable[NodeDesc],
+    settings: RendezvousSettings,
+    now: float,
+) -> RendezvousState:
+    """Place each node, in order, where its own join would: one new state for all.
+
+    The same as applying, node after node, the placement that
+    :func:`rdzv.core.decisions.decide_join` chooses for it (participants of an
+    incomplete round, else the wait list while the round has room, else the
+    redundancy list), skipping nodes a join would not place (participants, nodes
+    waiting in a complete round, redundant nodes). Applying the reducers one by
+    one copies the state per node, which is quadratic in a batch of a thousand
+    joins; this builds it once. A property test checks that both agree.
+    """
+    if state.closed:
+        return state
+    participants = dict(state.participants)
+    wait_list = set(state.wait_list)
+    redundant = set(state.redundancy_list)
+    beats = dict(state.last_heartbeats)
+    complete, deadline, world_size = state.complete, state.deadline, state.world_size
+    placed = False
+    for node in nodes:
+        if node in participants or node in redundant or (complete and node in wait_list):
+            continue
+        placed = True
+        beats[node] = now
+        if complete:
+            (wait_list if len(participants) < settings.max_nodes else redundant).add(node)
+            continue
+        participants[node] = 0
+        wait_list.discard(node)
+        if len(participants) == settings.min_nodes:
+            deadline = now + settings.timeout.last_call.total_seconds()
+        if len(participants) >= settings.max_nodes:
+            participants = {n: rank for rank, n in enumerate(sorted(participants))}
+            complete, deadline, world_size = True, None, len(participants)
+    if not placed:
+        return state
+    return attrs.evolve(
+        state,
+        participants=participants,
+        wait_list=frozenset(wait_list),
+        redundancy_list=frozenset(redundant),
+        last_heartbeats=beats,
+        complete=complete,
+        deadline=deadline,
+        world_size=world_size,
+    )
