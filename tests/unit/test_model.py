@@ -234,3 +234,22 @@ def test_oldest_heartbeat_is_derived_and_not_part_of_equality() -> None:
     assert state == RendezvousState(participants={A: 0}, last_heartbeats={A: 3.0})
     with pytest.raises(TypeError):
         RendezvousState(oldest_heartbeat=1.0)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        (NodeDesc("a", 9, 0), NodeDesc("a", 9, 1)),
+        (NodeDesc("a", 9, 5), NodeDesc("a", 10, 0)),
+        (NodeDesc("a", 99, 9), NodeDesc("b", 1, 0)),
+    ],
+)
+def test_every_comparison_agrees_with_the_tuple_order(left: NodeDesc, right: NodeDesc) -> None:
+    assert left < right and left <= right and right > left and right >= left
+    assert not (right < left or right <= left or left > right or left >= right)
+    assert left <= NodeDesc(left.addr, left.pid, left.local_id) >= left
+
+
+def test_a_node_does_not_compare_with_another_type() -> None:
+    with pytest.raises(TypeError):
+        _ = NodeDesc("a", 1, 0) < ("a", 1, 0)  # type: ignore[operator]

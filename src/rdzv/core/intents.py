@@ -16,6 +16,7 @@ offer two side channels, and this module is their pure half:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,7 +56,10 @@ def encode_intent(intent: JoinIntent) -> bytes:
     return json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
+@functools.lru_cache(maxsize=4096)
 def _decode_intent(line: bytes) -> JoinIntent | None:
+    """One record's intent (memoised: every node of a process that folds reads the
+    same pending records, a thousand of them at a large rendezvous)."""
     if len(line) > MAX_INTENT_SIZE:
         return None
     try:
