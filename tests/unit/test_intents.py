@@ -21,6 +21,7 @@ from rdzv.core import (
 from rdzv.core.intents import (
     MAX_INTENT_SIZE,
     JoinIntent,
+    _parse_intent,
     admit_intents,
     decode_beat,
     decode_intents,
@@ -92,6 +93,14 @@ def test_a_bad_record_is_skipped_and_counted_not_raised(line: bytes) -> None:
     intents, bad = decode_intents([line + b"\n" + good])
     assert [i.node for i in intents] == [A]
     assert bad == 1
+
+
+def test_an_oversized_line_is_rejected_before_the_decode_cache() -> None:
+    """The cache of decoded lines must not keep a hostile megabyte line alive."""
+    before = _parse_intent.cache_info().currsize
+    line = b'["' + b"x" * (1 << 20) + b'", 1, 0, 5.0]\n'
+    assert decode_intents([line]) == ([], 1)
+    assert _parse_intent.cache_info().currsize == before
 
 
 @given(st.binary(max_size=300))

@@ -56,12 +56,15 @@ def encode_intent(intent: JoinIntent) -> bytes:
     return json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
-@functools.lru_cache(maxsize=4096)
 def _decode_intent(line: bytes) -> JoinIntent | None:
+    # Checked before the cache, which must not keep a hostile megabyte line alive.
+    return None if len(line) > MAX_INTENT_SIZE else _parse_intent(line)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_intent(line: bytes) -> JoinIntent | None:
     """One record's intent (memoised: every node of a process that folds reads the
     same pending records, a thousand of them at a large rendezvous)."""
-    if len(line) > MAX_INTENT_SIZE:
-        return None
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):
