@@ -29,9 +29,11 @@ from rdzv.store.etcd import EtcdStore
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
+    "DEFAULT_STORE_PREFIX",
     "EtcdRendezvousBackend",
     "create_backend",
     "create_etcd_v2_handler",
+    "etcd_prefixes",
 ]
 
 DEFAULT_KEY_PREFIX = "/rdzv/rendezvous"
@@ -212,6 +214,27 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return None  # expired or deleted
 
 
+def etcd_prefixes(params: RendezvousParameters) -> tuple[str, str]:
+    """The key prefix of the state and of the store that ``etcd_prefix`` names.
+
+    Default ``/rdzv``: the state at ``/rdzv/rendezvous/<run_id>``, the store under
+    ``/rdzv/store``; ``etcd-v2`` and ``etcd-v3`` read the option alike.
+
+    Raises:
+        ValueError: ``etcd_prefix`` is not a path starting with ``/``.
+    """
+    prefix = params.get("etcd_prefix")
+    if prefix is None:
+        return DEFAULT_KEY_PREFIX, DEFAULT_STORE_PREFIX
+    if not isinstance(prefix, str) or not prefix.startswith("/"):
+        raise ValueError(
+            f"The rendezvous option 'etcd_prefix' ({prefix!r}) must be an etcd path starting "
+            "with '/'."
+        )
+    root = prefix.rstrip("/")
+    return f"{root}/rendezvous", f"{root}/store"
+
+
 def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend, EtcdStore]:
     """The backend and the store for ``params`` (torch's function, rdzv's key prefixes).
 
@@ -227,18 +250,8 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend,
     ttl = params.get_as_int("ttl")
     if ttl is not None and ttl <= 0:
         raise ValueError(f"The rendezvous option 'ttl' ({ttl}) must be positive.")
-    prefix = params.get("etcd_prefix")
-    if prefix is not None and (not isinstance(prefix, str) or not prefix.startswith("/")):
-        raise ValueError(
-            f"The rendezvous option 'etcd_prefix' ({prefix!r}) must be an etcd path starting "
-            "with '/'."
-        )
+    key_prefix, store_prefix = etcd_prefixes(params)
     client = create_etcd_client(params)
-    if prefix is None:
-        key_prefix, store_prefix = DEFAULT_KEY_PREFIX, DEFAULT_STORE_PREFIX
-    else:
-        root = prefix.rstrip("/")
-        key_prefix, store_prefix = f"{root}/rendezvous", f"{root}/store"
     backend = EtcdRendezvousBackend(client, params.run_id, key_prefix=key_prefix, ttl=ttl)
     return backend, EtcdStore(client, store_prefix)
 

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
-from rdzv.backends.etcd import DEFAULT_KEY_PREFIX
+from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, etcd_prefixes
 from rdzv.dynamic.backend import (
     HeartbeatBoard,
     IntentLog,
@@ -40,10 +40,7 @@ __all__ = [
     "EtcdV3RendezvousBackend",
     "create_backend",
     "create_etcd_v3_handler",
-    "etcd_prefixes",
 ]
-
-DEFAULT_STORE_PREFIX = "/rdzv/store"
 
 
 def _connection_error(client: EtcdV3Client, error: EtcdV3Error) -> RendezvousConnectionError:
@@ -202,35 +199,15 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return found
 
 
-def etcd_prefixes(params: RendezvousParameters) -> tuple[str, str]:
-    """The key prefix of the state and of the store that ``etcd_prefix`` names.
-
-    Default ``/rdzv``: the state at ``/rdzv/rendezvous/<run_id>``, the store under
-    ``/rdzv/store``; ``etcd-v2`` reads the option the same way.
-
-    Raises:
-        ValueError: ``etcd_prefix`` is not a path starting with ``/``.
-    """
-    prefix = params.get("etcd_prefix")
-    if prefix is None:
-        return DEFAULT_KEY_PREFIX, DEFAULT_STORE_PREFIX
-    if not isinstance(prefix, str) or not prefix.startswith("/"):
-        raise ValueError(
-            f"The rendezvous option 'etcd_prefix' ({prefix!r}) must be an etcd path starting "
-            "with '/'."
-        )
-    root = prefix.rstrip("/")
-    return f"{root}/rendezvous", f"{root}/store"
-
-
 def create_backend(params: RendezvousParameters) -> tuple[EtcdV3RendezvousBackend, EtcdV3Store]:
     """The backend and the store for ``params``.
 
     Options: those of ``etcd-v2`` (:func:`rdzv.etcd_client.etcd_client_options`:
     ``read_timeout``, ``protocol``, ``ssl_cert``, ``ssl_cert_key``, ``ca_cert``,
     ``username``, ``password``), ``etcd_prefix`` (default ``/rdzv``, see
-    :func:`etcd_prefixes`) and ``ttl`` (seconds the state outlives its last write,
-    default 7200). No request is sent: etcd is first contacted by the rendezvous.
+    :func:`rdzv.backends.etcd.etcd_prefixes`) and ``ttl`` (seconds the state outlives
+    its last write, default 7200). No request is sent: etcd is first contacted by the
+    rendezvous.
 
     Raises:
         ValueError: an invalid option, named in the message.
