@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trustme
+from _threads import rendezvous as threaded_rendezvous
 
 from rdzv import (
     RendezvousConnectionError,
@@ -26,25 +27,8 @@ from rdzv.etcd_server import EtcdServer
 
 
 def rendezvous(count: int, endpoint: str, **options: Any) -> list[RendezvousInfo]:
-    """``count`` nodes (threads) of one new run; their results in any order."""
-    run_id = f"etcd-{uuid.uuid4().hex[:8]}"
-    handlers = [
-        get_rendezvous_handler(
-            RendezvousParameters("etcd-v2", endpoint, run_id, count, count, "127.0.0.1", **options)
-        )
-        for _ in range(count)
-    ]
-    results: list[RendezvousInfo] = []
-    threads = [
-        threading.Thread(target=lambda h=h: results.append(h.next_rendezvous())) for h in handlers
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    for handler in handlers:
-        handler.shutdown()
-    return results
+    """``count`` nodes (threads) of one new etcd-v2 run; their results in any order."""
+    return threaded_rendezvous("etcd-v2", count, endpoint, **options)
 
 
 @pytest.mark.parametrize(
