@@ -31,6 +31,7 @@ from rdzv.core import (
     decide_exit,
     decide_join,
     decide_keep_alive,
+    decide_rejoin,
     decode_state,
     drop_dead_nodes,
     encode_state,
@@ -60,14 +61,22 @@ DECIDE = {
 }
 OPERATIONS = {
     # name: (steps, timeout)
-    "next_rendezvous": (("exit", "join"), SETTINGS.timeout.join),
+    "next_rendezvous": (("rejoin",), SETTINGS.timeout.join),
+    "exit_then_join": (("exit", "join"), SETTINGS.timeout.join),
     "join": (("join",), SETTINGS.timeout.join),
     "exit": (("exit",), SETTINGS.timeout.join),
     "close": (("close",), SETTINGS.timeout.close),
 }
 # What an idle node does next. A crashed node takes no step and sends no heartbeat
 # until it starts an operation again. Closing ends the interesting part of a run: rare.
-NEXT_MOVES = ("next_rendezvous",) * 30 + ("join",) * 6 + ("exit",) * 6 + ("crash",) * 6 + ("close",)
+NEXT_MOVES = (
+    ("next_rendezvous",) * 24
+    + ("exit_then_join",) * 6
+    + ("join",) * 6
+    + ("exit",) * 6
+    + ("crash",) * 6
+    + ("close",)
+)
 
 
 @dataclass
@@ -88,6 +97,14 @@ class CoreMachine(RuleBasedStateMachine):
         self.was_closed = False
         # round -> node -> (rank, world size), as next_rendezvous would return them
         self.results: dict[int, dict[NodeDesc, tuple[int, int]]] = {}
+        # node -> the round its last join returned, which its next_rendezvous leaves
+        self.joined: dict[NodeDesc, int] = {}
+
+    def decide(self, kind: str, state: RendezvousState, node: NodeDesc, deadline: float) -> Action:
+        if kind == "rejoin":
+            leaving = self.joined.get(node)
+            return decide_rejoin(state, node, SETTINGS, self.now, deadline, leaving)
+        return DECIDE[kind](state, node, SETTINGS, self.now, deadline)
 
     # --- rules ------------------------------------------------------------------------------
 
@@ -173,13 +190,13 @@ class CoreMachine(RuleBasedStateMachine):
         if dropped:
             self.check_transition(self.state, state)
         check_state(state)
-        action = DECIDE[kind](state, node, SETTINGS, self.now, deadline)
+        action = self.decide(kind, state, node, deadline)
         self.check_outcome(state, node, kind, deadline, action)
         if action.changes_state:
             new = apply_action(state, action, node, SETTINGS, self.now)
             self.check_transition(state, new)
             self.state = new
-            if kind == "join":
+            if kind in ("join", "rejoin"):
                 deadline = deadline_after(action, deadline, SETTINGS, self.now)
         elif action is Action.WAIT:
             self.check_wakeup(state, node, deadline)
@@ -189,11 +206,10 @@ class CoreMachine(RuleBasedStateMachine):
 
     def check_transition(self, old: RendezvousState, new: RendezvousState) -> None:
         """What any single write may change."""
-        if old.complete and not new.complete:
-            assert new.round == old.round + 1, "a complete round that empties starts the next"
-            assert not new.participants
-        else:
-            assert new.round == old.round
+        if new.round != old.round:
+            assert old.complete, "only a complete round that empties starts the next"
+            assert new.round == old.round + 1
+        assert new.complete or not old.complete or new.round != old.round
         if old.closed:
             assert new.closed
             assert new.members() <= old.members(), "a closed rendezvous admits no one"
@@ -207,7 +223,7 @@ class CoreMachine(RuleBasedStateMachine):
         if new.complete and not old.complete:
             completed_early = len(new.participants) == SETTINGS.max_nodes
             assert completed_early or (old.deadline is not None and old.deadline < self.now)
-        if new.complete and old.complete:
+        if new.complete and old.complete and new.round == old.round:
             assert set(new.participants) <= set(old.participants)
             assert all(new.participants[n] == old.participants[n] for n in new.participants)
             assert new.world_size == old.world_size
@@ -217,16 +233,19 @@ class CoreMachine(RuleBasedStateMachine):
     ) -> None:
         """What an operation may end with, given the state it saw."""
         if action is Action.WAIT:
-            assert kind == "join"
+            assert kind in ("join", "rejoin")
         elif action is Action.ERROR_TIMEOUT:
             assert self.now > deadline
         elif action is Action.ERROR_CLOSED:
-            assert kind == "join"
+            assert kind in ("join", "rejoin")
             assert state.closed
         elif action is Action.GRACEFUL_EXIT:
             assert state.closed
             assert node in state.redundancy_list
-        elif action is Action.FINISH and kind == "join":
+        elif action is Action.REJOIN:
+            assert kind == "rejoin"
+            assert state.complete and state.round == self.joined[node]
+        elif action is Action.FINISH and kind in ("join", "rejoin"):
             assert state.complete
             result = (state.participants[node], state.world_size)
             others = self.results.setdefault(state.round, {})
@@ -235,6 +254,7 @@ class CoreMachine(RuleBasedStateMachine):
                 assert world_size == result[1], "everyone in a round sees one world size"
                 assert other == node or rank != result[0], "ranks are unique in a round"
             others[node] = result
+            self.joined[node] = state.round
         elif action is Action.FINISH and kind == "exit":
             assert node not in state.participants
         elif action is Action.FINISH and kind == "close":
@@ -301,7 +321,12 @@ CoreMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=10
 TestCoreStateMachine = CoreMachine.TestCase
 
 
-PLACEMENTS = (Action.ADD_TO_PARTICIPANTS, Action.ADD_TO_WAIT_LIST, Action.ADD_TO_REDUNDANCY_LIST)
+PLACEMENTS = (
+    Action.ADD_TO_PARTICIPANTS,
+    Action.ADD_TO_WAIT_LIST,
+    Action.ADD_TO_REDUNDANCY_LIST,
+    Action.REJOIN,
+)
 
 
 class IntentMachine(CoreMachine):
@@ -320,13 +345,14 @@ class IntentMachine(CoreMachine):
     def take_one_step(self, node: NodeDesc, kind: str, deadline: float) -> tuple[Action, float]:
         """Posting and admitting are two steps, so that other nodes' steps come between."""
         state, dropped = drop_dead_nodes(self.state, SETTINGS, self.now)
-        action = DECIDE[kind](state, node, SETTINGS, self.now, deadline)
-        if kind != "join" or action not in PLACEMENTS:
+        action = self.decide(kind, state, node, deadline)
+        if action not in PLACEMENTS:
             return super().take_one_step(node, kind, deadline)
         pending = self.log[state.intent_cursor :]
         fresh = self.now - SETTINGS.heartbeat_expiry
         if not any(i.node == node and i.posted >= fresh for i in pending):
-            self.log.append(JoinIntent(node, self.now))
+            leaves = state.round if action is Action.REJOIN else None
+            self.log.append(JoinIntent(node, self.now, leaves))
             return Action.WAIT, deadline
         if dropped:
             self.check_transition(self.state, state)

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 from datetime import timedelta
 
+import attrs
 import pytest
 
 from rdzv.core import (
@@ -27,6 +28,7 @@ from rdzv.core import (
     decide_join,
     decide_keep_alive,
     decide_leave,
+    decide_rejoin,
     drop_dead_nodes,
     next_wakeup,
     should_keep_alive,
@@ -99,6 +101,7 @@ WRITING = {
     Action.REMOVE_FROM_PARTICIPANTS,
     Action.REMOVE_FROM_WAIT_LIST,
     Action.REMOVE_FROM_REDUNDANCY_LIST,
+    Action.REJOIN,
     Action.MARK_RENDEZVOUS_COMPLETE,
     Action.MARK_RENDEZVOUS_CLOSED,
 }
@@ -417,6 +420,41 @@ def test_exit_finishes_at_once_when_not_a_participant(state: RendezvousState) ->
 def test_exit_removes_participant_of_a_closed_rendezvous() -> None:
     state = make_state(participants=[A, ME], complete=True, closed=True)
     assert decide_exit(state, ME, SETTINGS, NOW, DEADLINE) is Action.REMOVE_FROM_PARTICIPANTS
+
+
+# --- decide_rejoin --------------------------------------------------------------------------
+
+
+def test_rejoin_leaves_the_round_the_node_took_part_in_and_joins_the_next() -> None:
+    state = make_state(participants=[A, ME], complete=True)
+    assert decide_rejoin(state, ME, SETTINGS, NOW, DEADLINE, state.round) is Action.REJOIN
+
+
+def test_rejoin_times_out_after_its_deadline() -> None:
+    state = make_state(participants=[A, ME], complete=True)
+    late = DEADLINE + 0.001
+    assert decide_rejoin(state, ME, SETTINGS, late, DEADLINE, state.round) is Action.ERROR_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("state", "leaving", "expected"),
+    [
+        # The first join: a participant of a complete round is done.
+        (make_state(participants=[A, ME], complete=True), None, Action.FINISH),
+        # A newer round than the one left: the node is in it already.
+        (attrs.evolve(make_state(participants=[A, ME], complete=True), round=4), 3, Action.FINISH),
+        # Left already, and waits for the others to leave.
+        (make_state(participants=[A], waiting=[ME], complete=True), 0, Action.WAIT),
+        # Dropped meanwhile (its heartbeats stopped): a plain join.
+        (make_state(participants=[A, B], complete=True), 0, Action.ADD_TO_WAIT_LIST),
+        (make_state(participants=[A, ME], complete=True, closed=True), 0, Action.ERROR_CLOSED),
+    ],
+    ids=["first-join", "newer-round", "waiting", "dropped", "closed"],
+)
+def test_rejoin_is_a_join_once_the_node_is_out_of_the_round_it_leaves(
+    state: RendezvousState, leaving: int | None, expected: Action
+) -> None:
+    assert decide_rejoin(state, ME, SETTINGS, NOW, DEADLINE, leaving) is expected
 
 
 # --- decide_close ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from rdzv.core.intents import (
     decode_intents,
     encode_beat,
     encode_intent,
+    folder,
     merge_heartbeats,
 )
 
@@ -60,8 +61,9 @@ def joined(*nodes: NodeDesc, complete: bool = False) -> RendezvousState:
 # -- the log records -------------------------------------------------------------------
 
 
-def test_an_intent_survives_encoding() -> None:
-    original = JoinIntent(NodeDesc("host.example.com", 4242, 7), 1_795_000_000.125)
+@pytest.mark.parametrize("leaves", [None, 0, 12])
+def test_an_intent_survives_encoding(leaves: int | None) -> None:
+    original = JoinIntent(NodeDesc("host.example.com", 4242, 7), 1_795_000_000.125, leaves)
     intents, bad = decode_intents([encode_intent(original)])
     assert (intents, bad) == ([original], 0)
 
@@ -84,6 +86,10 @@ def test_several_records_in_one_chunk_are_read_in_order() -> None:
         b'["", 1, 0, 5.0]',
         b'["a", 1, 0, NaN]',
         b'["a", 1, 0, "soon"]',
+        b'["a", 1, 0, 5.0, -1]',
+        b'["a", 1, 0, 5.0, 1.5]',
+        b'["a", 1, 0, 5.0, true]',
+        b'["a", 1, 0, 5.0, 1, 2]',
         b'{"addr": "a"}',
         b'["' + b"x" * MAX_INTENT_SIZE + b'", 1, 0, 5.0]',
     ],
@@ -206,23 +212,86 @@ _STARTS = {
 }
 
 
-@settings(max_examples=400)
-@given(st.lists(st.sampled_from(NODES), max_size=10), st.sampled_from(sorted(_STARTS)))
-def test_a_batch_admits_what_the_same_joins_one_by_one_would(
-    order: list[NodeDesc], start: str
-) -> None:
-    initial = _STARTS[start]
-    batch = admit_intents(initial, [intent(n) for n in order], 0, SETTINGS, NOW)
-    one_by_one = initial
-    for node in order:
-        action = decide_join(one_by_one, node, SETTINGS, NOW, math.inf)
+def _one_by_one(
+    state: RendezvousState, joins: list[tuple[NodeDesc, bool]], leaving: int
+) -> RendezvousState:
+    """What the joins do one after the other, each node writing for itself (torch's way):
+    a leaver exits first; a waiting node joins as soon as the round is incomplete."""
+
+    def waiting_join(state: RendezvousState) -> RendezvousState:
+        for node in sorted(state.wait_list):
+            if decide_join(state, node, SETTINGS, NOW, math.inf) is Action.ADD_TO_PARTICIPANTS:
+                state = apply_action(state, Action.ADD_TO_PARTICIPANTS, node, SETTINGS, NOW)
+        return state
+
+    if not state.closed and not state.complete:
+        state = waiting_join(state)
+    for node, leaves in joins:
+        if state.closed:
+            break
+        if leaves and state.round == leaving and state.complete and node in state.participants:
+            state = apply_action(state, Action.REMOVE_FROM_PARTICIPANTS, node, SETTINGS, NOW)
+            if not state.complete:
+                state = waiting_join(state)
+        action = decide_join(state, node, SETTINGS, NOW, math.inf)
         if action in (
             Action.ADD_TO_PARTICIPANTS,
             Action.ADD_TO_WAIT_LIST,
             Action.ADD_TO_REDUNDANCY_LIST,
         ):
-            one_by_one = apply_action(one_by_one, action, node, SETTINGS, NOW)
-    assert batch == one_by_one
+            state = apply_action(state, action, node, SETTINGS, NOW)
+    return state
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(st.tuples(st.sampled_from(NODES), st.booleans()), max_size=10),
+    st.sampled_from(sorted(_STARTS)),
+)
+def test_a_batch_admits_what_the_same_joins_one_by_one_would(
+    joins: list[tuple[NodeDesc, bool]], start: str
+) -> None:
+    initial = _STARTS[start]
+    batch = [JoinIntent(n, NOW, initial.round if leaves else None) for n, leaves in joins]
+    assert admit_intents(initial, batch, 0, SETTINGS, NOW) == _one_by_one(
+        initial, joins, initial.round
+    )
+
+
+def test_the_survivors_of_a_round_re_form_in_one_batch() -> None:
+    old = joined(A, B, C)
+    batch = [JoinIntent(n, NOW, old.round) for n in (A, B, C)]
+    state = admit_intents(old, batch, 3, SETTINGS, NOW)
+    assert state.round == old.round + 1
+    assert state.complete
+    assert state.participants == {A: 0, B: 1, C: 2}
+
+
+def test_leavers_wait_until_the_last_one_leaves_then_the_waiting_join_first() -> None:
+    old = joined(A, B, C)
+    first = admit_intents(old, [JoinIntent(C, NOW, old.round)], 1, SETTINGS, NOW)
+    assert first.round == old.round
+    assert first.wait_list == {C}
+    second = admit_intents(first, [JoinIntent(n, NOW, old.round) for n in (A, B)], 3, SETTINGS, NOW)
+    assert second.round == old.round + 1
+    assert second.complete
+    assert set(second.participants) == {A, B, C}
+
+
+def test_a_leave_for_a_round_that_is_over_is_a_plain_join() -> None:
+    state = admit_intents(joined(A, B), [JoinIntent(C, NOW, 7)], 1, SETTINGS, NOW)
+    assert state.complete
+    assert state.participants == {A: 0, B: 1, C: 2}
+    assert state.round == 0
+
+
+def test_the_first_pending_intent_that_moves_someone_names_the_folder() -> None:
+    old = joined(A, B, C)
+    pending = [intent(A, NOW - 100), intent(B), JoinIntent(C, NOW, 5), JoinIntent(A, NOW, 0)]
+    # A's first intent expired, B is a participant and C leaves no current round.
+    assert folder(old, pending, SETTINGS, NOW) == A
+    assert folder(RendezvousState(), [intent(D), intent(E)], SETTINGS, NOW) == D
+    assert folder(old, [intent(B)], SETTINGS, NOW) is None
 
 
 # -- heartbeat records -----------------------------------------------------------------

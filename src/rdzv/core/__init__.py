@@ -15,6 +15,7 @@ from rdzv.core.decisions import (
     decide_join,
     decide_keep_alive,
     decide_leave,
+    decide_rejoin,
     next_wakeup,
     should_keep_alive,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "decide_join",
     "decide_keep_alive",
     "decide_leave",
+    "decide_rejoin",
     "decode_state",
     "drop_dead_nodes",
     "encode_state",

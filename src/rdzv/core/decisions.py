@@ -26,6 +26,7 @@ __all__ = [
     "decide_join",
     "decide_keep_alive",
     "decide_leave",
+    "decide_rejoin",
     "next_wakeup",
     "should_keep_alive",
 ]
@@ -45,6 +46,8 @@ class Action(enum.Enum):
     REMOVE_FROM_PARTICIPANTS = "remove_from_participants"
     REMOVE_FROM_WAIT_LIST = "remove_from_wait_list"
     REMOVE_FROM_REDUNDANCY_LIST = "remove_from_redundancy_list"
+    REJOIN = "rejoin"
+    """Leave the complete round this node took part in and join the next, in one write."""
     MARK_RENDEZVOUS_COMPLETE = "mark_rendezvous_complete"
     MARK_RENDEZVOUS_CLOSED = "mark_rendezvous_closed"
     WAIT = "wait"
@@ -160,6 +163,34 @@ def decide_exit(
             return Action.ERROR_TIMEOUT
         return Action.REMOVE_FROM_PARTICIPANTS
     return Action.FINISH
+
+
+def decide_rejoin(
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    deadline: float,
+    leaving: int | None = None,
+) -> Action:
+    """Next step of ``next_rendezvous`` for a node that took part in round ``leaving``.
+
+    While that round is still current and complete and the node takes part in
+    it, the node leaves it and joins the next in one step (:attr:`Action.REJOIN`):
+    torch's exit then join, without the write in between, so the survivors of
+    a failure re-form with one batch instead of a contended write each. Once the
+    node has left (or was dropped), or when ``leaving`` is ``None`` (its first
+    round), this is :func:`decide_join`.
+    """
+    if (
+        leaving is not None
+        and state.round == leaving
+        and state.complete
+        and not state.closed
+        and node in state.participants
+    ):
+        return Action.ERROR_TIMEOUT if now > deadline else Action.REJOIN
+    return decide_join(state, node, settings, now, deadline)
 
 
 _LEAVE = {

@@ -34,6 +34,7 @@ __all__ = [
     "decode_intents",
     "encode_beat",
     "encode_intent",
+    "folder",
     "merge_heartbeats",
 ]
 
@@ -43,16 +44,24 @@ MAX_INTENT_SIZE = 4096
 
 @attrs.frozen
 class JoinIntent:
-    """A node asking to join, and when it asked."""
+    """A node asking to join, and when it asked.
+
+    ``leaves`` is the complete round the node took part in and leaves to join the
+    next (:attr:`rdzv.core.Action.REJOIN`), ``None`` for a plain join.
+    """
 
     node: NodeDesc
     posted: float
+    leaves: int | None = None
 
 
 def encode_intent(intent: JoinIntent) -> bytes:
-    """One log record: a JSON array and a newline."""
+    """One log record: a JSON array (``[addr, pid, local_id, posted]``, then the round
+    it leaves, if any) and a newline."""
     node = intent.node
-    record = [node.addr, node.pid, node.local_id, intent.posted]
+    record: list[object] = [node.addr, node.pid, node.local_id, intent.posted]
+    if intent.leaves is not None:
+        record.append(intent.leaves)
     return json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
@@ -69,15 +78,18 @@ def _parse_intent(line: bytes) -> JoinIntent | None:
         record = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(record, list) or len(record) != 4:
+    if not isinstance(record, list) or len(record) not in (4, 5):
         return None
-    addr, pid, local_id, posted = record
+    addr, pid, local_id, posted, *rest = record
+    leaves = rest[0] if rest else None
     ints_ok = all(type(v) is int for v in (pid, local_id))
     if not (isinstance(addr, str) and addr and ints_ok):
         return None
     if type(posted) not in (int, float) or not math.isfinite(posted):
         return None
-    return JoinIntent(NodeDesc(addr, pid, local_id), float(posted))
+    if leaves is not None and (type(leaves) is not int or leaves < 0):
+        return None
+    return JoinIntent(NodeDesc(addr, pid, local_id), float(posted), leaves)
 
 
 def decode_intents(records: Iterable[bytes]) -> tuple[list[JoinIntent], int]:
@@ -121,12 +133,39 @@ def admit_intents(
         raise ValueError(
             f"The intent cursor cannot move back (from {state.intent_cursor} to {cursor})."
         )
-    expired_before = now - settings.heartbeat_expiry
-    fresh = (intent.node for intent in intents if intent.posted >= expired_before)
-    new = place_newcomers(state, fresh, settings, now)
+    joins = [(i.node, i.leaves) for i in _fresh(intents, settings, now)]
+    new = place_newcomers(state, joins, settings, now)
     if cursor == state.intent_cursor and new is state:
         return state
     return attrs.evolve(new, intent_cursor=cursor)
+
+
+def _fresh(
+    intents: Sequence[JoinIntent], settings: RendezvousSettings, now: float
+) -> list[JoinIntent]:
+    expired_before = now - settings.heartbeat_expiry
+    return [intent for intent in intents if intent.posted >= expired_before]
+
+
+def folder(
+    state: RendezvousState,
+    intents: Sequence[JoinIntent],
+    settings: RendezvousSettings,
+    now: float,
+) -> NodeDesc | None:
+    """The node that should admit the pending ``intents``: the first one a fold would move.
+
+    Every pending node could write the same fold, and all but one would lose the
+    compare-and-set (a thousand lost writes of a thousand-node state). So the
+    others wait for this one's write, and fold themselves only if it does not
+    come (see the executor). ``None`` when no intent would move anyone.
+    """
+    for intent in _fresh(intents, settings, now):
+        role = state.role_of(intent.node)
+        leaves = intent.leaves == state.round and state.complete and role == "participant"
+        if role is None or leaves or (role == "waiting" and not state.complete):
+            return intent.node
+    return None
 
 
 def encode_beat(when: float) -> bytes:

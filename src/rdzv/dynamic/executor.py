@@ -54,6 +54,7 @@ from rdzv.core.intents import (
     decode_intents,
     encode_beat,
     encode_intent,
+    folder,
     merge_heartbeats,
 )
 from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend, Token
@@ -72,8 +73,16 @@ _WAKE_MARGIN = 0.005
 _UNSEEN_INTENT_WAIT = 0.05
 """Pause when this node's own intent is not visible yet, before reading the log again."""
 
+_PATIENCE = 1.0
+"""Longest wait for the write of the node designated to make it (see :class:`_Deferral`)."""
+
 _PLACEMENTS = frozenset(
-    {Action.ADD_TO_PARTICIPANTS, Action.ADD_TO_WAIT_LIST, Action.ADD_TO_REDUNDANCY_LIST}
+    {
+        Action.ADD_TO_PARTICIPANTS,
+        Action.ADD_TO_WAIT_LIST,
+        Action.ADD_TO_REDUNDANCY_LIST,
+        Action.REJOIN,
+    }
 )
 
 
@@ -96,6 +105,35 @@ class _Outage:
         nodes of a job do not all come back at the same instant."""
         self.failures += 1
         return random.uniform(0.5, 1.0) * min(0.05 * 2.0 ** (self.failures - 1), 1.0)  # noqa: S311
+
+
+@attrs.define
+class _Deferral:
+    """Waiting for another node to make a write that every waiting node would make.
+
+    When a thousand nodes would each admit the same pending joins, or mark the
+    same round complete, all but one compare-and-set fails, and each failure
+    costs a thousand-node state each way. So one node is designated (the first
+    pending intent's, the smallest participant) and the others wait for its
+    write. A designated node that died or stalls costs at most its patience:
+    then the others write themselves.
+    """
+
+    since: float | None = None
+    patience: float = 0.0
+
+    def defer(self, node: NodeDesc, designated: NodeDesc | None, now: float) -> float:
+        """Seconds to wait for ``designated``'s write; 0 when this node should write."""
+        if designated is None or designated == node:
+            return 0.0
+        if self.since is None:
+            self.since = now
+            self.patience = random.uniform(0.5, 1.0) * _PATIENCE  # noqa: S311
+        return max(self.since + self.patience - now, 0.0)
+
+    def progressed(self) -> None:
+        """The state moved: whoever is designated now gets a full patience."""
+        self.since = None
 
 
 @attrs.frozen
@@ -180,6 +218,7 @@ class RendezvousOpExecutor:
         """
         snapshot: _Snapshot | None = None
         outage: _Outage | None = None
+        deferral = _Deferral()
         lost_writes = 0
         posted = False
         while True:
@@ -200,12 +239,29 @@ class RendezvousOpExecutor:
                     self._beat(self._board, now)
                     continue
                 if action in _PLACEMENTS and self._intents is not None:
-                    new = self._admit(self._intents, state, now, repost=not posted)
+                    leaves = state.round if action is Action.REJOIN else None
+                    pending = self._pending(self._intents, state, now, leaves, repost=not posted)
                     posted = True
+                    if pending is None:
+                        time.sleep(_UNSEEN_INTENT_WAIT)
+                        snapshot = None
+                        continue
+                    intents, cursor = pending
+                    designated = folder(state, intents, self._settings, now)
+                    patience = deferral.defer(self._node, designated, now)
+                    if patience > 0:
+                        snapshot = self._await(snapshot, patience, deferral)
+                        continue
+                    new = admit_intents(state, intents, cursor, self._settings, now)
                     if new is state:
                         time.sleep(_UNSEEN_INTENT_WAIT)
                         snapshot = None
                         continue
+                elif action is Action.MARK_RENDEZVOUS_COMPLETE and (
+                    patience := deferral.defer(self._node, min(state.participants), now)
+                ):
+                    snapshot = self._await(snapshot, patience, deferral)
+                    continue
                 elif action is Action.WAIT and not dropped:
                     wake = next_wakeup(state, self._node, self._settings, now, deadline)
                     timeout = min(max(wake - now + _WAKE_MARGIN, 0.0), MAX_WAIT)
@@ -229,6 +285,7 @@ class RendezvousOpExecutor:
                     if renew_deadline:
                         deadline = deadline_after(action, deadline, self._settings, now)
                 snapshot, written = self._write(new, snapshot.token)
+                deferral.progressed()
                 if written:
                     lost_writes = 0
                 else:
@@ -312,11 +369,20 @@ class RendezvousOpExecutor:
         board.beat(str(self._node), encode_beat(now), 2 * self._settings.heartbeat_expiry)
         self._observed[self._node] = now
 
-    def _admit(
-        self, log: IntentLog, state: RendezvousState, now: float, *, repost: bool
-    ) -> RendezvousState:
-        """Post this node's intent if needed, and admit every pending one."""
-        intent = JoinIntent(self._node, now)
+    def _pending(
+        self,
+        log: IntentLog,
+        state: RendezvousState,
+        now: float,
+        leaves: int | None,
+        *,
+        repost: bool,
+    ) -> tuple[list[JoinIntent], int] | None:
+        """Post this node's intent if needed; return the pending intents and the log's end.
+
+        ``None`` when this node's own intent is not visible in the log yet.
+        """
+        intent = JoinIntent(self._node, now, leaves)
         if repost:
             log.post_intent(encode_intent(intent), state.intent_cursor)
         records, cursor = log.read_intents(state.intent_cursor)
@@ -334,7 +400,17 @@ class RendezvousOpExecutor:
             log.post_intent(encode_intent(intent), cursor)
             records, cursor = log.read_intents(state.intent_cursor)
             intents, _ = decode_intents(records)
-        return admit_intents(state, intents, cursor, self._settings, now)
+            if not any(i.node == self._node and i.posted >= fresh for i in intents):
+                return None
+        return intents, cursor
+
+    def _await(self, snapshot: _Snapshot, patience: float, deferral: _Deferral) -> _Snapshot | None:
+        """Wait up to ``patience`` s for the designated node's write (see :class:`_Deferral`)."""
+        changed = self._backend.wait_for_change(snapshot.token, patience)
+        if changed is None:
+            return None
+        deferral.progressed()
+        return _Snapshot(decode_state(changed[0]), changed[1])
 
     def _raise_if_failed(self, action: Action, state: RendezvousState) -> None:
         run_id = self._settings.run_id

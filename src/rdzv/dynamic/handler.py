@@ -6,6 +6,7 @@ store; every decision is the core's, every backend round-trip the executor's.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -30,10 +31,9 @@ from rdzv.core import (
     RendezvousSettings,
     RendezvousTimeout,
     decide_close,
-    decide_exit,
-    decide_join,
     decide_keep_alive,
     decide_leave,
+    decide_rejoin,
     num_nodes_waiting,
 )
 from rdzv.dynamic.backend import RendezvousBackend
@@ -122,6 +122,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
         self._executor = RendezvousOpExecutor(node, backend, settings, clock)
         self._heartbeat_lock = threading.Lock()
         self._keep_alive_thread: _KeepAliveThread | None = None
+        self._joined: int | None = None
+        """The round the last ``next_rendezvous`` returned, which the next one leaves."""
 
     @classmethod
     def from_backend(
@@ -189,7 +191,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         return self._clock() + timeout.total_seconds()
 
     def next_rendezvous(self) -> RendezvousInfo:
-        """Leave the previous round (if any), then join until a round includes this node.
+        """Leave the previous round (if any) and join until a round includes this node.
 
         Each round has its own store prefix, and rank 0 of each round publishes the
         master address for that round, so a node that arrives late or becomes rank
@@ -200,8 +202,9 @@ class DynamicRendezvousHandler(RendezvousHandler):
         self._stop_heartbeats()
         deadline = self._deadline(self._settings.timeout.join)
         try:
-            self._executor.run(decide_exit, deadline)
-            state = self._executor.run(decide_join, deadline, renew_deadline=True)
+            decide = functools.partial(decide_rejoin, leaving=self._joined)
+            state = self._executor.run(decide, deadline, renew_deadline=True)
+            self._joined = state.round
             self._start_heartbeats()
             rank, world_size = state.participants[self._node], state.world_size
             store = PrefixStore(f"torch.rendezvous.{run_id}.{state.round}", self._store)
