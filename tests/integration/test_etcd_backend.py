@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import etcd
 import pytest
 import trustme
 from _threads import rendezvous as threaded_rendezvous
@@ -22,8 +23,14 @@ from rdzv import (
     RendezvousStateError,
     get_rendezvous_handler,
 )
-from rdzv.backends.etcd import create_backend
+from rdzv.backends.etcd import EtcdRendezvousBackend, create_backend
+from rdzv.core import decode_state
+from rdzv.dynamic.handler import create_handler
 from rdzv.etcd_server import EtcdServer
+from rdzv.store.etcd import EtcdStore
+
+SEGMENT_SPAN = 2**40
+"""A log position of the etcd-v2 backend: ``segment * SEGMENT_SPAN + etcd index``."""
 
 
 def rendezvous(count: int, endpoint: str, **options: Any) -> list[RendezvousInfo]:
@@ -213,7 +220,7 @@ def test_an_outage_longer_than_read_timeout_is_reported(own_etcd: EtcdServer) ->
         handler.num_nodes_waiting()
 
 
-@pytest.mark.parametrize("suffix", [".intents", ".heartbeats"])
+@pytest.mark.parametrize("suffix", [".intents", ".intents/0", ".heartbeats"])
 def test_a_plain_key_where_a_directory_belongs_is_a_state_error(
     etcd_server: EtcdServer, etcd_prefix: str, suffix: str
 ) -> None:
@@ -228,10 +235,113 @@ def test_a_plain_key_where_a_directory_belongs_is_a_state_error(
     client.write(backend.key + suffix, "not a directory")
     handler = get_rendezvous_handler(params)
     with pytest.raises(RendezvousStateError, match=f"{backend.key}{suffix} .* is a plain key"):
-        if suffix == ".intents":
+        if suffix.startswith(".intents"):
             handler.next_rendezvous()
         else:
             backend.beat("node", b"1.0", 10)
     client.delete(backend.key + suffix)
     assert handler.next_rendezvous().rank == 0
     handler.shutdown()
+
+
+def _segments(client: etcd.Client, backend: EtcdRendezvousBackend) -> list[int]:
+    """The numbers of the intent log's segment directories that exist."""
+    try:
+        listing = client.read(f"{backend.key}.intents")
+    except etcd.EtcdKeyNotFound:
+        return []
+    return sorted(
+        int(child.key.rsplit("/", 1)[-1])
+        for child in listing.children
+        if child.dir and child.key != listing.key
+    )
+
+
+@pytest.mark.parametrize("entries", [0, -3])
+def test_a_segment_size_that_is_not_positive_is_refused(
+    etcd_client: etcd.Client, entries: int
+) -> None:
+    with pytest.raises(ValueError, match=rf"segment size \({entries} entries\) must be positive"):
+        EtcdRendezvousBackend(etcd_client, "run", intent_segment_entries=entries)
+
+
+def test_reading_the_intent_log_returns_only_the_pending_records(
+    etcd_client: etcd.Client, etcd_prefix: str
+) -> None:
+    """A read costs the records after the cursor in its segment: those admitted in an
+    earlier segment are not read again, and that segment is deleted once the next
+    one is full."""
+    backend = EtcdRendezvousBackend(etcd_client, "log", etcd_prefix, intent_segment_entries=3)
+    assert backend.read_intents(0) == ([], 0)
+    backend.post_intent(b"a\n", 0)
+    backend.post_intent(b"b\n", 0)
+    records, cursor = backend.read_intents(0)
+    assert records == [b"a\n", b"b\n"]
+    assert 0 < cursor < SEGMENT_SPAN  # segment 0, not full yet
+    assert backend.read_intents(cursor) == ([], cursor)
+    backend.post_intent(b"c\n", cursor)
+    records, cursor = backend.read_intents(cursor)
+    assert (records, cursor) == ([b"c\n"], SEGMENT_SPAN)  # full and read: on to segment 1
+    late = cursor - 1  # a node that read a state from before the rollover
+    backend.post_intent(b"late\n", late)  # lands in segment 0, which no state reads again
+    backend.post_intent(b"d\n", cursor)
+    records, after_d = backend.read_intents(cursor)
+    assert records == [b"d\n"]
+    assert SEGMENT_SPAN < after_d < 2 * SEGMENT_SPAN
+    assert _segments(etcd_client, backend) == [0, 1]
+    backend.post_intent(b"e\n", after_d)
+    backend.post_intent(b"f\n", after_d)
+    assert backend.read_intents(after_d) == ([b"e\n", b"f\n"], 2 * SEGMENT_SPAN)
+    assert _segments(etcd_client, backend) == [1]
+    assert backend.read_intents(2 * SEGMENT_SPAN) == ([], 2 * SEGMENT_SPAN)
+
+
+def test_the_intent_log_rolls_over_into_new_segments_and_deletes_the_old(
+    etcd_server: EtcdServer, etcd_prefix: str
+) -> None:
+    """Round after round of joins with a segment of one entry, so that the log rolls
+    over at nearly every read and intents land in segments that rolled over
+    meanwhile: every node is still admitted in every round (it posts again), and
+    only the newest segments are kept."""
+    count, run_id = 4, "rolling"
+    settings = RendezvousParameters(
+        "etcd-v2", "", run_id, count, count, "127.0.0.1", last_call_timeout=0.05, join_timeout=30
+    )
+    backends = [
+        EtcdRendezvousBackend(
+            etcd_server.get_client(),
+            run_id,
+            key_prefix=f"{etcd_prefix}/rendezvous",
+            intent_segment_entries=1,
+        )
+        for _ in range(count)
+    ]
+    store_prefix = f"{etcd_prefix}/store"
+    handlers = [
+        create_handler(EtcdStore(etcd_server.get_client(), store_prefix), backend, settings)
+        for backend in backends
+    ]
+    try:
+        for round_ in range(6):
+            ranks: list[int] = []
+            threads = [
+                threading.Thread(target=lambda h=h, r=ranks: r.append(h.next_rendezvous().rank))
+                for h in handlers
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert sorted(ranks) == list(range(count)), f"round {round_}: {ranks}"
+        result = backends[0].get_state()
+        assert result is not None
+        segment = decode_state(result[0]).intent_cursor // SEGMENT_SPAN
+        assert segment >= 6, "the log never rolled over"
+        kept = _segments(etcd_server.get_client(), backends[0])
+        # The last full segment read is kept, and the state's own once a node posts
+        # there. Older ones are deleted; the margin of one more is for a node that
+        # read a state two rollovers old and posted into (re-created) a deleted one.
+        assert kept and min(kept) >= segment - 2 and len(kept) <= 3, (segment, kept)
+    finally:
+        for handler in handlers:
+            handler.shutdown()

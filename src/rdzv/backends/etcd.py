@@ -41,27 +41,51 @@ DEFAULT_KEY_PREFIX = "/rdzv/rendezvous"
 and a torch job with the same run id never overwrite each other's state."""
 DEFAULT_STORE_PREFIX = "/rdzv/store"
 
+_SEGMENT_SPAN = 1 << 40
+"""A log position is ``segment * _SEGMENT_SPAN + createdIndex`` of the last record read.
+
+etcd v2's index (``X-Etcd-Index``, the v2 store's) counts every v2 change the
+cluster made since it was created (writes, deletes, TTL expiries) and never
+resets. 2**40 is about 1.1e12: even at a sustained 10 000 v2 writes a second,
+more than etcd takes (each write is a raft proposal), it would need 3.5 years
+to get there, so in practice the index stays far below. An index that does
+reach it is reported (:class:`RendezvousStateError`) rather than spilled into
+the segment number. A cursor written before the log had segments (a bare etcd
+index) reads as segment 0 from that index, which is what it meant.
+"""
+
 
 class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Holds the state of ``run_id`` at ``<key_prefix>/<run_id>`` (torch's signature).
 
-    Join intents are etcd's in-order keys under ``<key_prefix>/<run_id>.intents/``
-    (their creation index is the log position) and heartbeats are keys with a TTL
-    under ``<key_prefix>/<run_id>.heartbeats/``, one per node.
+    Join intents are etcd's in-order keys in segment directories
+    ``<key_prefix>/<run_id>.intents/<segment>/`` (0, 1, 2, ...); a log position is
+    the segment and the creation index of the last record read in it. Once the
+    state has admitted a whole segment of at least ``intent_segment_entries``
+    records, the log moves on to the next directory and the older ones are
+    deleted, so that reading the log costs the records still pending plus less
+    than one segment, not every intent of the last :attr:`INTENT_TTL` seconds.
+    Heartbeats are keys with a TTL under ``<key_prefix>/<run_id>.heartbeats/``,
+    one per node.
 
     Args:
         client: the ``etcd.Client`` to use.
         run_id: the job's id.
         key_prefix: etcd directory of the key (default :data:`DEFAULT_KEY_PREFIX`).
         ttl: seconds the state outlives its last write (default two hours).
+        intent_segment_entries: records a segment of the intent log holds before
+            the log moves on to the next one (default 256).
 
     Raises:
-        ValueError: an empty run id or a non-positive TTL.
+        ValueError: an empty run id, a non-positive TTL or a segment size that is
+            not positive.
     """
 
     DEFAULT_TTL = 7200
     INTENT_TTL = 300
-    """Seconds an intent stays in etcd; a node not admitted by then posts again."""
+    """Seconds an intent stays in etcd, a safety net: segments are deleted once
+    admitted, and a node not admitted by then posts again."""
+    DEFAULT_SEGMENT_ENTRIES = 256
 
     def __init__(
         self,
@@ -69,15 +93,22 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         run_id: str,
         key_prefix: str | None = None,
         ttl: int | None = None,
+        *,
+        intent_segment_entries: int = DEFAULT_SEGMENT_ENTRIES,
     ) -> None:
         if not run_id:
             raise ValueError("The run id must be a non-empty string.")
         if ttl is not None and ttl <= 0:
             raise ValueError(f"The TTL of the rendezvous state ({ttl}) must be positive.")
+        if intent_segment_entries <= 0:
+            raise ValueError(
+                f"The intent log segment size ({intent_segment_entries} entries) must be positive."
+            )
         self._client = client
         prefix = DEFAULT_KEY_PREFIX if key_prefix is None else key_prefix.rstrip("/")
         self._key = f"{prefix}/{run_id}"
         self._intents_dir = f"{self._key}.intents"
+        self._segment_entries = intent_segment_entries
         self._beats_dir = f"{self._key}.heartbeats"
         self._ttl = ttl or self.DEFAULT_TTL
 
@@ -143,21 +174,101 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             f"{self._endpoint}/v2/keys{path}`) and start the nodes again."
         )
 
+    def _plain_key_error(self, error: etcd.EtcdException, path: str) -> RendezvousStateError:
+        """:meth:`_not_a_directory` for the plain key that made a request on ``path`` fail.
+
+        etcd names it in the error's cause: ``path`` itself or a directory above it
+        (``<key>.intents`` above a segment).
+        """
+        cause = (error.payload or {}).get("cause")
+        if isinstance(cause, str) and cause and (path + "/").startswith(cause.rstrip("/") + "/"):
+            return self._not_a_directory(cause.rstrip("/"))
+        return self._not_a_directory(path)
+
+    def _segment_dir(self, segment: int) -> str:
+        return f"{self._intents_dir}/{segment}"
+
+    @staticmethod
+    def _split_cursor(cursor: int) -> tuple[int, int]:
+        """The segment and the etcd index within it that log position ``cursor`` names."""
+        if cursor < 0:
+            raise ValueError(f"An intent log position cannot be negative ({cursor}).")
+        segment, index = divmod(cursor, _SEGMENT_SPAN)
+        return segment, index
+
     def post_intent(self, record: bytes, cursor: int) -> None:
+        """Append ``record`` to the segment that ``cursor`` names (see :class:`IntentLog`)."""
+        path = self._segment_dir(self._split_cursor(cursor)[0])
         try:
-            self._client.write(
-                self._intents_dir, record.decode("utf-8"), ttl=self.INTENT_TTL, append=True
-            )
+            self._client.write(path, record.decode("utf-8"), ttl=self.INTENT_TTL, append=True)
         except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
-            raise self._not_a_directory(self._intents_dir) from e
+            raise self._plain_key_error(e, path) from e
         except ETCD_ERRORS as e:
             raise connection_error(self._endpoint, e) from e
 
     def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
-        entries = self._read_dir(self._intents_dir)
-        fresh = sorted((e.createdIndex, e.value) for e in entries if e.createdIndex > cursor)
+        """The records of the cursor's segment created after its index, in creation order.
+
+        Only that segment's directory is read. When it holds at least
+        ``intent_segment_entries`` records, all of them are read now, so the
+        position returned is the start of the next segment, and the segments
+        before this one are deleted: nobody needs them any more (a state that
+        points into one is stale, and its compare-and-set fails). A record posted
+        to this segment after this read is never admitted; its node sees that and
+        posts again, at the position the state has then.
+
+        Raises:
+            RendezvousConnectionError: etcd cannot be reached.
+            RendezvousStateError: a plain key stands where the log's directory
+                belongs, or etcd's index outgrew the log positions.
+        """
+        segment, start = self._split_cursor(cursor)
+        entries = self._read_dir(self._segment_dir(segment))
+        fresh = sorted((e.createdIndex, e.value) for e in entries if e.createdIndex > start)
         records = [(value or "").encode("utf-8") for _, value in fresh]
-        return records, max([cursor, *(index for index, _ in fresh)])
+        last = fresh[-1][0] if fresh else start
+        if last >= _SEGMENT_SPAN:
+            raise RendezvousStateError(
+                f"The etcd at {self._endpoint} has reached index {last}, beyond the log "
+                f"positions of the etcd-v2 backend (below 2**40) for the rendezvous state "
+                f"{self._key}. Use the etcd-v3 backend, or an etcd cluster started afresh."
+            )
+        if len(entries) >= self._segment_entries:
+            self._delete_segments_before(segment)
+            return records, (segment + 1) * _SEGMENT_SPAN
+        return records, segment * _SEGMENT_SPAN + last
+
+    def _delete_segments_before(self, segment: int) -> None:
+        """Delete the log's segment directories numbered below ``segment``.
+
+        Usually that is only ``segment - 1``, but a node that posted with a stale
+        cursor may have created an older one again. The directory is listed first
+        (a read served by the member) so that the many nodes that see the same
+        full segment do not each send deletes that etcd must order through raft.
+        """
+        if segment == 0:
+            return
+        try:
+            listing = self._client.read(self._intents_dir)
+        except etcd.EtcdKeyNotFound:
+            return
+        except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
+            raise self._plain_key_error(e, self._intents_dir) from e
+        except ETCD_ERRORS as e:
+            raise connection_error(self._endpoint, e) from e
+        for child in listing.children:
+            name = child.key.rsplit("/", 1)[-1]
+            # python-etcd lists an empty directory as its own child; and leave alone
+            # whatever is not a segment (such as intents of an rdzv before segments).
+            is_segment = child.dir and child.key != listing.key and name.isascii()
+            if not is_segment or not name.isdigit() or int(name) >= segment:
+                continue
+            try:
+                self._client.delete(child.key, recursive=True, dir=True)
+            except etcd.EtcdKeyNotFound:
+                pass  # another node deleted it first
+            except ETCD_ERRORS as e:
+                raise connection_error(self._endpoint, e) from e
 
     def beat(self, name: str, record: bytes, ttl: float) -> None:
         try:
@@ -165,7 +276,7 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
                 f"{self._beats_dir}/{name}", record.decode("ascii"), ttl=max(1, math.ceil(ttl))
             )
         except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
-            raise self._not_a_directory(self._beats_dir) from e
+            raise self._plain_key_error(e, self._beats_dir) from e
         except ETCD_ERRORS as e:
             raise connection_error(self._endpoint, e) from e
 
@@ -184,6 +295,8 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             result = self._client.read(path, recursive=True)
         except etcd.EtcdKeyNotFound:
             return []
+        except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
+            raise self._plain_key_error(e, path) from e  # a plain key above ``path``
         except ETCD_ERRORS as e:
             raise connection_error(self._endpoint, e) from e
         if not result.dir:
