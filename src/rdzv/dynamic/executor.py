@@ -240,13 +240,10 @@ class RendezvousOpExecutor:
                     continue
                 if action in _PLACEMENTS and self._intents is not None:
                     leaves = state.round if action is Action.REJOIN else None
-                    pending = self._pending(self._intents, state, now, leaves, repost=not posted)
+                    intents, cursor = self._pending(
+                        self._intents, state, now, leaves, repost=not posted
+                    )
                     posted = True
-                    if pending is None:
-                        time.sleep(_UNSEEN_INTENT_WAIT)
-                        snapshot = None
-                        continue
-                    intents, cursor = pending
                     designated = folder(state, intents, self._settings, now)
                     patience = deferral.defer(self._node, designated, now)
                     if patience > 0:
@@ -377,10 +374,11 @@ class RendezvousOpExecutor:
         leaves: int | None,
         *,
         repost: bool,
-    ) -> tuple[list[JoinIntent], int] | None:
+    ) -> tuple[list[JoinIntent], int]:
         """Post this node's intent if needed; return the pending intents and the log's end.
 
-        ``None`` when this node's own intent is not visible in the log yet.
+        This node's intent may not be among them (it went to a segment after a full
+        one): admitting the rest moves the state's cursor on to where it is.
         """
         intent = JoinIntent(self._node, now, leaves)
         if repost:
@@ -400,8 +398,6 @@ class RendezvousOpExecutor:
             log.post_intent(encode_intent(intent), cursor)
             records, cursor = log.read_intents(state.intent_cursor)
             intents, _ = decode_intents(records)
-            if not any(i.node == self._node and i.posted >= fresh for i in intents):
-                return None
         return intents, cursor
 
     def _await(self, snapshot: _Snapshot, patience: float, deferral: _Deferral) -> _Snapshot | None:
