@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -345,3 +346,27 @@ def test_the_intent_log_rolls_over_into_new_segments_and_deletes_the_old(
     finally:
         for handler in handlers:
             handler.shutdown()
+
+
+def test_a_wait_on_a_quiet_state_outlives_etcds_event_history(
+    etcd_client: etcd.Client, etcd_prefix: str
+) -> None:
+    """etcd v2 keeps its last 1000 events. A state left alone while a thousand other
+    keys change (intents, heartbeats) falls out of them: the wait must still wait, not
+    return at once (every waiting node would spin re-reading), and must see a write."""
+    backend = EtcdRendezvousBackend(etcd_client, "quiet", etcd_prefix)
+    result = backend.set_state(b"first")
+    assert result is not None
+    token = result[1]
+    for i in range(1050):
+        backend.beat(f"node-{i}", b"1.0", 60)
+    started = time.monotonic()
+    assert backend.wait_for_change(token, 0.5) is None
+    assert time.monotonic() - started >= 0.45
+
+    timer = threading.Timer(0.3, lambda: backend.set_state(b"second", token))
+    timer.start()
+    changed = backend.wait_for_change(token, 5)
+    timer.join()
+    assert changed is not None
+    assert changed[0] == b"second"

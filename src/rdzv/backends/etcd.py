@@ -9,6 +9,7 @@ waiting for others watches the key from its token, so it wakes on the next write
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -312,19 +313,35 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         """
         if timeout <= 0:
             return None
-        options: dict[str, Any] = {"wait": True, "timeout": timeout}
-        if isinstance(token, int):
-            options["waitIndex"] = token + 1
-        try:
-            event = self._client.read(self._key, **options)
-        except (etcd.EtcdWatchTimedOut, etcd.EtcdEventIndexCleared, etcd.EtcdKeyNotFound):
-            # Timed out, etcd forgot events that old, or the key went: read again.
-            return None
-        except ETCD_ERRORS as e:
-            raise connection_error(self._endpoint, e) from e
-        if event.action in ("set", "create", "compareAndSwap", "update") and event.value:
-            return self._decode(event)
-        return None  # expired or deleted
+        deadline = time.monotonic() + timeout
+        wait_index = token + 1 if isinstance(token, int) else None
+        while True:
+            options: dict[str, Any] = {"wait": True, "timeout": deadline - time.monotonic()}
+            if wait_index is not None:
+                options["waitIndex"] = wait_index
+            try:
+                event = self._client.read(self._key, **options)
+            except etcd.EtcdEventIndexCleared:
+                # etcd keeps only its last 1000 events, and a thousand intents and
+                # heartbeats push a quiet state's index out of them: answering "read
+                # again" then would spin. Watch from now on if the state has not moved.
+                try:
+                    current = self._client.read(self._key)
+                except etcd.EtcdKeyNotFound:
+                    return None
+                except ETCD_ERRORS as e:
+                    raise connection_error(self._endpoint, e) from e
+                if current.modifiedIndex != token or deadline <= time.monotonic():
+                    return self._decode(current)
+                wait_index = current.etcd_index + 1
+                continue
+            except (etcd.EtcdWatchTimedOut, etcd.EtcdKeyNotFound):
+                return None  # timed out, or the key went: read again
+            except ETCD_ERRORS as e:
+                raise connection_error(self._endpoint, e) from e
+            if event.action in ("set", "create", "compareAndSwap", "update") and event.value:
+                return self._decode(event)
+            return None  # expired or deleted
 
 
 def etcd_prefixes(params: RendezvousParameters) -> tuple[str, str]:
