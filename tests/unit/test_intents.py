@@ -29,6 +29,8 @@ from rdzv.core.intents import (
     encode_intent,
     folder,
     merge_heartbeats,
+    moves,
+    should_hold,
 )
 
 SETTINGS = RendezvousSettings(
@@ -287,11 +289,38 @@ def test_a_leave_for_a_round_that_is_over_is_a_plain_join() -> None:
 
 def test_the_first_pending_intent_that_moves_someone_names_the_folder() -> None:
     old = joined(A, B, C)
-    pending = [intent(A, NOW - 100), intent(B), JoinIntent(C, NOW, 5), JoinIntent(A, NOW, 0)]
-    # A's first intent expired, B is a participant and C leaves no current round.
+    pending = [
+        intent(D, NOW - 100),  # expired
+        intent(B),  # a participant already
+        JoinIntent(C, NOW, 5),  # leaves a round that is over
+        JoinIntent(A, NOW, old.round),  # leaves the current round: moves
+        intent(E),
+    ]
     assert folder(old, pending, SETTINGS, NOW) == A
     assert folder(RendezvousState(), [intent(D), intent(E)], SETTINGS, NOW) == D
     assert folder(old, [intent(B)], SETTINGS, NOW) is None
+
+
+def test_a_fold_is_held_while_the_round_cannot_reach_min_nodes() -> None:
+    # min_nodes is 2: one pending node alone changes no decision.
+    assert should_hold(RendezvousState(), [intent(A)], SETTINGS, NOW)
+    assert should_hold(RendezvousState(), [intent(A), intent(A)], SETTINGS, NOW)
+    assert should_hold(RendezvousState(), [intent(A), intent(B, NOW - 100)], SETTINGS, NOW)
+    assert not should_hold(RendezvousState(), [intent(A), intent(B)], SETTINGS, NOW)
+    assert not should_hold(joined(A), [intent(B)], SETTINGS, NOW)
+    # A waiting node of an incomplete round joins with the fold, intent or not.
+    assert not should_hold(_STARTS["next-round-with-waiting"], [intent(D)], SETTINGS, NOW)
+    # Into a complete round (the wait list) or a closed one: never held.
+    assert not should_hold(joined(A, B, complete=True), [intent(C)], SETTINGS, NOW)
+    assert not should_hold(RendezvousState(closed=True), [intent(A)], SETTINGS, NOW)
+
+
+def test_a_waiting_node_moves_only_once_its_round_is_over() -> None:
+    waiting = _STARTS["complete-with-waiting"]
+    assert not moves(waiting, intent(C))
+    assert moves(_STARTS["next-round-with-waiting"], intent(C))
+    assert not moves(waiting, intent(A))
+    assert moves(waiting, JoinIntent(A, NOW, waiting.round))
 
 
 # -- heartbeat records -----------------------------------------------------------------

@@ -56,6 +56,7 @@ from rdzv.core.intents import (
     encode_intent,
     folder,
     merge_heartbeats,
+    should_hold,
 )
 from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend, Token
 
@@ -75,6 +76,10 @@ _UNSEEN_INTENT_WAIT = 0.05
 
 _PATIENCE = 1.0
 """Longest wait for the write of the node designated to make it (see :class:`_Deferral`)."""
+
+_HOLD_POLL = 0.1
+"""How often, at most, the designated node reads the log while it holds the fold (see
+should_hold); it starts at a few milliseconds, for the nodes of a small job arrive together."""
 
 _PLACEMENTS = frozenset(
     {
@@ -167,6 +172,9 @@ class RendezvousOpExecutor:
         self._board = backend if isinstance(backend, HeartbeatBoard) else None
         self._observed: dict[NodeDesc, float] = {}
         """Heartbeats read from the board, and this node's own last one."""
+        self._interval = settings.keep_alive_interval.total_seconds()
+        self._refresh_age = settings.heartbeat_expiry - self._interval
+        """Age at which a waiting node posts its intent again, before it would expire."""
 
     @property
     def state(self) -> RendezvousState:
@@ -220,7 +228,8 @@ class RendezvousOpExecutor:
         outage: _Outage | None = None
         deferral = _Deferral()
         lost_writes = 0
-        posted = False
+        posted: float | None = None  # when this node last posted its intent
+        holds = 0
         while True:
             try:
                 if snapshot is None:
@@ -240,11 +249,18 @@ class RendezvousOpExecutor:
                     continue
                 if action in _PLACEMENTS and self._intents is not None:
                     leaves = state.round if action is Action.REJOIN else None
-                    intents, cursor = self._pending(
-                        self._intents, state, now, leaves, repost=not posted
-                    )
-                    posted = True
+                    repost = posted is None or now - posted >= self._refresh_age
+                    intents, cursor = self._pending(self._intents, state, now, leaves, repost)
+                    posted = now if repost else posted
                     designated = folder(state, intents, self._settings, now)
+                    if should_hold(state, intents, self._settings, now):
+                        # The designated node watches the log; the others wait for its
+                        # fold, and post again before their intent would expire.
+                        holds += 1
+                        poll = min(_HOLD_POLL, 0.002 * 2**holds)
+                        hold = poll if designated == self._node else self._interval
+                        snapshot = self._await(snapshot, hold, deferral)
+                        continue
                     patience = deferral.defer(self._node, designated, now)
                     if patience > 0:
                         snapshot = self._await(snapshot, patience, deferral)
@@ -372,7 +388,6 @@ class RendezvousOpExecutor:
         state: RendezvousState,
         now: float,
         leaves: int | None,
-        *,
         repost: bool,
     ) -> tuple[list[JoinIntent], int]:
         """Post this node's intent if needed; return the pending intents and the log's end.
