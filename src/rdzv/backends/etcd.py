@@ -316,7 +316,10 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         deadline = time.monotonic() + timeout
         wait_index = token + 1 if isinstance(token, int) else None
         while True:
-            options: dict[str, Any] = {"wait": True, "timeout": deadline - time.monotonic()}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None  # (python-etcd would wait without end on 0, and raise below)
+            options: dict[str, Any] = {"wait": True, "timeout": remaining}
             if wait_index is not None:
                 options["waitIndex"] = wait_index
             try:
