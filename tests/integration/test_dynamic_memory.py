@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -215,6 +216,30 @@ def test_keep_alive_refreshes_the_heartbeat_record_not_the_state(
     record = run.backend.read_beats([str(handler.node)])[str(handler.node)]
     assert float(record) > joined
     assert run.backend.get_state() == state_before  # the shared state did not move
+
+
+def test_a_heartbeat_on_a_board_does_not_read_the_state(
+    make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a thousand nodes, reading the whole state before each tiny heartbeat record
+    would be nearly all of the keep-alive traffic."""
+    run = make_run(1, 1, keep_alive_interval=0.05)
+    handler = run.handler()
+    handler.next_rendezvous()
+    reads: list[float] = []
+    get_state = run.backend.get_state
+
+    def counted() -> Any:
+        reads.append(time.monotonic())
+        return get_state()
+
+    monkeypatch.setattr(run.backend, "get_state", counted)
+    before = run.state().last_heartbeats[handler.node]
+    reads.clear()
+    time.sleep(0.3)
+    after = float(run.backend.read_beats([str(handler.node)])[str(handler.node)])
+    assert after > before  # several heartbeats were sent...
+    assert reads == []  # ...and none read the state
 
 
 def test_shutdown_closes_the_rendezvous_and_stops_heartbeats(

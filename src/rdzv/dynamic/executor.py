@@ -181,6 +181,29 @@ class RendezvousOpExecutor:
         """The state as of the last read or write, heartbeats seen outside it merged."""
         return self._last.state
 
+    def beat(self) -> bool:
+        """Write this node's heartbeat record straight to the board, without reading the state.
+
+        A heartbeat on a board changes nothing in the state, so reading a thousand-node
+        state first, as :func:`decide_keep_alive <rdzv.core.decide_keep_alive>` needs,
+        would only multiply its cost. Returns ``False`` when the backend has no board
+        (the caller then runs the keep-alive operation); a node the last state seen
+        does not know sends nothing.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+        """
+        if self._board is None:
+            return False
+        if self._node in self._last.state.last_heartbeats:
+            self._beat(self._board, self._clock())
+        return True
+
+    def last_heartbeat(self) -> float | None:
+        """When this node last sent a heartbeat, as far as this process knows."""
+        beats = [self._last.state.last_heartbeats.get(self._node), self._observed.get(self._node)]
+        return max((b for b in beats if b is not None), default=None)
+
     def read(self) -> RendezvousState:
         """Fetch the state, without its dead nodes.
 

@@ -315,11 +315,12 @@ class DynamicRendezvousHandler(RendezvousHandler):
         """
         with self._heartbeat_lock:
             try:
-                self._executor.run(
-                    decide_keep_alive,
-                    self._deadline(self._settings.timeout.heartbeat),
-                    ride_out_outages=False,  # retried below, and stop() must not wait
-                )
+                if not self._executor.beat():
+                    self._executor.run(
+                        decide_keep_alive,
+                        self._deadline(self._settings.timeout.heartbeat),
+                        ride_out_outages=False,  # retried below, and stop() must not wait
+                    )
             except RendezvousError as e:
                 logger.warning(
                     "Node %s failed to send a heartbeat to rendezvous '%s': %s",
@@ -335,13 +336,16 @@ class DynamicRendezvousHandler(RendezvousHandler):
         # Timed from the last heartbeat the state holds (the join wrote one), not
         # from now: otherwise a heartbeat could be almost two intervals old.
         interval = self._settings.keep_alive_interval.total_seconds()
-        last = self._executor.state.last_heartbeats.get(self._node)
+        last = self._executor.last_heartbeat()
         if last is None:
             return interval
         return min(max(last + interval - self._clock(), 0.01), interval)
 
     def _start_heartbeats(self) -> None:
-        self._keep_alive_thread = _KeepAliveThread(self, self._next_heartbeat_delay())
+        # The first one comes at a random point of the interval: a round's nodes
+        # all joined at one instant and would otherwise beat together for good.
+        first = self._next_heartbeat_delay() * random.uniform(0.5, 1.0)  # noqa: S311
+        self._keep_alive_thread = _KeepAliveThread(self, first)
 
     def _stop_heartbeats(self) -> None:
         if self._keep_alive_thread is not None:
