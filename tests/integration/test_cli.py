@@ -316,11 +316,15 @@ def test_close_makes_a_waiting_node_fail_with_rendezvous_closed(
 ) -> None:
     (waiting,) = nodes(1, 2, 2)
     waiting.send("next")  # blocks: the round needs 2 nodes
+    # The join waits as a pending intent: alone, it cannot form a round.
     wait_until(
-        lambda: json.loads(rdzv("status", *target["args"], "--json").stdout)["result"] == "ok",
+        lambda: json.loads(rdzv("status", *target["args"], "--json").stdout)["pending_joins"],
         30,
-        "the node to join",
+        "the node to post its join",
     )
+    shown = rdzv("status", *target["args"])
+    assert "pending joins (1)" in shown.stdout
+    assert shown.returncode == 4  # no state yet
 
     closed = rdzv("close", *target["args"])
     assert closed.returncode == 0, closed.stderr

@@ -14,6 +14,7 @@ from rdzv.cli._common import CommandError, ExitStatus, port_number, positive_flo
 from rdzv.cli.demo import DemoPlan
 from rdzv.cli.status import FORMAT_VERSION, Reading, describe, describe_state, format_text
 from rdzv.core import NodeDesc, RendezvousSettings, RendezvousState
+from rdzv.core.intents import JoinIntent
 
 NOW = 1_000_000.0
 SETTINGS = RendezvousSettings(
@@ -104,6 +105,19 @@ def test_wait_and_redundancy_lists_are_listed_and_the_wait_list_counts_as_waitin
     assert "r_5_0  20.0 s ago  DEAD" in text
 
 
+def test_pending_joins_are_shown_with_their_age_even_without_a_state() -> None:
+    fresh = JoinIntent(NodeDesc("a", 1, 0), NOW - 2)
+    stale = JoinIntent(NodeDesc("b", 2, 0), NOW - 100)
+    doc = document(Reading(None, pending=(fresh, stale)))
+    assert [p["node"] for p in doc["pending_joins"]] == ["a_1_0", "b_2_0"]
+    assert [p["expired"] for p in doc["pending_joins"]] == [False, True]
+    text = "\n".join(format_text(doc))
+    assert "no state yet" in text
+    assert "pending joins (2)" in text
+    assert "a_1_0  posted 2.0 s ago" in text
+    assert "b_2_0  posted 100.0 s ago (expired)" in text
+
+
 def test_the_document_has_the_documented_shape_and_is_json() -> None:
     doc = document(Reading(complete_round()))
     assert set(doc) == {
@@ -117,6 +131,7 @@ def test_the_document_has_the_documented_shape_and_is_json() -> None:
         "result",
         "error",
         "state",
+        "pending_joins",
     }
     assert doc["format"] == FORMAT_VERSION
     assert doc["result"] == "ok"

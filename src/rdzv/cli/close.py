@@ -156,8 +156,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     """Run ``rdzv close``; return the exit status.
 
     Raises:
-        CommandError: see :func:`close_rendezvous`, plus a corrupt or absent state
-            without ``--force``.
+        CommandError: see :func:`close_rendezvous`, plus a corrupt state, or an
+            absent one with no pending join, without ``--force``.
     """
     settings = attrs.evolve(
         keep_alive_settings(args), timeout=RendezvousTimeout(close=args.timeout)
@@ -179,14 +179,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 "closed state, run the command again with --force.",
                 ExitStatus.CORRUPT_STATE,
             )
-        if reading.result == "no_state":
+        if reading.result == "no_state" and not reading.pending:
             raise CommandError(
                 f"{name} has no state: nothing to close. Check --run-id and --endpoint; with "
                 "--force a closed state is written so that nodes started later fail at once.",
                 ExitStatus.NO_STATE,
             )
-        assert reading.state is not None
-        if reading.state.closed:
+        if reading.state is not None and reading.state.closed:
             out(f"{name} was already closed ({_describe(reading.state)}).")
             return ExitStatus.OK
         state = close_rendezvous(target, settings)

@@ -34,8 +34,8 @@ from rdzv.core import (
     drop_dead_nodes,
     num_nodes_waiting,
 )
-from rdzv.core.intents import decode_beat, merge_heartbeats
-from rdzv.dynamic.backend import HeartbeatBoard, Token
+from rdzv.core.intents import JoinIntent, decode_beat, decode_intents, merge_heartbeats, moves
+from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, Token
 
 __all__ = [
     "FORMAT_VERSION",
@@ -44,6 +44,7 @@ __all__ = [
     "describe",
     "describe_state",
     "format_text",
+    "read_pending",
     "read_state",
     "run",
 ]
@@ -84,6 +85,8 @@ class Reading:
     state: RendezvousState | None
     error: str | None = None
     token: Token | None = None
+    pending: tuple[JoinIntent, ...] = ()
+    """Join intents no state has admitted yet (see :func:`read_pending`)."""
 
     @property
     def result(self) -> str:
@@ -106,13 +109,39 @@ def read_state(target: Target) -> Reading:
     except RendezvousConnectionError as e:
         raise CommandError(str(e)) from e
     if result is None:
-        return Reading(None)
+        return Reading(None, pending=read_pending(target.backend, RendezvousState()))
     data, token = result
     try:
         state = decode_state(data)
     except RendezvousStateError as e:
         return Reading(None, str(e), token)
-    return Reading(_with_heartbeat_records(target.backend, state), token=token)
+    pending = read_pending(target.backend, state)
+    return Reading(_with_heartbeat_records(target.backend, state), token=token, pending=pending)
+
+
+def read_pending(backend: object, state: RendezvousState) -> tuple[JoinIntent, ...]:
+    """The join intents after the state's cursor that would still place their node.
+
+    The nodes of a round that cannot reach ``min_nodes`` yet wait there, outside
+    the state (see :func:`rdzv.core.intents.should_hold`): without them a job whose
+    nodes are still arriving would look empty. The freshness of an intent is not
+    judged here (that needs the run's settings); the caller shows its age.
+
+    Raises:
+        CommandError: the backend cannot be reached.
+    """
+    if not isinstance(backend, IntentLog):
+        return ()
+    try:
+        records, _ = backend.read_intents(state.intent_cursor)
+    except RendezvousConnectionError as e:
+        raise CommandError(str(e)) from e
+    intents, _ = decode_intents(records)
+    latest: dict[NodeDesc, JoinIntent] = {}
+    for intent in intents:
+        if moves(state, intent):
+            latest[intent.node] = intent
+    return tuple(sorted(latest.values(), key=lambda i: i.node))
 
 
 def _with_heartbeat_records(backend: object, state: RendezvousState) -> RendezvousState:
@@ -215,7 +244,32 @@ def describe(
         "result": reading.result,
         "error": reading.error,
         "state": None if reading.state is None else describe_state(reading.state, settings, now),
+        "pending_joins": [_pending(intent, settings, now) for intent in reading.pending],
     }
+
+
+def _pending(intent: JoinIntent, settings: RendezvousSettings, now: float) -> dict[str, Any]:
+    return {
+        "node": str(intent.node),
+        "addr": intent.node.addr,
+        "pid": intent.node.pid,
+        "posted": intent.posted,
+        "age": round(now - intent.posted, 3),
+        "expired": intent.posted < now - settings.heartbeat_expiry,
+    }
+
+
+def _pending_lines(document: dict[str, Any]) -> list[str]:
+    pending = document.get("pending_joins") or []
+    if not pending:
+        return []
+    lines = [
+        f"pending joins ({len(pending)}), not in the state until the round can reach min_nodes:"
+    ]
+    for entry in pending:
+        note = " (expired)" if entry["expired"] else ""
+        lines.append(f"  {entry['node']}  posted {_seconds(entry['age'])} ago{note}")
+    return lines
 
 
 def _seconds(value: float) -> str:
@@ -262,6 +316,8 @@ def _last_call_line(state: dict[str, Any]) -> str:
 def format_text(document: dict[str, Any]) -> list[str]:
     """Render a :func:`describe` document as lines for a terminal."""
     header = f"rendezvous '{document['run_id']}' ({document['where']})"
+    if document["result"] == "no_state" and document.get("pending_joins"):
+        return [header, "no state yet: no round has formed.", *_pending_lines(document)]
     if document["result"] == "no_state":
         return [
             header,
@@ -294,7 +350,7 @@ def format_text(document: dict[str, Any]) -> list[str]:
     waiting = state["num_nodes_waiting"]
     hint = " (the nodes will start a new round)" if waiting and not state["closed"] else ""
     lines.append(f"num_nodes_waiting: {waiting}{hint}")
-    return lines
+    return lines + _pending_lines(document)
 
 
 def _status_of(reading: Reading) -> ExitStatus:
