@@ -116,6 +116,10 @@ class CountingBackend(RendezvousBackend):
         self._counter.count(op, state, read=_state_size(result) if lost else 0)
         return result
 
+    @property
+    def reconnect_window(self) -> float:
+        return self._inner.reconnect_window
+
     def wait_for_change(self, token: Any, timeout: float) -> Any:
         result = self._inner.wait_for_change(token, timeout)
         self._counter.count("wait_for_change", read=_state_size(result))

@@ -131,14 +131,28 @@ class _Deferral:
         """Seconds to wait for ``designated``'s write; 0 when this node should write."""
         if designated is None or designated == node:
             return 0.0
+        return self.wait(now, _PATIENCE)
+
+    def wait(self, now: float, longest: float) -> float:
+        """Seconds left to wait for another node's write, at most about ``longest`` in all."""
         if self.since is None:
             self.since = now
-            self.patience = random.uniform(0.5, 1.0) * _PATIENCE  # noqa: S311
+            self.patience = random.uniform(0.5, 1.0) * longest  # noqa: S311
         return max(self.since + self.patience - now, 0.0)
 
     def progressed(self) -> None:
         """The state moved: whoever is designated now gets a full patience."""
         self.since = None
+
+
+@attrs.define
+class _Joining:
+    """What a node's join has done with the intent log so far."""
+
+    posted: float | None = None
+    """When it last posted its intent."""
+    holds: int = 0
+    """Times it held the fold (see should_hold): its log reads grow further apart."""
 
 
 @attrs.frozen
@@ -251,8 +265,7 @@ class RendezvousOpExecutor:
         outage: _Outage | None = None
         deferral = _Deferral()
         lost_writes = 0
-        posted: float | None = None  # when this node last posted its intent
-        holds = 0
+        joining = _Joining()
         while True:
             try:
                 if snapshot is None:
@@ -272,27 +285,11 @@ class RendezvousOpExecutor:
                     continue
                 if action in _PLACEMENTS and self._intents is not None:
                     leaves = state.round if action is Action.REJOIN else None
-                    repost = posted is None or now - posted >= self._refresh_age
-                    intents, cursor = self._pending(self._intents, state, now, leaves, repost)
-                    posted = now if repost else posted
-                    designated = folder(state, intents, self._settings, now)
-                    if should_hold(state, intents, self._settings, now):
-                        # The designated node watches the log; the others wait for its
-                        # fold, and post again before their intent would expire.
-                        holds += 1
-                        poll = min(_HOLD_POLL, 0.002 * 2**holds)
-                        hold = poll if designated == self._node else self._interval
-                        snapshot = self._await(snapshot, hold, deferral)
+                    wait = self._join_step(self._intents, state, now, leaves, joining, deferral)
+                    if isinstance(wait, float):
+                        snapshot = self._await(snapshot, wait, deferral) if wait else None
                         continue
-                    patience = deferral.defer(self._node, designated, now)
-                    if patience > 0:
-                        snapshot = self._await(snapshot, patience, deferral)
-                        continue
-                    new = admit_intents(state, intents, cursor, self._settings, now)
-                    if new is state:
-                        time.sleep(_UNSEEN_INTENT_WAIT)
-                        snapshot = None
-                        continue
+                    new = wait
                 elif action is Action.MARK_RENDEZVOUS_COMPLETE and (
                     patience := deferral.defer(self._node, min(state.participants), now)
                 ):
@@ -405,22 +402,50 @@ class RendezvousOpExecutor:
         board.beat(str(self._node), encode_beat(now), 2 * self._settings.heartbeat_expiry)
         self._observed[self._node] = now
 
-    def _pending(
+    def _join_step(
         self,
         log: IntentLog,
         state: RendezvousState,
         now: float,
         leaves: int | None,
-        repost: bool,
+        joining: _Joining,
+        deferral: _Deferral,
+    ) -> RendezvousState | float:
+        """One step of a join through the intent log: the state to write, or seconds to wait.
+
+        Post this node's intent (again before it would expire), read the pending
+        ones; the first pending node folds them, and holds the fold while the
+        round cannot reach ``min_nodes``; the others wait for its write. A wait
+        of 0 means: read the state again now.
+        """
+        if joining.posted is None or now - joining.posted >= self._refresh_age:
+            log.post_intent(encode_intent(JoinIntent(self._node, now, leaves)), state.intent_cursor)
+            joining.posted = now
+        intents, cursor = self._pending(log, state, now, leaves)
+        designated = folder(state, intents, self._settings, now)
+        if should_hold(state, intents, self._settings, now):
+            # The folder watches the log (often at first: the nodes of a small job
+            # arrive together); the others wait for its fold.
+            joining.holds += 1
+            poll = min(_HOLD_POLL, 0.002 * 2**joining.holds)
+            return poll if designated == self._node else float(self._interval)
+        patience = deferral.defer(self._node, designated, now)
+        if patience > 0:
+            return patience
+        new = admit_intents(state, intents, cursor, self._settings, now)
+        if new is state:
+            time.sleep(_UNSEEN_INTENT_WAIT)
+            return 0.0
+        return new
+
+    def _pending(
+        self, log: IntentLog, state: RendezvousState, now: float, leaves: int | None
     ) -> tuple[list[JoinIntent], int]:
-        """Post this node's intent if needed; return the pending intents and the log's end.
+        """The pending intents and the log's end.
 
         This node's intent may not be among them (it went to a segment after a full
         one): admitting the rest moves the state's cursor on to where it is.
         """
-        intent = JoinIntent(self._node, now, leaves)
-        if repost:
-            log.post_intent(encode_intent(intent), state.intent_cursor)
         records, cursor = log.read_intents(state.intent_cursor)
         intents, bad = decode_intents(records)
         if bad:
@@ -433,7 +458,7 @@ class RendezvousOpExecutor:
         if not any(i.node == self._node and i.posted >= fresh for i in intents):
             # Ours was admitted and dropped since, expired, or went to a log segment
             # that rolled over: post it again, where the log is now.
-            log.post_intent(encode_intent(intent), cursor)
+            log.post_intent(encode_intent(JoinIntent(self._node, now, leaves)), cursor)
             records, cursor = log.read_intents(state.intent_cursor)
             intents, _ = decode_intents(records)
         return intents, cursor
