@@ -153,6 +153,9 @@ class _Joining:
     """When it last posted its intent."""
     holds: int = 0
     """Times it held the fold (see should_hold): its log reads grow further apart."""
+    held_since: float | None = None
+    """When it began to hold the fold: it holds for one keep-alive interval at most,
+    since the pending nodes are kept alive only by posting their intents again."""
 
 
 @attrs.frozen
@@ -423,12 +426,18 @@ class RendezvousOpExecutor:
             joining.posted = now
         intents, cursor = self._pending(log, state, now, leaves)
         designated = folder(state, intents, self._settings, now)
-        if should_hold(state, intents, self._settings, now):
+        # Held for an interval already: fold what came, so that the state (and the
+        # heartbeats it then watches) keeps those nodes alive.
+        held_long = joining.held_since is not None and now - joining.held_since >= self._interval
+        if not held_long and should_hold(state, intents, self._settings, now):
             # The folder watches the log (often at first: the nodes of a small job
             # arrive together); the others wait for its fold.
+            if designated == self._node and joining.held_since is None:
+                joining.held_since = now
             joining.holds += 1
             poll = min(_HOLD_POLL, 0.002 * 2**joining.holds)
             return poll if designated == self._node else float(self._interval)
+        joining.held_since = None
         patience = deferral.defer(self._node, designated, now)
         if patience > 0:
             return patience
