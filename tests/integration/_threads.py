@@ -6,7 +6,7 @@ import threading
 import uuid
 from typing import Any
 
-from rdzv import RendezvousInfo, RendezvousParameters, get_rendezvous_handler
+from rdzv import RendezvousHandler, RendezvousInfo, RendezvousParameters, get_rendezvous_handler
 
 
 def rendezvous(backend: str, count: int, endpoint: str, **options: Any) -> list[RendezvousInfo]:
@@ -21,6 +21,14 @@ def rendezvous(backend: str, count: int, endpoint: str, **options: Any) -> list[
         )
         for _ in range(count)
     ]
+    results = next_round(handlers)
+    for handler in handlers:
+        handler.shutdown()
+    return results
+
+
+def next_round(handlers: list[RendezvousHandler]) -> list[RendezvousInfo]:
+    """Every handler calls ``next_rendezvous`` at once (a thread each); their results."""
     results: list[RendezvousInfo] = []
     threads = [
         threading.Thread(target=lambda h=h: results.append(h.next_rendezvous())) for h in handlers
@@ -29,6 +37,4 @@ def rendezvous(backend: str, count: int, endpoint: str, **options: Any) -> list[
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    for handler in handlers:
-        handler.shutdown()
     return results

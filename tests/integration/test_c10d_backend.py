@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _threads import next_round
 
 from rdzv import RendezvousConnectionError, RendezvousParameters, get_rendezvous_handler
 from rdzv.backends.c10d import C10dRendezvousBackend, create_backend, is_local_address
@@ -117,15 +118,7 @@ def test_the_intent_log_rolls_over_into_new_keys_and_deletes_the_old(tmp_path: P
         )
         handlers = [create_handler(host, backend, settings) for backend in backends]
         for round_ in range(8):
-            ranks: list[int] = []
-            threads = [
-                threading.Thread(target=lambda h=h, r=ranks: r.append(h.next_rendezvous().rank))
-                for h in handlers
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=60)
+            ranks = [info.rank for info in next_round(handlers)]
             assert sorted(ranks) == [0, 1, 2], f"round {round_}: {ranks}"
         result = backends[0].get_state()
         assert result is not None

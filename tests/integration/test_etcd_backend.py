@@ -15,6 +15,7 @@ from typing import Any
 import etcd
 import pytest
 import trustme
+from _threads import next_round
 from _threads import rendezvous as threaded_rendezvous
 
 from rdzv import (
@@ -324,15 +325,7 @@ def test_the_intent_log_rolls_over_into_new_segments_and_deletes_the_old(
     ]
     try:
         for round_ in range(6):
-            ranks: list[int] = []
-            threads = [
-                threading.Thread(target=lambda h=h, r=ranks: r.append(h.next_rendezvous().rank))
-                for h in handlers
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=60)
+            ranks = [info.rank for info in next_round(handlers)]
             assert sorted(ranks) == list(range(count)), f"round {round_}: {ranks}"
         result = backends[0].get_state()
         assert result is not None
