@@ -174,7 +174,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
             return None if value is None else value.encode("ascii")
 
         def etcd_intents(run_id: str, records: list[bytes]) -> None:
-            directory = EtcdRendezvousBackend(client, run_id).key + ".intents"
+            directory = EtcdRendezvousBackend(client, run_id).key + ".intents/0"  # segment 0
             for record in records:
                 client.write(directory, record.decode("ascii"), append=True, ttl=300)
 
