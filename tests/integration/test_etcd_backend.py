@@ -363,3 +363,26 @@ def test_a_wait_on_a_quiet_state_outlives_etcds_event_history(
     timer.join()
     assert changed is not None
     assert changed[0] == b"second"
+
+
+def test_a_wait_for_a_state_that_did_not_exist_sees_one_created_since(
+    etcd_client: etcd.Client, etcd_prefix: str
+) -> None:
+    """A node that read no state and then waits must see a state created in between at
+    once, not sleep through its timeout: a join that waited so could miss the last call
+    and be left out of a round it arrived in time for."""
+    backend = EtcdRendezvousBackend(etcd_client, "created", etcd_prefix)
+    assert backend.get_state() is None
+    assert backend.set_state(b"first") is not None  # another node, between read and wait
+    started = time.monotonic()
+    changed = backend.wait_for_change(None, 5)
+    assert changed is not None
+    assert changed[0] == b"first"
+    assert time.monotonic() - started < 1
+
+    timer = threading.Timer(0.3, lambda: backend.set_state(b"second", changed[1]))
+    timer.start()
+    later = backend.wait_for_change(changed[1], 5)
+    timer.join()
+    assert later is not None
+    assert later[0] == b"second"

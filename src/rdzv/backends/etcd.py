@@ -341,7 +341,21 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         if timeout <= 0:
             return None
         deadline = time.monotonic() + timeout
-        wait_index = token + 1 if isinstance(token, int) else None
+        wait_index: int | None
+        if isinstance(token, int):
+            wait_index = token + 1
+        else:
+            # No state when the caller read: watching "from now" would miss one
+            # created since, and the caller would sleep through its whole timeout
+            # (a late fold could then miss the last call). Watch from the index of
+            # a fresh read instead.
+            try:
+                return self._decode(self._client.read(self._key))
+            except etcd.EtcdKeyNotFound as e:
+                index = (e.payload or {}).get("index")
+                wait_index = index + 1 if isinstance(index, int) else None
+            except ETCD_ERRORS as e:
+                raise connection_error(self._endpoint, e) from e
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
