@@ -146,13 +146,19 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return decode_base64_state(result.value or "", where), result.modifiedIndex
 
     def get_state(self) -> tuple[bytes, Token] | None:
+        result, _ = self._read()
+        return None if result is None else self._decode(result)
+
+    def _read(self) -> tuple[etcd.EtcdResult | None, int | None]:
+        """The state's key (``None`` when absent) and etcd's index at the read, if known."""
         try:
             result = self._client.read(self._key)
-        except etcd.EtcdKeyNotFound:
-            return None
+        except etcd.EtcdKeyNotFound as e:
+            index = (e.payload or {}).get("index")
+            return None, index if isinstance(index, int) else None
         except ETCD_ERRORS as e:
             raise connection_error(self._endpoint, e) from e
-        return self._decode(result)
+        return result, result.etcd_index
 
     def set_state(
         self, state: bytes, token: Token | None = None
@@ -341,21 +347,15 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         if timeout <= 0:
             return None
         deadline = time.monotonic() + timeout
-        wait_index: int | None
-        if isinstance(token, int):
-            wait_index = token + 1
-        else:
+        wait_index = token + 1 if isinstance(token, int) else None
+        if wait_index is None:
             # No state when the caller read: watching "from now" would miss one
             # created since, and the caller would sleep through its whole timeout
-            # (a late fold could then miss the last call). Watch from the index of
-            # a fresh read instead.
-            try:
-                return self._decode(self._client.read(self._key))
-            except etcd.EtcdKeyNotFound as e:
-                index = (e.payload or {}).get("index")
-                wait_index = index + 1 if isinstance(index, int) else None
-            except ETCD_ERRORS as e:
-                raise connection_error(self._endpoint, e) from e
+            # (a late fold could then miss the last call). Watch from a fresh read.
+            current, index = self._read()
+            if current is not None:
+                return self._decode(current)
+            wait_index = None if index is None else index + 1
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -369,15 +369,12 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
                 # etcd keeps only its last 1000 events, and a thousand intents and
                 # heartbeats push a quiet state's index out of them: answering "read
                 # again" then would spin. Watch from now on if the state has not moved.
-                try:
-                    current = self._client.read(self._key)
-                except etcd.EtcdKeyNotFound:
+                current, index = self._read()
+                if current is None:
                     return None
-                except ETCD_ERRORS as e:
-                    raise connection_error(self._endpoint, e) from e
                 if current.modifiedIndex != token or deadline <= time.monotonic():
                     return self._decode(current)
-                wait_index = current.etcd_index + 1
+                wait_index = None if index is None else index + 1
                 continue
             except (etcd.EtcdWatchTimedOut, etcd.EtcdKeyNotFound):
                 return None  # timed out, or the key went: read again
