@@ -131,13 +131,9 @@ class _Deferral:
         """Seconds to wait for ``designated``'s write; 0 when this node should write."""
         if designated is None or designated == node:
             return 0.0
-        return self.wait(now, _PATIENCE)
-
-    def wait(self, now: float, longest: float) -> float:
-        """Seconds left to wait for another node's write, at most about ``longest`` in all."""
         if self.since is None:
             self.since = now
-            self.patience = random.uniform(0.5, 1.0) * longest  # noqa: S311
+            self.patience = random.uniform(0.5, 1.0) * _PATIENCE  # noqa: S311
         return max(self.since + self.patience - now, 0.0)
 
     def progressed(self) -> None:
