@@ -316,15 +316,15 @@ def test_close_makes_a_waiting_node_fail_with_rendezvous_closed(
 ) -> None:
     (waiting,) = nodes(1, 2, 2)
     waiting.send("next")  # blocks: the round needs 2 nodes
-    # The join waits as a pending intent: alone, it cannot form a round.
-    wait_until(
-        lambda: json.loads(rdzv("status", *target["args"], "--json").stdout)["pending_joins"],
-        30,
-        "the node to post its join",
-    )
+
+    def forming() -> bool:
+        doc = json.loads(rdzv("status", *target["args"], "--json").stdout)
+        return bool(doc["state"] and doc["state"]["participants"])
+
+    # The first node admits itself at once and waits in the forming round.
+    wait_until(forming, 30, "the node to join the forming round")
     shown = rdzv("status", *target["args"])
-    assert "pending joins (1)" in shown.stdout
-    assert shown.returncode == 4  # no state yet
+    assert "round 0: forming" in shown.stdout, shown.stdout
 
     closed = rdzv("close", *target["args"])
     assert closed.returncode == 0, closed.stderr

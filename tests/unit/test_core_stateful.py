@@ -38,7 +38,7 @@ from rdzv.core import (
     next_wakeup,
     should_keep_alive,
 )
-from rdzv.core.intents import JoinIntent, admit_intents
+from rdzv.core.intents import JoinIntent, admit
 
 SETTINGS = RendezvousSettings(
     "stateful",
@@ -356,8 +356,8 @@ class IntentMachine(CoreMachine):
             return Action.WAIT, deadline
         if dropped:
             self.check_transition(self.state, state)
-        new = admit_intents(state, pending, len(self.log), SETTINGS, self.now)
-        assert node in new.members(), "a node's own fold admits it"
+        new = admit(state, pending, len(self.log), SETTINGS, self.now)
+        assert node in new.members(), "a node's own admission places it"
         self.batches.append(len(new.members() - state.members()))
         self.check_transition(state, new)
         self.state = new

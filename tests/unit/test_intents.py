@@ -1,10 +1,11 @@
-"""Join intents admitted in batches, and heartbeat records merged into the state."""
+"""Join intents and withdrawals admitted in batches, the steward, heartbeat records merged."""
 
 from __future__ import annotations
 
 import math
 from datetime import timedelta
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,18 +20,24 @@ from rdzv.core import (
     decide_join,
 )
 from rdzv.core.intents import (
-    MAX_INTENT_SIZE,
+    LOG_SEGMENT_SPAN,
+    MAX_RECORD_SIZE,
     JoinIntent,
-    _parse_intent,
-    admit_intents,
+    LogRecord,
+    Withdrawal,
+    _parse_record,
+    admit,
     decode_beat,
-    decode_intents,
+    decode_records,
     encode_beat,
-    encode_intent,
-    folder,
+    encode_record,
+    first_mover,
     merge_heartbeats,
     moves,
+    needs_fence,
+    segment_of,
     should_hold,
+    steward,
 )
 
 SETTINGS = RendezvousSettings(
@@ -66,13 +73,13 @@ def joined(*nodes: NodeDesc, complete: bool = False) -> RendezvousState:
 @pytest.mark.parametrize("leaves", [None, 0, 12])
 def test_an_intent_survives_encoding(leaves: int | None) -> None:
     original = JoinIntent(NodeDesc("host.example.com", 4242, 7), 1_795_000_000.125, leaves)
-    intents, bad = decode_intents([encode_intent(original)])
+    intents, bad = decode_records([encode_record(original)])
     assert (intents, bad) == ([original], 0)
 
 
 def test_several_records_in_one_chunk_are_read_in_order() -> None:
-    chunk = b"".join(encode_intent(intent(n, NOW + i)) for i, n in enumerate(NODES))
-    intents, bad = decode_intents([chunk])
+    chunk = b"".join(encode_record(intent(n, NOW + i)) for i, n in enumerate(NODES))
+    intents, bad = decode_records([chunk])
     assert [i.node for i in intents] == NODES
     assert bad == 0
 
@@ -93,36 +100,36 @@ def test_several_records_in_one_chunk_are_read_in_order() -> None:
         b'["a", 1, 0, 5.0, true]',
         b'["a", 1, 0, 5.0, 1, 2]',
         b'{"addr": "a"}',
-        b'["' + b"x" * MAX_INTENT_SIZE + b'", 1, 0, 5.0]',
+        b'["' + b"x" * MAX_RECORD_SIZE + b'", 1, 0, 5.0]',
     ],
 )
 def test_a_bad_record_is_skipped_and_counted_not_raised(line: bytes) -> None:
-    good = encode_intent(intent(A))
-    intents, bad = decode_intents([line + b"\n" + good])
+    good = encode_record(intent(A))
+    intents, bad = decode_records([line + b"\n" + good])
     assert [i.node for i in intents] == [A]
     assert bad == 1
 
 
 def test_an_oversized_line_is_rejected_before_the_decode_cache() -> None:
     """The cache of decoded lines must not keep a hostile megabyte line alive."""
-    before = _parse_intent.cache_info().currsize
+    before = _parse_record.cache_info().currsize
     line = b'["' + b"x" * (1 << 20) + b'", 1, 0, 5.0]\n'
-    assert decode_intents([line]) == ([], 1)
-    assert _parse_intent.cache_info().currsize == before
+    assert decode_records([line]) == ([], 1)
+    assert _parse_record.cache_info().currsize == before
 
 
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
-    intents, bad = decode_intents([data])
+    intents, bad = decode_records([data])
     assert bad >= 0
-    assert all(isinstance(i, JoinIntent) for i in intents)
+    assert all(isinstance(i, JoinIntent | Withdrawal) for i in intents)
 
 
 # -- admitting them --------------------------------------------------------------------
 
 
 def test_intents_join_an_incomplete_round_and_start_the_last_call_at_min() -> None:
-    state = admit_intents(RendezvousState(), [intent(A), intent(B)], 2, SETTINGS, NOW)
+    state = admit(RendezvousState(), [intent(A), intent(B)], 2, SETTINGS, NOW)
     assert set(state.participants) == {A, B}
     assert state.deadline == NOW + 30
     assert state.intent_cursor == 2
@@ -130,7 +137,7 @@ def test_intents_join_an_incomplete_round_and_start_the_last_call_at_min() -> No
 
 
 def test_intents_that_fill_the_round_complete_it_with_sorted_ranks() -> None:
-    state = admit_intents(RendezvousState(), [intent(C), intent(A), intent(B)], 3, SETTINGS, NOW)
+    state = admit(RendezvousState(), [intent(C), intent(A), intent(B)], 3, SETTINGS, NOW)
     assert state.complete
     assert state.participants == {A: 0, B: 1, C: 2}
     assert state.world_size == 3
@@ -138,30 +145,30 @@ def test_intents_that_fill_the_round_complete_it_with_sorted_ranks() -> None:
 
 def test_intents_beyond_max_go_to_the_redundancy_list() -> None:
     batch = [intent(n) for n in (A, B, C, D)]
-    state = admit_intents(RendezvousState(), batch, 4, SETTINGS, NOW)
+    state = admit(RendezvousState(), batch, 4, SETTINGS, NOW)
     assert set(state.participants) == {A, B, C}
     assert state.redundancy_list == {D}
 
 
 def test_an_intent_into_a_complete_round_with_room_waits() -> None:
-    state = admit_intents(joined(A, B, complete=True), [intent(C)], 5, SETTINGS, NOW)
+    state = admit(joined(A, B, complete=True), [intent(C)], 5, SETTINGS, NOW)
     assert state.wait_list == {C}
     assert state.participants == {A: 0, B: 1}
 
 
 def test_a_waiting_node_becomes_a_participant_of_the_next_round() -> None:
-    waiting = admit_intents(joined(A, B, complete=True), [intent(C)], 1, SETTINGS, NOW)
+    waiting = admit(joined(A, B, complete=True), [intent(C)], 1, SETTINGS, NOW)
     next_round = RendezvousState(
         round=1, wait_list=waiting.wait_list, last_heartbeats={C: NOW}, intent_cursor=1
     )
-    state = admit_intents(next_round, [intent(C)], 2, SETTINGS, NOW)
+    state = admit(next_round, [intent(C)], 2, SETTINGS, NOW)
     assert C in state.participants
     assert not state.wait_list
 
 
 def test_a_participants_own_intent_changes_nothing_but_the_cursor() -> None:
     state = joined(A, B)
-    admitted = admit_intents(state, [intent(A)], 9, SETTINGS, NOW + 1)
+    admitted = admit(state, [intent(A)], 9, SETTINGS, NOW + 1)
     assert admitted.participants == state.participants
     assert admitted.last_heartbeats == state.last_heartbeats
     assert admitted.intent_cursor == 9
@@ -169,25 +176,25 @@ def test_a_participants_own_intent_changes_nothing_but_the_cursor() -> None:
 
 def test_an_intent_older_than_the_heartbeat_expiry_is_skipped() -> None:
     stale = intent(A, posted=NOW - SETTINGS.heartbeat_expiry - 1)
-    state = admit_intents(RendezvousState(), [stale, intent(B)], 2, SETTINGS, NOW)
+    state = admit(RendezvousState(), [stale, intent(B)], 2, SETTINGS, NOW)
     assert set(state.participants) == {B}
 
 
 def test_a_closed_rendezvous_admits_no_one() -> None:
     closed = RendezvousState(closed=True)
-    state = admit_intents(closed, [intent(A)], 1, SETTINGS, NOW)
+    state = admit(closed, [intent(A)], 1, SETTINGS, NOW)
     assert not state.participants
     assert state.intent_cursor == 1
 
 
 def test_nothing_to_admit_returns_the_same_state() -> None:
     state = joined(A)
-    assert admit_intents(state, [], state.intent_cursor, SETTINGS, NOW) is state
+    assert admit(state, [], state.intent_cursor, SETTINGS, NOW) is state
 
 
 def test_the_cursor_never_moves_back() -> None:
     with pytest.raises(ValueError, match="cannot move back"):
-        admit_intents(RendezvousState(intent_cursor=5), [], 4, SETTINGS, NOW)
+        admit(RendezvousState(intent_cursor=5), [], 4, SETTINGS, NOW)
 
 
 def _then(state: RendezvousState, action: Action, node: NodeDesc) -> RendezvousState:
@@ -214,11 +221,19 @@ _STARTS = {
 }
 
 
+_LEAVE = {
+    "participant": Action.REMOVE_FROM_PARTICIPANTS,
+    "waiting": Action.REMOVE_FROM_WAIT_LIST,
+    "redundant": Action.REMOVE_FROM_REDUNDANCY_LIST,
+}
+
+
 def _one_by_one(
-    state: RendezvousState, joins: list[tuple[NodeDesc, bool]], leaving: int
+    state: RendezvousState, moves_: list[tuple[NodeDesc, str]], leaving: int
 ) -> RendezvousState:
-    """What the joins do one after the other, each node writing for itself (torch's way):
-    a leaver exits first; a waiting node joins as soon as the round is incomplete."""
+    """What the records do one after the other, each node writing for itself (torch's way):
+    a node that withdraws leaves whichever list holds it; a leaver exits first; a waiting
+    node joins as soon as the round is incomplete."""
 
     def waiting_join(state: RendezvousState) -> RendezvousState:
         for node in sorted(state.wait_list):
@@ -226,15 +241,30 @@ def _one_by_one(
                 state = apply_action(state, Action.ADD_TO_PARTICIPANTS, node, SETTINGS, NOW)
         return state
 
+    def leave(state: RendezvousState, node: NodeDesc) -> RendezvousState:
+        was_complete = state.complete
+        role = state.role_of(node)
+        state = apply_action(state, _LEAVE[role], node, SETTINGS, NOW) if role else state
+        if was_complete and not state.complete:
+            state = waiting_join(state)
+        return state
+
+    # Withdrawals first (concurrent with the joins, so a legal order); a node's
+    # intents before its last withdrawal are void.
+    last_withdrawal = {node: i for i, (node, kind) in enumerate(moves_) if kind == "withdraw"}
+    if not state.closed:
+        for node in last_withdrawal:
+            state = leave(state, node)
     if not state.closed and not state.complete:
         state = waiting_join(state)
-    for node, leaves in joins:
+    for i, (node, kind) in enumerate(moves_):
         if state.closed:
             break
-        if leaves and state.round == leaving and state.complete and node in state.participants:
-            state = apply_action(state, Action.REMOVE_FROM_PARTICIPANTS, node, SETTINGS, NOW)
-            if not state.complete:
-                state = waiting_join(state)
+        if kind == "withdraw" or i < last_withdrawal.get(node, -1):
+            continue
+        rejoining = kind == "rejoin" and state.round == leaving and state.complete
+        if rejoining and node in state.participants:
+            state = leave(state, node)
         action = decide_join(state, node, SETTINGS, NOW, math.inf)
         if action in (
             Action.ADD_TO_PARTICIPANTS,
@@ -245,25 +275,32 @@ def _one_by_one(
     return state
 
 
+def _record(node: NodeDesc, kind: str, leaving: int) -> LogRecord:
+    if kind == "withdraw":
+        return Withdrawal(node, NOW)
+    return JoinIntent(node, NOW, leaving if kind == "rejoin" else None)
+
+
 @settings(max_examples=400)
 @given(
-    st.lists(st.tuples(st.sampled_from(NODES), st.booleans()), max_size=10),
+    st.lists(
+        st.tuples(st.sampled_from(NODES), st.sampled_from(["join", "rejoin", "withdraw"])),
+        max_size=10,
+    ),
     st.sampled_from(sorted(_STARTS)),
 )
-def test_a_batch_admits_what_the_same_joins_one_by_one_would(
-    joins: list[tuple[NodeDesc, bool]], start: str
+def test_a_batch_admits_what_the_same_joins_and_withdrawals_one_by_one_would(
+    moves_: list[tuple[NodeDesc, str]], start: str
 ) -> None:
     initial = _STARTS[start]
-    batch = [JoinIntent(n, NOW, initial.round if leaves else None) for n, leaves in joins]
-    assert admit_intents(initial, batch, 0, SETTINGS, NOW) == _one_by_one(
-        initial, joins, initial.round
-    )
+    batch = [_record(n, kind, initial.round) for n, kind in moves_]
+    assert admit(initial, batch, 0, SETTINGS, NOW) == _one_by_one(initial, moves_, initial.round)
 
 
 def test_the_survivors_of_a_round_re_form_in_one_batch() -> None:
     old = joined(A, B, C)
     batch = [JoinIntent(n, NOW, old.round) for n in (A, B, C)]
-    state = admit_intents(old, batch, 3, SETTINGS, NOW)
+    state = admit(old, batch, 3, SETTINGS, NOW)
     assert state.round == old.round + 1
     assert state.complete
     assert state.participants == {A: 0, B: 1, C: 2}
@@ -271,23 +308,23 @@ def test_the_survivors_of_a_round_re_form_in_one_batch() -> None:
 
 def test_leavers_wait_until_the_last_one_leaves_then_the_waiting_join_first() -> None:
     old = joined(A, B, C)
-    first = admit_intents(old, [JoinIntent(C, NOW, old.round)], 1, SETTINGS, NOW)
+    first = admit(old, [JoinIntent(C, NOW, old.round)], 1, SETTINGS, NOW)
     assert first.round == old.round
     assert first.wait_list == {C}
-    second = admit_intents(first, [JoinIntent(n, NOW, old.round) for n in (A, B)], 3, SETTINGS, NOW)
+    second = admit(first, [JoinIntent(n, NOW, old.round) for n in (A, B)], 3, SETTINGS, NOW)
     assert second.round == old.round + 1
     assert second.complete
     assert set(second.participants) == {A, B, C}
 
 
 def test_a_leave_for_a_round_that_is_over_is_a_plain_join() -> None:
-    state = admit_intents(joined(A, B), [JoinIntent(C, NOW, 7)], 1, SETTINGS, NOW)
+    state = admit(joined(A, B), [JoinIntent(C, NOW, 7)], 1, SETTINGS, NOW)
     assert state.complete
     assert state.participants == {A: 0, B: 1, C: 2}
     assert state.round == 0
 
 
-def test_the_first_pending_intent_that_moves_someone_names_the_folder() -> None:
+def test_the_first_pending_intent_that_moves_someone_names_the_first_mover() -> None:
     old = joined(A, B, C)
     pending = [
         intent(D, NOW - 100),  # expired
@@ -296,16 +333,23 @@ def test_the_first_pending_intent_that_moves_someone_names_the_folder() -> None:
         JoinIntent(A, NOW, old.round),  # leaves the current round: moves
         intent(E),
     ]
-    assert folder(old, pending, SETTINGS, NOW) == A
-    assert folder(RendezvousState(), [intent(D), intent(E)], SETTINGS, NOW) == D
-    assert folder(old, [intent(B)], SETTINGS, NOW) is None
+    assert first_mover(old, pending, SETTINGS, NOW) == A
+    assert first_mover(RendezvousState(), [intent(D), intent(E)], SETTINGS, NOW) == D
+    assert first_mover(old, [intent(B)], SETTINGS, NOW) is None
+    # A withdrawn intent moves no one; an intent after the withdrawal does.
+    assert (
+        first_mover(RendezvousState(), [intent(D), Withdrawal(D, NOW), intent(E)], SETTINGS, NOW)
+        == E
+    )
+    assert first_mover(RendezvousState(), [Withdrawal(D, NOW), intent(D)], SETTINGS, NOW) == D
 
 
-def test_a_fold_is_held_while_the_round_cannot_reach_min_nodes() -> None:
+def test_an_admission_is_held_while_the_round_cannot_reach_min_nodes() -> None:
     # min_nodes is 2: one pending node alone changes no decision.
     assert should_hold(RendezvousState(), [intent(A)], SETTINGS, NOW)
     assert should_hold(RendezvousState(), [intent(A), intent(A)], SETTINGS, NOW)
     assert should_hold(RendezvousState(), [intent(A), intent(B, NOW - 100)], SETTINGS, NOW)
+    assert should_hold(RendezvousState(), [intent(A), intent(B), Withdrawal(B, NOW)], SETTINGS, NOW)
     assert not should_hold(RendezvousState(), [intent(A), intent(B)], SETTINGS, NOW)
     assert not should_hold(joined(A), [intent(B)], SETTINGS, NOW)
     # A waiting node of an incomplete round joins with the fold, intent or not.
@@ -321,6 +365,67 @@ def test_a_waiting_node_moves_only_once_its_round_is_over() -> None:
     assert moves(_STARTS["next-round-with-waiting"], intent(C))
     assert not moves(waiting, intent(A))
     assert moves(waiting, JoinIntent(A, NOW, waiting.round))
+
+
+def test_a_withdrawal_survives_encoding_and_older_readers_skip_it() -> None:
+    original = Withdrawal(NodeDesc("host.example.com", 4242, 7), 1_795_000_000.125)
+    assert decode_records([encode_record(original)]) == ([original], 0)
+    assert encode_record(original).endswith(b',"withdrawn"]\n')
+
+
+def test_a_withdrawal_voids_the_intents_of_its_node_before_it() -> None:
+    state = admit(RendezvousState(), [intent(A), intent(B), Withdrawal(A, NOW)], 3, SETTINGS, NOW)
+    assert set(state.participants) == {B}
+    assert state.intent_cursor == 3
+
+
+def test_an_intent_after_a_withdrawal_counts_again() -> None:
+    state = admit(RendezvousState(), [Withdrawal(A, NOW), intent(A), intent(B)], 3, SETTINGS, NOW)
+    assert set(state.participants) == {A, B}
+
+
+def test_a_withdrawal_takes_a_participant_out_of_a_complete_round() -> None:
+    state = admit(joined(A, B, C), [Withdrawal(B, NOW)], 1, SETTINGS, NOW)
+    assert set(state.participants) == {A, C}
+    assert state.world_size == 3
+    assert B not in state.last_heartbeats
+
+
+def test_a_withdrawal_of_a_stranger_changes_nothing_but_the_cursor() -> None:
+    state = joined(A)
+    assert admit(state, [Withdrawal(D, NOW)], 7, SETTINGS, NOW) == attrs.evolve(
+        state, intent_cursor=7
+    )
+
+
+def test_an_admitted_node_beats_when_it_posted_not_when_it_was_admitted() -> None:
+    """A node that died after posting expires when it would have, not an expiry later."""
+    state = admit(RendezvousState(), [intent(A, NOW - 10)], 1, SETTINGS, NOW)
+    assert state.last_heartbeats[A] == NOW - 10
+
+
+def test_leaving_needs_a_write_only_while_something_could_still_place_the_node() -> None:
+    assert needs_fence(joined(A), [], A)
+    assert needs_fence(RendezvousState(), [intent(A), Withdrawal(A, NOW)], A)
+    assert not needs_fence(RendezvousState(), [intent(B), Withdrawal(A, NOW)], A)
+    assert not needs_fence(RendezvousState(), [], A)
+    assert not needs_fence(RendezvousState(closed=True), [intent(A)], A)
+
+
+def test_the_steward_is_the_smallest_node_waiting_in_its_own_join() -> None:
+    assert steward(RendezvousState()) is None
+    assert steward(joined(B, A)) == A
+    complete = joined(A, B, C)
+    assert steward(complete) is None  # its participants train
+    assert steward(complete, rejoining=True) == A  # unless they re-form
+    assert steward(_STARTS["complete-with-waiting"]) == C
+    assert steward(_STARTS["closed"]) is None
+
+
+def test_a_log_position_names_its_segment() -> None:
+    assert segment_of(0) == 0
+    assert segment_of(LOG_SEGMENT_SPAN - 1) == 0
+    assert segment_of(3 * LOG_SEGMENT_SPAN + 17) == 3
 
 
 # -- heartbeat records -----------------------------------------------------------------

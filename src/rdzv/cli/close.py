@@ -39,8 +39,8 @@ from rdzv.core import (
     RendezvousSettings,
     RendezvousState,
     RendezvousTimeout,
-    decide_close,
     encode_state,
+    protocol,
 )
 from rdzv.dynamic.executor import RendezvousOpExecutor, wall_clock
 
@@ -111,7 +111,7 @@ def close_rendezvous(target: Target, settings: RendezvousSettings) -> Rendezvous
     executor = RendezvousOpExecutor(cli_node(), target.backend, settings)
     deadline = wall_clock() + settings.timeout.close.total_seconds()
     try:
-        return executor.run(decide_close, deadline)
+        return executor.run(protocol.close(deadline))
     except RendezvousStateError as e:
         raise CommandError(
             f"{e} Use --force to replace it with a closed state.", ExitStatus.CORRUPT_STATE

@@ -34,7 +34,14 @@ from rdzv.core import (
     drop_dead_nodes,
     num_nodes_waiting,
 )
-from rdzv.core.intents import JoinIntent, decode_beat, decode_intents, merge_heartbeats, moves
+from rdzv.core.intents import (
+    JoinIntent,
+    Withdrawal,
+    decode_beat,
+    decode_records,
+    merge_heartbeats,
+    moves,
+)
 from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, Token
 
 __all__ = [
@@ -136,11 +143,13 @@ def read_pending(backend: object, state: RendezvousState) -> tuple[JoinIntent, .
         records, _ = backend.read_intents(state.intent_cursor)
     except RendezvousConnectionError as e:
         raise CommandError(str(e)) from e
-    intents, _ = decode_intents(records)
+    decoded, _ = decode_records(records)
     latest: dict[NodeDesc, JoinIntent] = {}
-    for intent in intents:
-        if moves(state, intent):
-            latest[intent.node] = intent
+    for record in decoded:
+        if isinstance(record, Withdrawal):
+            latest.pop(record.node, None)  # its join ended: it waits no more
+        elif moves(state, record):
+            latest[record.node] = record
     return tuple(sorted(latest.values(), key=lambda i: i.node))
 
 

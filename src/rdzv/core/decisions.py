@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
+from typing import Protocol
 
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 
@@ -28,6 +30,7 @@ __all__ = [
     "decide_leave",
     "decide_rejoin",
     "next_wakeup",
+    "placement",
     "should_keep_alive",
 ]
 
@@ -75,20 +78,64 @@ _ENDING = frozenset(
 _NON_WRITING = _ENDING | {Action.WAIT}
 
 
-def should_keep_alive(
-    state: RendezvousState, node: NodeDesc, settings: RendezvousSettings, now: float
-) -> bool:
-    """Whether ``node`` is known to the state and its last heartbeat is one interval old."""
+class Round(Protocol):
+    """What :func:`placement` looks at: a state, or a draft of one being built."""
+
+    @property
+    def complete(self) -> bool: ...
+
+    @property
+    def participants(self) -> Mapping[NodeDesc, int]: ...
+
+
+def placement(round_: Round, settings: RendezvousSettings) -> Action:
+    """Where a node that is not a participant goes when it joins: the one placement rule.
+
+    The participants of an incomplete round; else the wait list while the round
+    has room; else the redundancy list. A single join (:func:`decide_join`) and a
+    batch of intents (:func:`rdzv.core.intents.admit`) both place nodes by it.
+    """
+    if not round_.complete:
+        return Action.ADD_TO_PARTICIPANTS
+    if len(round_.participants) < settings.max_nodes:
+        return Action.ADD_TO_WAIT_LIST
+    return Action.ADD_TO_REDUNDANCY_LIST
+
+
+def _latest_beat(state: RendezvousState, node: NodeDesc, own_beat: float | None) -> float | None:
     last = state.last_heartbeats.get(node)
+    if last is None or own_beat is None:
+        return last
+    return max(last, own_beat)
+
+
+def should_keep_alive(
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    own_beat: float | None = None,
+) -> bool:
+    """Whether ``node`` is known to the state and its last heartbeat is one interval old.
+
+    ``own_beat`` is the node's latest heartbeat when it is newer than the state's
+    (written to a heartbeat board rather than to the state).
+    """
+    last = _latest_beat(state, node, own_beat)
     if last is None:
         return False
     return last <= now - settings.keep_alive_interval.total_seconds()
 
 
 def _keep_alive_or_wait(
-    state: RendezvousState, node: NodeDesc, settings: RendezvousSettings, now: float
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    own_beat: float | None,
 ) -> Action:
-    return Action.KEEP_ALIVE if should_keep_alive(state, node, settings, now) else Action.WAIT
+    keep_alive = should_keep_alive(state, node, settings, now, own_beat)
+    return Action.KEEP_ALIVE if keep_alive else Action.WAIT
 
 
 def decide_join(
@@ -97,6 +144,7 @@ def decide_join(
     settings: RendezvousSettings,
     now: float,
     deadline: float,
+    own_beat: float | None = None,
 ) -> Action:
     """Next step of ``next_rendezvous`` for ``node``.
 
@@ -107,11 +155,11 @@ def decide_join(
     - A participant of a complete round is done.
     - Past the deadline, a participant or a waiting node first removes itself
       (for :data:`ROLLBACK_PERIOD` seconds), then the join times out.
-    - Into a complete round: the wait list if the round has room, else the
-      redundancy list.
-    - Into an incomplete round: join the participants; once at least
-      ``min_nodes`` have joined and the last-call deadline passed, complete it.
-    - Otherwise send a heartbeat when one is due, or wait.
+    - A node not yet placed goes where :func:`placement` sends it.
+    - Once at least ``min_nodes`` have joined an incomplete round and its
+      last-call deadline passed, a participant completes it.
+    - Otherwise send a heartbeat when one is due (``own_beat``: see
+      :func:`should_keep_alive`), or wait.
     """
     role = state.role_of(node)
     if state.closed:
@@ -119,7 +167,7 @@ def decide_join(
 
     if role == "redundant":
         if len(state.participants) >= settings.max_nodes:
-            return _keep_alive_or_wait(state, node, settings, now)
+            return _keep_alive_or_wait(state, node, settings, now, own_beat)
         return Action.REMOVE_FROM_REDUNDANCY_LIST
 
     if state.complete and role == "participant":
@@ -133,21 +181,17 @@ def decide_join(
                 return Action.REMOVE_FROM_WAIT_LIST
         return Action.ERROR_TIMEOUT
 
-    if state.complete:
-        if role is None:
-            if len(state.participants) < settings.max_nodes:
-                return Action.ADD_TO_WAIT_LIST
-            return Action.ADD_TO_REDUNDANCY_LIST
-    elif role != "participant":
-        return Action.ADD_TO_PARTICIPANTS
-    elif (
-        settings.min_nodes <= len(state.participants) <= settings.max_nodes
+    if role is None or (role == "waiting" and not state.complete):
+        return placement(state, settings)
+    if (
+        not state.complete
+        and settings.min_nodes <= len(state.participants) <= settings.max_nodes
         and state.deadline is not None
         and state.deadline < now
     ):
         return Action.MARK_RENDEZVOUS_COMPLETE
 
-    return _keep_alive_or_wait(state, node, settings, now)
+    return _keep_alive_or_wait(state, node, settings, now, own_beat)
 
 
 def decide_exit(
@@ -172,6 +216,7 @@ def decide_rejoin(
     now: float,
     deadline: float,
     leaving: int | None = None,
+    own_beat: float | None = None,
 ) -> Action:
     """Next step of ``next_rendezvous`` for a node that took part in round ``leaving``.
 
@@ -190,7 +235,7 @@ def decide_rejoin(
         and node in state.participants
     ):
         return Action.ERROR_TIMEOUT if now > deadline else Action.REJOIN
-    return decide_join(state, node, settings, now, deadline)
+    return decide_join(state, node, settings, now, deadline, own_beat)
 
 
 _LEAVE = {
@@ -241,9 +286,10 @@ def decide_keep_alive(
     settings: RendezvousSettings,
     now: float,
     deadline: float,
+    own_beat: float | None = None,
 ) -> Action:
     """Write a heartbeat if one is due; a node the state no longer knows sends none."""
-    if should_keep_alive(state, node, settings, now):
+    if should_keep_alive(state, node, settings, now, own_beat):
         if now > deadline:
             return Action.ERROR_TIMEOUT
         return Action.KEEP_ALIVE
@@ -269,6 +315,7 @@ def next_wakeup(
     settings: RendezvousSettings,
     now: float,
     deadline: float,
+    own_beat: float | None = None,
 ) -> float:
     """The earliest time after ``now`` at which a decision may change with no write.
 
@@ -288,13 +335,13 @@ def next_wakeup(
     candidates = [just_after(deadline), just_after(deadline + ROLLBACK_PERIOD)]
     if state.deadline is not None and not state.complete:
         candidates.append(just_after(state.deadline))
-    own = state.last_heartbeats.get(node)
+    own = _latest_beat(state, node, own_beat)
     if own is not None:
         candidates.append(own + settings.keep_alive_interval.total_seconds())
     oldest = state.oldest_heartbeat
-    if oldest is not None and oldest == own:
-        # Only when this node is the oldest does finding the next one need a scan.
-        oldest = min((b for n, b in state.last_heartbeats.items() if n != node), default=None)
+    if oldest is not None and oldest == state.last_heartbeats.get(node):
+        # This node is the oldest: the next one is second in age order.
+        oldest = next((b for b, n in state.beats_by_age if n != node), None)
     if oldest is not None:
         candidates.append(just_after(oldest + settings.heartbeat_expiry))
     future = [t for t in candidates if t > now]

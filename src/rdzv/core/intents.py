@@ -1,16 +1,22 @@
-"""Joins and heartbeats that reach the state without each node writing it.
+"""The intent log and the heartbeat board: joins and heartbeats outside the state.
 
 At scale, one compare-and-set per joining node and per heartbeat makes every node
 fight for one key, and every write wakes every waiting node: the work grows with
 the square of the node count. Backends that can (etcd, the TCP store) therefore
-offer two side channels, and this module is their pure half:
+offer two side channels, and this module is their pure half (the words are
+defined in the glossary of ``docs/concepts.rst``):
 
-- **Join intents.** A joining node posts a small record to an append-only log
-  (no contention); whichever node next writes the state admits every pending
-  intent in one compare-and-set (:func:`admit_intents`). The state records how
-  far into the log it has admitted (``intent_cursor``).
-- **Heartbeats.** A node refreshes its own heartbeat record instead of the shared
-  state; readers merge the records into the state they decide on
+- **The intent log.** A joining node appends a *join intent* (no contention); a
+  node that leaves before it was placed appends a *withdrawal*. One *admission*
+  places every pending record in one compare-and-set (:func:`admit`), and the
+  state's *cursor* records how far into the log it has admitted. The log is kept
+  in *segments*: a position is ``segment * LOG_SEGMENT_SPAN + offset``.
+- **The steward.** Every pending node could write the same admission, and all
+  but one compare-and-set would fail. So one node, the steward, writes it
+  (:func:`steward`), and holds it while it would change no decision
+  (:func:`should_hold`); the others wait, for a while, for its write.
+- **The heartbeat board.** A node refreshes its own heartbeat record instead of
+  the shared state; readers merge the records into the state they decide on
   (:func:`merge_heartbeats`), so the shared state changes only when membership does.
 """
 
@@ -24,29 +30,46 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
-from rdzv.core.transitions import place_newcomers
+from rdzv.core.transitions import Draft
 
 __all__ = [
-    "MAX_INTENT_SIZE",
+    "LOG_SEGMENT_SPAN",
+    "MAX_RECORD_SIZE",
     "JoinIntent",
-    "admit_intents",
+    "LogRecord",
+    "Withdrawal",
+    "admit",
     "decode_beat",
-    "decode_intents",
+    "decode_records",
     "encode_beat",
-    "encode_intent",
-    "folder",
+    "encode_record",
+    "first_mover",
     "merge_heartbeats",
     "moves",
+    "needs_fence",
+    "pending_joins",
+    "segment_of",
     "should_hold",
+    "steward",
 ]
 
-MAX_INTENT_SIZE = 4096
-"""Longest intent record accepted; longer lines in the log are skipped."""
+MAX_RECORD_SIZE = 4096
+"""Longest log record accepted; longer lines in the log are skipped."""
+
+LOG_SEGMENT_SPAN = 1 << 40
+"""A log position is ``segment * LOG_SEGMENT_SPAN + offset`` within the segment.
+
+A backend whose log never rolls over stays in segment 0. An offset is a count
+(records, bytes, or etcd's index, which counts every change of a cluster): 2**40
+is more than etcd reaches in years at ten thousand writes a second.
+"""
+
+_WITHDRAWN = "withdrawn"
 
 
 @attrs.frozen
 class JoinIntent:
-    """A node asking to join, and when it asked.
+    """A node asking to join, and when it asked (by its own clock).
 
     ``leaves`` is the complete round the node took part in and leaves to join the
     next (:attr:`rdzv.core.Action.REJOIN`), ``None`` for a plain join.
@@ -57,96 +80,160 @@ class JoinIntent:
     leaves: int | None = None
 
 
-def encode_intent(intent: JoinIntent) -> bytes:
-    """One log record: a JSON array (``[addr, pid, local_id, posted]``, then the round
-    it leaves, if any) and a newline."""
-    node = intent.node
-    record: list[object] = [node.addr, node.pid, node.local_id, intent.posted]
-    if intent.leaves is not None:
-        record.append(intent.leaves)
-    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+@attrs.frozen
+class Withdrawal:
+    """A node taking back its join intents: its join ended without a rank.
+
+    Every intent of the node before it in the log is void, and the node leaves
+    whichever list of the state holds it. Later intents count again.
+    """
+
+    node: NodeDesc
+    posted: float
 
 
-def _decode_intent(line: bytes) -> JoinIntent | None:
+LogRecord = JoinIntent | Withdrawal
+
+
+def segment_of(position: int) -> int:
+    """The segment that log position ``position`` lies in."""
+    return position // LOG_SEGMENT_SPAN
+
+
+def encode_record(record: LogRecord) -> bytes:
+    """One log line: a JSON array and a newline.
+
+    A join intent is ``[addr, pid, local_id, posted]``, then the round it leaves if
+    any; a withdrawal is ``[addr, pid, local_id, posted, "withdrawn"]``.
+    """
+    node = record.node
+    line: list[object] = [node.addr, node.pid, node.local_id, record.posted]
+    if isinstance(record, Withdrawal):
+        line.append(_WITHDRAWN)
+    elif record.leaves is not None:
+        line.append(record.leaves)
+    return json.dumps(line, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def _decode_record(line: bytes) -> LogRecord | None:
     # Checked before the cache, which must not keep a hostile megabyte line alive.
-    return None if len(line) > MAX_INTENT_SIZE else _parse_intent(line)
+    return None if len(line) > MAX_RECORD_SIZE else _parse_record(line)
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_intent(line: bytes) -> JoinIntent | None:
-    """One record's intent (memoised: every node of a process that folds reads the
-    same pending records, a thousand of them at a large rendezvous)."""
+def _parse_record(line: bytes) -> LogRecord | None:
+    """One line's record (memoised: every node of a process that admits reads the
+    same pending lines, a thousand of them at a large rendezvous)."""
     try:
-        record = json.loads(line)
+        fields = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(record, list) or len(record) not in (4, 5):
+    if not isinstance(fields, list) or len(fields) not in (4, 5):
         return None
-    addr, pid, local_id, posted, *rest = record
-    leaves = rest[0] if rest else None
-    ints_ok = all(type(v) is int for v in (pid, local_id))
-    if not (isinstance(addr, str) and addr and ints_ok):
+    addr, pid, local_id, posted, *rest = fields
+    if not (isinstance(addr, str) and addr and all(type(v) is int for v in (pid, local_id))):
         return None
     if type(posted) not in (int, float) or not math.isfinite(posted):
         return None
-    if leaves is not None and (type(leaves) is not int or leaves < 0):
+    node = NodeDesc(addr, pid, local_id)
+    if not rest:
+        return JoinIntent(node, float(posted))
+    if rest[0] == _WITHDRAWN:
+        return Withdrawal(node, float(posted))
+    leaves = rest[0]
+    if type(leaves) is not int or leaves < 0:
         return None
-    return JoinIntent(NodeDesc(addr, pid, local_id), float(posted), leaves)
+    return JoinIntent(node, float(posted), leaves)
 
 
-def decode_intents(records: Iterable[bytes]) -> tuple[list[JoinIntent], int]:
-    """Parse log records (each one or more lines); return the intents and the count of bad lines.
+def decode_records(chunks: Iterable[bytes]) -> tuple[list[LogRecord], int]:
+    """Parse log chunks (each one or more lines); return the records and the count of bad lines.
 
     A bad line is skipped rather than raised: anyone who can append to the log
     could otherwise stop every join. Its node posts again after an interval.
     """
-    intents: list[JoinIntent] = []
+    records: list[LogRecord] = []
     bad = 0
-    for record in records:
-        for line in record.splitlines():
+    for chunk in chunks:
+        for line in chunk.splitlines():
             if not line.strip():
                 continue
-            intent = _decode_intent(line)
-            if intent is None:
+            record = _decode_record(line)
+            if record is None:
                 bad += 1
             else:
-                intents.append(intent)
-    return intents, bad
+                records.append(record)
+    return records, bad
 
 
-def admit_intents(
+def _is_fresh(record: LogRecord, settings: RendezvousSettings, now: float) -> bool:
+    """Whether a join intent is young enough to admit: its node posted it within the
+    heartbeat expiry, so it was alive then, as a heartbeat would say."""
+    return record.posted >= now - settings.heartbeat_expiry
+
+
+def admit(
     state: RendezvousState,
-    intents: Sequence[JoinIntent],
+    records: Sequence[LogRecord],
     cursor: int,
     settings: RendezvousSettings,
     now: float,
 ) -> RendezvousState:
-    """Place every fresh intent's node as its own join would, and advance the cursor.
+    """Apply every pending record, as each node's own step would; move the cursor.
 
-    Nodes are taken in log order; each goes where :func:`decide_join` sends a
-    newcomer (participants, wait list or redundancy list), so a batch admits
-    exactly what the same joins one by one would (a waiting node moves to the
-    participants of a new round). Skipped: nodes whose join would not place them
-    (participants, a redundant node waiting for room), intents older than the
-    heartbeat expiry (their node gave up or died; a live one posts again), and
-    everything once the rendezvous is closed.
+    - A fresh join intent places its node where :func:`rdzv.core.decide_join` would
+      (a node leaving the current complete round leaves it first; the last one out
+      starts the next round, which the waiting nodes join at once). The node's
+      heartbeat is the intent's time: a node that died after posting expires as
+      it would have.
+    - A withdrawal takes its node out of whichever list holds it, before any join
+      of the batch is placed; the node's intents before it are void.
+    - Skipped: intents older than the heartbeat expiry (their node gave up or
+      died; a live one posts again), intents of nodes a join would not move, and
+      everything once the rendezvous is closed.
+
+    Returns ``state`` itself when nothing moves and the cursor stays.
+
+    Raises:
+        ValueError: ``cursor`` is behind the state's.
     """
     if cursor < state.intent_cursor:
         raise ValueError(
             f"The intent cursor cannot move back (from {state.intent_cursor} to {cursor})."
         )
-    joins = [(i.node, i.leaves) for i in _fresh(intents, settings, now)]
-    new = place_newcomers(state, joins, settings, now)
-    if cursor == state.intent_cursor and new is state:
-        return state
-    return attrs.evolve(new, intent_cursor=cursor)
+    draft = Draft.of(state)
+    if not state.closed:
+        # Withdrawals first: a node's leave is concurrent with the others' joins, so
+        # taking it first is an order the nodes could have had, and the one that never
+        # completes a round with a node that is leaving it. Its intents before its last
+        # withdrawal are void; those after count again.
+        last_withdrawal = {r.node: i for i, r in enumerate(records) if isinstance(r, Withdrawal)}
+        for node in last_withdrawal:
+            if node in draft.beats:
+                draft.leave(node, settings, now)
+        if not draft.complete and draft.wait_list:
+            draft.promote(settings, now)
+        for i, record in enumerate(records):
+            if (
+                isinstance(record, JoinIntent)
+                and i > last_withdrawal.get(record.node, -1)
+                and _is_fresh(record, settings, now)
+            ):
+                _join(draft, record, settings, now)
+    if not draft.changed:
+        return state if cursor == state.intent_cursor else attrs.evolve(state, intent_cursor=cursor)
+    return draft.build(state, intent_cursor=cursor)
 
 
-def _fresh(
-    intents: Sequence[JoinIntent], settings: RendezvousSettings, now: float
-) -> list[JoinIntent]:
-    expired_before = now - settings.heartbeat_expiry
-    return [intent for intent in intents if intent.posted >= expired_before]
+def _join(draft: Draft, intent: JoinIntent, settings: RendezvousSettings, now: float) -> None:
+    node = intent.node
+    if draft.complete and intent.leaves == draft.round and node in draft.participants:
+        draft.leave(node, settings, now)
+    if node in draft.participants or node in draft.redundant:
+        return
+    if draft.complete and node in draft.wait_list:
+        return
+    draft.place(node, settings, now, intent.posted)
 
 
 def moves(state: RendezvousState, intent: JoinIntent) -> bool:
@@ -160,41 +247,95 @@ def moves(state: RendezvousState, intent: JoinIntent) -> bool:
     return leaves and state.complete and role == "participant"
 
 
-def folder(
+def pending_joins(
     state: RendezvousState,
-    intents: Sequence[JoinIntent],
+    records: Sequence[LogRecord],
+    settings: RendezvousSettings,
+    now: float,
+) -> dict[NodeDesc, JoinIntent]:
+    """The nodes an admission of ``records`` would move, each with its first such intent,
+    in log order; a withdrawal cancels the intents of its node before it."""
+    pending: dict[NodeDesc, JoinIntent] = {}
+    if state.closed:
+        return pending
+    for record in records:
+        if isinstance(record, Withdrawal):
+            pending.pop(record.node, None)
+        elif (
+            record.node not in pending and _is_fresh(record, settings, now) and moves(state, record)
+        ):
+            pending[record.node] = record
+    return pending
+
+
+def first_mover(
+    state: RendezvousState,
+    records: Sequence[LogRecord],
     settings: RendezvousSettings,
     now: float,
 ) -> NodeDesc | None:
-    """The node that should admit the pending ``intents``: the first one a fold would move.
+    """The node of the first pending intent that an admission would move, if any.
 
-    Every pending node could write the same fold, and all but one would lose the
-    compare-and-set (a thousand lost writes of a thousand-node state). So the
-    others wait for this one's write, and fold themselves only if it does not
-    come (see the executor). ``None`` when no intent would move anyone.
+    When the state names no steward (see :func:`steward`), this node writes the
+    admission; the others give it their patience.
     """
-    return next((i.node for i in _fresh(intents, settings, now) if moves(state, i)), None)
+    return next(iter(pending_joins(state, records, settings, now)), None)
+
+
+def steward(state: RendezvousState, *, rejoining: bool = False) -> NodeDesc | None:
+    """The node expected to write the next admission, and the completion of a round.
+
+    The smallest participant of an incomplete round, which waits in its own join
+    for the round to complete; in a complete round, the smallest node of the wait
+    list, which waits for the next round. With an empty wait list, the participants
+    of a complete round are training, and only a node that leaves the round
+    (``rejoining``: the survivors of a failure) can expect the smallest of them to
+    rejoin too. ``None`` when the state names nobody: the first pending intent's
+    node admits then (:func:`first_mover`).
+    """
+    if state.closed:
+        return None
+    if not state.complete:
+        return state.first_participant
+    if state.first_waiting is not None:
+        return state.first_waiting
+    return state.first_participant if rejoining else None
 
 
 def should_hold(
     state: RendezvousState,
-    intents: Sequence[JoinIntent],
+    records: Sequence[LogRecord],
     settings: RendezvousSettings,
     now: float,
 ) -> bool:
-    """Whether admitting ``intents`` now would be a write for nothing.
+    """Whether admitting ``records`` now would be a write for nothing.
 
     While an incomplete round could not reach ``min_nodes`` even with every
-    pending node, a fold changes no decision of any node: it only wakes every
-    node of the round to read a larger state. Holding the fold until the round
-    can reach ``min_nodes`` turns the tens of writes of a thousand nodes
-    arriving over a few seconds into one. (The last call starts when the round
-    reaches ``min_nodes``, as it would have.)
+    pending node, an admission changes no decision of any node: it only wakes
+    every node of the round to read a larger state. The steward holds it until
+    the round can reach ``min_nodes`` (or for one keep-alive interval at most):
+    the tens of writes of a thousand nodes arriving over a few seconds become one.
     """
     if state.closed or state.complete:
         return False
-    joining = {i.node for i in _fresh(intents, settings, now) if moves(state, i)}
-    return len(state.participants) + len(joining | state.wait_list) < settings.min_nodes
+    joining = pending_joins(state, records, settings, now).keys() | state.wait_list
+    return len(state.participants) + len(joining) < settings.min_nodes
+
+
+def needs_fence(state: RendezvousState, records: Sequence[LogRecord], node: NodeDesc) -> bool:
+    """Whether ``node``, leaving, must write the state to make its leave final.
+
+    It must when the state holds it, or when the pending ``records`` hold an
+    intent of it: an admission that read that intent before the node's withdrawal
+    could otherwise still be written and place the node after it left. Writing
+    the state after the withdrawal makes such an admission lose its
+    compare-and-set; the admission that follows reads the withdrawal.
+    """
+    if state.closed:
+        return False
+    if state.role_of(node) is not None:
+        return True
+    return any(isinstance(r, JoinIntent) and r.node == node for r in records)
 
 
 def encode_beat(when: float) -> bytes:

@@ -3,16 +3,24 @@
 A node is dead when its last heartbeat is older than
 ``keep_alive_interval * keep_alive_max_attempt``. Every node drops the dead ones
 from the state it reads before deciding anything, as torch's sanitiser does.
+
+A node's latest heartbeat may be newer than the one the state holds: on backends
+with a heartbeat board the nodes refresh their own records instead of the state.
+The functions here take those newer readings as ``observed`` and never copy the
+state to merge them, so that checking costs the number of *old* heartbeats, not
+the size of the state.
 """
 
 from __future__ import annotations
 
-import attrs
+from collections.abc import Mapping
 
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
-from rdzv.core.transitions import after_participant_removed
+from rdzv.core.transitions import Draft
 
-__all__ = ["dead_nodes", "drop_dead_nodes", "num_nodes_waiting"]
+__all__ = ["dead_nodes", "drop_dead_nodes", "is_evicted", "num_nodes_waiting"]
+
+_NOTHING_OBSERVED: Mapping[NodeDesc, float] = {}
 
 
 def dead_nodes(
@@ -20,22 +28,24 @@ def dead_nodes(
     settings: RendezvousSettings,
     now: float,
     spare: NodeDesc | None = None,
+    observed: Mapping[NodeDesc, float] = _NOTHING_OBSERVED,
 ) -> tuple[NodeDesc, ...]:
     """The nodes whose heartbeat expired at ``now``, sorted, never ``spare``.
 
     A node passes itself as ``spare``: it is alive by definition while it runs,
     even if its own heartbeat came late (a loaded host, a paused timer).
+    ``observed`` holds heartbeats newer than the state's, read elsewhere.
     """
     expired_before = now - settings.heartbeat_expiry
     if state.oldest_heartbeat is None or state.oldest_heartbeat >= expired_before:
         return ()
-    return tuple(
-        sorted(
-            node
-            for node, beat in state.last_heartbeats.items()
-            if beat < expired_before and node != spare
-        )
-    )
+    dead = []
+    for beat, node in state.beats_by_age:
+        if beat >= expired_before:
+            break
+        if node != spare and observed.get(node, beat) < expired_before:
+            dead.append(node)
+    return tuple(sorted(dead))
 
 
 def drop_dead_nodes(
@@ -43,30 +53,45 @@ def drop_dead_nodes(
     settings: RendezvousSettings,
     now: float,
     spare: NodeDesc | None = None,
+    observed: Mapping[NodeDesc, float] = _NOTHING_OBSERVED,
 ) -> tuple[RendezvousState, tuple[NodeDesc, ...]]:
     """Return the state without its dead nodes (never ``spare``), and the nodes dropped.
 
     Losing a participant has the same consequences as a participant leaving
-    (see :func:`rdzv.core.transitions.after_participant_removed`). When ``state``
-    has no dead node it is returned as it is.
+    (see :meth:`rdzv.core.transitions.Draft.remove`). When ``state``
+    has no dead node it is returned as it is. The result depends only on the state
+    and the nodes dropped, so it is kept in the state's memo for every other node
+    that reads the same state and finds the same nodes dead.
     """
-    dead = dead_nodes(state, settings, now, spare)
+    dead = dead_nodes(state, settings, now, spare, observed)
     if not dead:
         return state, dead
-    gone = frozenset(dead)
-    new = attrs.evolve(
-        state,
-        participants={n: r for n, r in state.participants.items() if n not in gone},
-        wait_list=state.wait_list - gone,
-        redundancy_list=state.redundancy_list - gone,
-        last_heartbeats={n: b for n, b in state.last_heartbeats.items() if n not in gone},
-    )
-    if any(node in state.participants for node in dead):
-        new = after_participant_removed(new, settings)
+    key = ("without", dead, settings.min_nodes)
+    cached = state.memo.get(key)
+    if isinstance(cached, RendezvousState):
+        return cached, dead
+    draft = Draft.of(state)
+    draft.drop(dead, settings)
+    new = draft.build(state)
+    state.memo[key] = new
     return new, dead
 
 
-def num_nodes_waiting(state: RendezvousState) -> int:
+def is_evicted(state: RendezvousState, node: NodeDesc, joined: int | None) -> bool:
+    """Whether ``node``, which took part in round ``joined``, is no longer in it.
+
+    It was dropped as dead (a pause longer than the heartbeat expiry, a network
+    partition), or the round moved on without it. Its launcher must rendezvous
+    again; nothing else would tell it.
+    """
+    if joined is None:
+        return False
+    return state.round != joined or node not in state.participants
+
+
+def num_nodes_waiting(
+    state: RendezvousState, node: NodeDesc | None = None, joined: int | None = None
+) -> int:
     """How many nodes a launcher should make room for by starting a new round.
 
     The wait list, as in torch, plus every participant that a complete round
@@ -74,6 +99,14 @@ def num_nodes_waiting(state: RendezvousState) -> int:
     participant dies its survivors are never told to re-rendezvous and hang in
     their collective (pytorch issue 111646). A launcher that polls this number
     and restarts the round when it is above 0 recovers from both.
+
+    With ``node`` and the round it ``joined``, a node that is no longer a
+    participant of that round counts itself (see :func:`is_evicted`), so that its
+    launcher rendezvous again instead of training in a round that has gone on
+    without it.
     """
     missing = state.world_size - len(state.participants) if state.complete else 0
-    return len(state.wait_list) + max(missing, 0)
+    waiting = len(state.wait_list) + max(missing, 0)
+    if node is not None and is_evicted(state, node, joined) and node not in state.wait_list:
+        waiting += 1
+    return waiting

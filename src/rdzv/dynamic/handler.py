@@ -6,18 +6,15 @@ store; every decision is the core's, every backend round-trip the executor's.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
 import random
 import socket
 import threading
-import weakref
 from datetime import timedelta
 
 from rdzv.api import (
-    RendezvousClosedError,
     RendezvousConnectionError,
     RendezvousError,
     RendezvousHandler,
@@ -30,14 +27,13 @@ from rdzv.core import (
     NodeDesc,
     RendezvousSettings,
     RendezvousTimeout,
-    decide_close,
-    decide_keep_alive,
-    decide_leave,
-    decide_rejoin,
     num_nodes_waiting,
+    pacing,
+    protocol,
 )
 from rdzv.dynamic.backend import RendezvousBackend
 from rdzv.dynamic.executor import Clock, RendezvousOpExecutor, wall_clock
+from rdzv.dynamic.keepalive import KeepAliveThread
 from rdzv.store.base import Store, StoreError, StoreTimeoutError
 from rdzv.store.prefix import PrefixStore
 
@@ -57,45 +53,6 @@ def _new_node(local_addr: str | None) -> NodeDesc:
     with _local_ids_lock:
         local_id = next(_local_ids)
     return NodeDesc(local_addr or socket.getfqdn(), os.getpid(), local_id)
-
-
-class _KeepAliveThread:
-    """Sends heartbeats every interval until stopped or until the handler is collected.
-
-    The thread holds only a weak reference to the handler, so dropping the last
-    reference to a handler stops its heartbeats (its node then expires).
-    """
-
-    def __init__(self, handler: DynamicRendezvousHandler, interval: float) -> None:
-        self._stop = threading.Event()
-        ref = weakref.ref(handler)
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(ref, interval, self._stop),
-            name=f"rdzv-keep-alive-{handler.node}",
-            daemon=True,
-        )
-        self._finalizer = weakref.finalize(handler, self._stop.set)
-        self._finalizer.atexit = False
-        self._thread.start()
-
-    @staticmethod
-    def _run(
-        ref: weakref.ref[DynamicRendezvousHandler], interval: float, stop: threading.Event
-    ) -> None:
-        delay = interval
-        while not stop.wait(delay):
-            handler = ref()
-            if handler is None:
-                return
-            delay = handler._keep_alive()
-            del handler
-
-    def stop(self) -> None:
-        """Stop and wait for the thread (unless called from it)."""
-        self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
 
 
 class DynamicRendezvousHandler(RendezvousHandler):
@@ -121,7 +78,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         self._clock = clock
         self._executor = RendezvousOpExecutor(node, backend, settings, clock)
         self._heartbeat_lock = threading.Lock()
-        self._keep_alive_thread: _KeepAliveThread | None = None
+        self._keep_alive_thread: KeepAliveThread | None = None
         self._joined: int | None = None
         """The round the last ``next_rendezvous`` returned, which the next one leaves."""
 
@@ -195,15 +152,22 @@ class DynamicRendezvousHandler(RendezvousHandler):
 
         Each round has its own store prefix, and rank 0 of each round publishes the
         master address for that round, so a node that arrives late or becomes rank
-        0 in a later round gets the right address at once.
+        0 in a later round gets the right address at once. A join that ends without
+        a rank takes this node out of the rendezvous first, so that no later round
+        counts it.
         """
         run_id = self._settings.run_id
         logger.info("Node %s joins the next round of rendezvous '%s'.", self._node, run_id)
         self._stop_heartbeats()
         deadline = self._deadline(self._settings.timeout.join)
         try:
-            decide = functools.partial(decide_rejoin, leaving=self._joined)
-            state = self._executor.run(decide, deadline, renew_deadline=True)
+            state = self._executor.run(protocol.join(deadline, leaving=self._joined))
+        except RendezvousError:
+            raise  # the protocol ended the join, and withdrew where it had to
+        except BaseException:
+            self._leave()  # interrupted midway: an intent of this node may be pending
+            raise
+        try:
             self._joined = state.round
             self._start_heartbeats()
             rank, world_size = state.participants[self._node], state.world_size
@@ -211,7 +175,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
             bootstrap = self._bootstrap_info(rank, state.round, store, deadline)
         except BaseException as e:
             self._stop_heartbeats()
-            self._leave_after_failure(e)
+            if not isinstance(e, RendezvousConnectionError):
+                self._leave()
             raise
         logger.info(
             "Node %s joined round %d of rendezvous '%s' as rank %d of %d.",
@@ -248,7 +213,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
                 f"address of round {round_}: {e}"
             ) from e
 
-    def _leave_after_failure(self, error: BaseException) -> None:
+    def _leave(self) -> None:
         """Take this node out of the rendezvous after ``next_rendezvous`` failed.
 
         A node left in the state would be counted by its peers (they could complete
@@ -256,10 +221,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
         Best effort, for a few seconds at most: when the backend is unreachable
         the heartbeat expiry removes the node instead.
         """
-        if isinstance(error, (RendezvousConnectionError, RendezvousClosedError)):
-            return
         try:
-            self._executor.run(decide_leave, self._deadline(_LEAVE_TIMEOUT))
+            self._executor.run(protocol.leave(self._deadline(_LEAVE_TIMEOUT)))
         except RendezvousError as e:
             logger.warning(
                 "Node %s could not leave rendezvous '%s' after its join failed (%s); its "
@@ -271,7 +234,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
 
     def is_closed(self) -> bool:
         with self._heartbeat_lock:
-            return self._executor.read().closed
+            return self._executor.run(protocol.read()).closed
 
     def set_closed(self) -> None:
         with self._heartbeat_lock:
@@ -281,10 +244,14 @@ class DynamicRendezvousHandler(RendezvousHandler):
         """Nodes waiting for a new round, plus participants the current round lost.
 
         The second part is rdzv's: when a participant dies, the survivors learn it
-        here and restart the round, where torch's never do.
+        here and restart the round, where torch's never do. A node that is itself
+        no longer a participant of the round it joined (dropped while it was
+        paused, or the round went on without it) counts itself, so that its
+        launcher calls ``next_rendezvous()`` again.
         """
         with self._heartbeat_lock:
-            return num_nodes_waiting(self._executor.read())
+            state = self._executor.run(protocol.read())
+        return num_nodes_waiting(state, self._node, self._joined)
 
     def shutdown(self) -> bool:
         """Stop heartbeats and close the rendezvous (torch's semantics); False on failure."""
@@ -303,7 +270,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         return True
 
     def _close(self) -> None:
-        self._executor.run(decide_close, self._deadline(self._settings.timeout.close))
+        self._executor.run(protocol.close(self._deadline(self._settings.timeout.close)))
         logger.info("Node %s closed rendezvous '%s'.", self._node, self._settings.run_id)
 
     def _keep_alive(self) -> float:
@@ -315,12 +282,14 @@ class DynamicRendezvousHandler(RendezvousHandler):
         """
         with self._heartbeat_lock:
             try:
-                if not self._executor.beat():
-                    self._executor.run(
-                        decide_keep_alive,
-                        self._deadline(self._settings.timeout.heartbeat),
-                        ride_out_outages=False,  # retried below, and stop() must not wait
-                    )
+                deadline = self._deadline(self._settings.timeout.heartbeat)
+                known = self._executor.knows_this_node()
+                # retried below, and stop() must not wait through an outage
+                self._executor.run(protocol.keep_alive(deadline, known=known))
+                if not known:
+                    # No longer in the state (evicted): nothing to keep alive; its
+                    # launcher learns it from num_nodes_waiting().
+                    return self._settings.keep_alive_interval.total_seconds()
             except RendezvousError as e:
                 logger.warning(
                     "Node %s failed to send a heartbeat to rendezvous '%s': %s",
@@ -329,23 +298,17 @@ class DynamicRendezvousHandler(RendezvousHandler):
                     e,
                 )
                 interval = self._settings.keep_alive_interval.total_seconds()
-                return random.uniform(interval / 4, interval)  # noqa: S311
+                return pacing.heartbeat_retry(interval, random.random())  # noqa: S311
         return self._next_heartbeat_delay()
 
     def _next_heartbeat_delay(self) -> float:
-        # Timed from the last heartbeat the state holds (the join wrote one), not
-        # from now: otherwise a heartbeat could be almost two intervals old.
         interval = self._settings.keep_alive_interval.total_seconds()
-        last = self._executor.last_heartbeat()
-        if last is None:
-            return interval
-        return min(max(last + interval - self._clock(), 0.01), interval)
+        return pacing.heartbeat_delay(self._executor.last_heartbeat(), self._clock(), interval)
 
     def _start_heartbeats(self) -> None:
-        # The first one comes at a random point of the interval: a round's nodes
-        # all joined at one instant and would otherwise beat together for good.
-        first = self._next_heartbeat_delay() * random.uniform(0.5, 1.0)  # noqa: S311
-        self._keep_alive_thread = _KeepAliveThread(self, first)
+        first = pacing.first_heartbeat(self._next_heartbeat_delay(), random.random())  # noqa: S311
+        name = f"rdzv-keep-alive-{self._node}"
+        self._keep_alive_thread = KeepAliveThread(self._keep_alive, first, name)
 
     def _stop_heartbeats(self) -> None:
         if self._keep_alive_thread is not None:

@@ -1,0 +1,122 @@
+"""Every timing constant of the protocol, and the capped back-offs built from them.
+
+The protocol (:mod:`rdzv.core.protocol`) waits, polls and backs off; how long is
+decided here and nowhere else, so that one file says how fast a node moves and
+how hard it presses the backend. A back-off grows by doubling, and the exponent is
+capped *before* the power is computed: a node that lost ten thousand writes waits
+as long as one that lost twenty, and never computes ``2 ** 10000``.
+
+Randomness comes in as a *draw*, a number in ``[0, 1)`` that the caller passes
+(the shell from :mod:`random`, the simulator from its seeded generator), so the
+same inputs always give the same wait.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HOLD_POLL",
+    "LOST_WRITE_BACKOFF",
+    "MAX_EXPONENT",
+    "MAX_WAIT",
+    "OUTAGE_PAUSE",
+    "PATIENCE",
+    "STEWARD_POLL",
+    "WAKE_MARGIN",
+    "doubling",
+    "first_heartbeat",
+    "heartbeat_delay",
+    "heartbeat_retry",
+    "lost_write_backoff",
+    "outage_pause",
+    "patience",
+    "steward_poll",
+]
+
+MAX_WAIT = 2.0
+"""Longest single wait for a change of the state: a safety net should a backend miss
+a notification."""
+
+WAKE_MARGIN = 0.005
+"""A node wakes this much after a deadline: the decisions compare strictly
+(``now > deadline``), so waking exactly at it would change nothing."""
+
+PATIENCE = 1.0
+"""Longest wait (drawn between half and all of it) for the steward's write before a
+node writes itself. It bounds what a dead or stalled steward costs."""
+
+STEWARD_POLL = 0.002
+"""First interval at which a steward reads the intent log after a change; it doubles
+while nothing happens (the nodes of a small job arrive together)."""
+
+HOLD_POLL = 0.1
+"""Longest interval between two reads of the intent log by a steward."""
+
+LOST_WRITE_BACKOFF = (0.002, 0.1)
+"""After the n-th lost compare-and-set in a row a node waits up to
+``min(first * 2**(n-1), last)`` (drawn uniformly) for the winner's write."""
+
+OUTAGE_PAUSE = (0.05, 1.0)
+"""After the n-th failed request in an outage a node pauses ``min(first * 2**(n-1),
+last)``, scaled by a draw between one half and one, before it tries again."""
+
+MAX_EXPONENT = 32
+"""Doublings stop counting here: ``2.0 ** 32`` is far past every cap above."""
+
+
+def doubling(first: float, attempt: int, last: float) -> float:
+    """``first * 2 ** (attempt - 1)``, at most ``last``; attempt 1 gives ``first``.
+
+    The exponent is clamped to ``0..MAX_EXPONENT`` before the power is taken, so any
+    attempt count, however large, gives a finite number.
+    """
+    exponent = min(max(attempt - 1, 0), MAX_EXPONENT)
+    return min(first * 2.0**exponent, last)
+
+
+def patience(draw: float) -> float:
+    """Seconds to wait for the steward's write: between ``PATIENCE / 2`` and ``PATIENCE``."""
+    return PATIENCE * (0.5 + 0.5 * draw)
+
+
+def steward_poll(polls: int) -> float:
+    """Seconds between a steward's reads of the log after ``polls`` quiet reads in a row."""
+    return doubling(STEWARD_POLL, polls + 1, HOLD_POLL)
+
+
+def lost_write_backoff(lost: int, draw: float) -> float:
+    """Seconds to wait for the winner's write after ``lost`` lost compare-and-sets in a row."""
+    first, last = LOST_WRITE_BACKOFF
+    return draw * doubling(first, lost, last)
+
+
+def outage_pause(failures: int, draw: float) -> float:
+    """Seconds to pause after the ``failures``-th failed request of an outage.
+
+    Drawn between one half and all of the doubling step, so that the nodes of a job
+    do not all come back at the same instant.
+    """
+    first, last = OUTAGE_PAUSE
+    return (0.5 + 0.5 * draw) * doubling(first, failures, last)
+
+
+def heartbeat_delay(last: float | None, now: float, interval: float) -> float:
+    """Seconds until the next heartbeat: one interval after the last one sent.
+
+    Timed from the last heartbeat (the join wrote one), not from now: otherwise a
+    heartbeat could be almost two intervals old. At least 10 ms, at most an interval.
+    """
+    if last is None:
+        return interval
+    return min(max(last + interval - now, 0.01), interval)
+
+
+def first_heartbeat(delay: float, draw: float) -> float:
+    """The first heartbeat after a join comes at a random point of ``delay``: the nodes of
+    a round all joined at one instant and would otherwise beat together for good."""
+    return delay * (0.5 + 0.5 * draw)
+
+
+def heartbeat_retry(interval: float, draw: float) -> float:
+    """After a failed heartbeat, try again a random quarter to whole interval later, not at
+    once: every node retrying in a tight loop would press a backend that is coming back."""
+    return interval * (0.25 + 0.75 * draw)

@@ -1,0 +1,146 @@
+"""Performing one effect of the protocol against a backend, and what a node remembers.
+
+:func:`perform` carries out every effect that does not wait: it is the whole I/O
+of the protocol, shared by the executor (real backends, real time) and the
+simulator (a simulated backend, virtual time). Waiting effects
+(:class:`~rdzv.core.effects.WaitForChange`, :class:`~rdzv.core.effects.Sleep`)
+are left to the caller, which knows what time is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+import attrs
+
+from rdzv.core import decode_state, encode_state
+from rdzv.core.effects import (
+    BeatsRead,
+    BeatWritten,
+    Changed,
+    CompareAndSet,
+    Effect,
+    LogRead,
+    Outcome,
+    Post,
+    Posted,
+    ReadBeats,
+    ReadLog,
+    ReadState,
+    Snapshot,
+    StateRead,
+    WriteBeat,
+    Written,
+)
+from rdzv.core.intents import decode_beat, decode_records, encode_beat, encode_record
+from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
+from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend, Token
+
+__all__ = ["STATE_CODEC", "Memory", "StateCodec", "perform", "snapshot_of"]
+
+
+@attrs.frozen
+class StateCodec:
+    """How states become the bytes a backend stores, and back (the simulator swaps it)."""
+
+    encode: Callable[[RendezvousState], bytes] = encode_state
+    decode: Callable[[bytes], RendezvousState] = decode_state
+
+
+STATE_CODEC = StateCodec()
+
+
+def snapshot_of(
+    result: tuple[bytes, Token] | None, codec: StateCodec = STATE_CODEC
+) -> Snapshot | None:
+    """A backend's ``(bytes, token)`` as a :class:`Snapshot` (``None`` stays ``None``).
+
+    Raises:
+        RendezvousStateError: the bytes are not a state.
+    """
+    if result is None:
+        return None
+    data, token = result
+    return Snapshot(codec.decode(data), token)
+
+
+def perform(
+    effect: Effect,
+    backend: RendezvousBackend,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    codec: StateCodec = STATE_CODEC,
+) -> Outcome:
+    """Carry out ``effect``, which must not wait, and return its outcome.
+
+    Raises:
+        RendezvousConnectionError: the backend cannot be reached.
+        RendezvousStateError: the backend holds something that is not a state.
+        TypeError: ``effect`` waits, ends the operation, or needs a capability the
+            backend lacks (the protocol never asks for one).
+    """
+    if isinstance(effect, ReadState):
+        return StateRead(snapshot_of(backend.get_state(), codec))
+    if isinstance(effect, CompareAndSet):
+        result = backend.set_state(codec.encode(effect.state), effect.token)
+        if result is None:
+            return Written(None, False)
+        data, token, written = result
+        # What we wrote needs no decoding; what someone else wrote does.
+        state = effect.state if written else codec.decode(data)
+        return Written(Snapshot(state, token), written)
+    if isinstance(effect, Post) and isinstance(backend, IntentLog):
+        backend.post_intent(encode_record(effect.record), effect.cursor)
+        return Posted()
+    if isinstance(effect, ReadLog) and isinstance(backend, IntentLog):
+        chunks, end = backend.read_intents(effect.cursor)
+        records, bad = decode_records(chunks)
+        return LogRead(records, end, bad)
+    if isinstance(effect, WriteBeat) and isinstance(backend, HeartbeatBoard):
+        # The record may vanish once the node would count as dead anyway.
+        backend.beat(str(node), encode_beat(effect.at), 2 * settings.heartbeat_expiry)
+        return BeatWritten()
+    if isinstance(effect, ReadBeats) and isinstance(backend, HeartbeatBoard):
+        names = {str(n): n for n in effect.nodes}
+        found = backend.read_beats(sorted(names))
+        beats = {
+            names[name]: beat
+            for name, record in found.items()
+            if name in names and (beat := decode_beat(record)) is not None
+        }
+        return BeatsRead(beats)
+    raise TypeError(f"{type(effect).__name__} is not an effect to perform on {backend.name}.")
+
+
+class Memory:
+    """What one node remembers across operations: the last state seen and the heartbeats
+    observed outside it (its own on the board, and those read from the board).
+
+    Updated by whole replacement, so that a reader in another thread always sees a
+    consistent mapping.
+    """
+
+    def __init__(self) -> None:
+        self.last = Snapshot(RendezvousState(), None)
+        self.observed: MappingProxyType[NodeDesc, float] = MappingProxyType({})
+
+    def update(self, node: NodeDesc, effect: Effect, outcome: Outcome) -> None:
+        """Take in what ``effect`` returned."""
+        snapshot = getattr(outcome, "snapshot", None)
+        if isinstance(outcome, StateRead | Written | Changed) and snapshot is not None:
+            self.last = snapshot
+        elif isinstance(outcome, BeatWritten) and isinstance(effect, WriteBeat):
+            self._observe({node: effect.at})
+        elif isinstance(outcome, BeatsRead):
+            self._observe(outcome.beats)
+
+    def _observe(self, beats: Mapping[NodeDesc, float]) -> None:
+        fresher = {n: b for n, b in beats.items() if b > self.observed.get(n, -float("inf"))}
+        if fresher:
+            self.observed = MappingProxyType({**self.observed, **fresher})
+
+    def last_heartbeat(self, node: NodeDesc) -> float | None:
+        """When ``node`` last sent a heartbeat, as far as this memory knows."""
+        beats = [self.last.state.last_heartbeats.get(node), self.observed.get(node)]
+        return max((b for b in beats if b is not None), default=None)
