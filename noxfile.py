@@ -20,6 +20,17 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def sim(session: nox.Session) -> None:
+    """The deterministic simulator over many seeds, for longer hunts than the tests' budget.
+
+    ``nox -s sim -- --seeds 10000 --first 5000``; a failing seed prints its job and its
+    trace, and ``python -m rdzv.sim --seed N`` replays it. Not run by CI.
+    """
+    session.install("-e", ".")
+    session.run("python", "-m", "rdzv.sim", *(session.posargs or ["--seeds", "2000"]))
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
     session.install("ruff>=0.4")

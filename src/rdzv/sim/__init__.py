@@ -1,0 +1,103 @@
+"""A deterministic simulator of rdzv's rendezvous: the real protocol, in virtual time.
+
+Many nodes run in one thread on a virtual clock against a simulated backend with
+compare-and-set, change notification and a latency model; every node runs the
+real core (:mod:`rdzv.core.protocol`) and the shell's own ``perform``. A seed
+draws a whole run (its job, its faults, every delay and random draw), so a seed
+replays one run exactly; each run is checked for safety after every write and for
+liveness at its end (:mod:`rdzv.sim.checks`).
+
+    python -m rdzv.sim --seeds 1000           # hunt: random jobs of up to 64 nodes
+    python -m rdzv.sim --seed 1234 --trace    # replay one, with its trace
+
+:func:`random_scenario` draws a job and its faults from a seed; :func:`check_seed`
+runs it. ``benchmarks/simulate.py`` runs large jobs for planning.
+"""
+
+from __future__ import annotations
+
+import random
+
+from rdzv.sim.network import ETCD, JITTERY, TCP_STORE, Latency
+from rdzv.sim.world import EPOCH, Faults, Result, Scenario, World
+
+__all__ = [
+    "EPOCH",
+    "ETCD",
+    "JITTERY",
+    "TCP_STORE",
+    "Faults",
+    "Latency",
+    "Result",
+    "Scenario",
+    "World",
+    "check_seed",
+    "random_scenario",
+]
+
+
+def random_scenario(seed: int, max_nodes: int = 64) -> Scenario:
+    """A job and its faults, drawn from ``seed``: mostly small jobs, every fault kind."""
+    rng = random.Random(f"scenario-{seed}")
+    n = int(2 + (max_nodes - 1) * rng.random() ** 3)
+    n = min(n, max_nodes)
+    interval = rng.choice([0.5, 1.0, 2.0])
+    attempts = rng.choice([2, 3])
+    expiry = interval * attempts
+    until = rng.uniform(3, 25)
+    window = rng.choice([1.0, 3.0, 5.0])
+    late = tuple(sorted(rng.uniform(0.5, until) for _ in range(rng.choice([0, 0, 1, 3]))))
+    total = n + len(late)
+    nodes = list(range(total))
+
+    def pick(k: int) -> list[int]:
+        return rng.sample(nodes, min(k, total))
+
+    crashes = tuple((i, rng.uniform(0, until)) for i in pick(rng.randint(0, max(total // 4, 0))))
+    pauses = []
+    for i in pick(rng.choice([0, 0, 1, 2, 4])):
+        start = rng.uniform(0, until)
+        pauses.append((i, start, min(expiry * rng.uniform(0.3, 3.0), max(until - start, 0.01))))
+    max_skew = rng.choice([0.0, 0.0, 0.01, 0.1 * interval])
+    faults = Faults(
+        until=until,
+        crashes=crashes,
+        pauses=tuple(pauses),
+        # A slow node: its round trip to the backend up to a fifth of an interval (the
+        # protocol assumes round trips well below the interval).
+        slow=tuple((i, rng.uniform(0.01, 0.1) * interval) for i in pick(rng.choice([0, 0, 1, 3]))),
+        skew=tuple((i, rng.uniform(-max_skew, max_skew)) for i in nodes) if max_skew else (),
+        join_timeouts=tuple((i, rng.uniform(0.5, 6)) for i in pick(rng.choice([0, 0, 1, 3]))),
+        outages=tuple(
+            (rng.uniform(0, until), rng.uniform(0.05, 1.5 * window))
+            for _ in range(rng.choice([0, 0, 1, 2]))
+        ),
+        lost_replies=rng.choice([0.0, 0.0, 0.01, 0.05]),
+        shell_failures=rng.choice([0.0, 0.0, 0.05, 0.2]),
+        close_at=rng.uniform(0, until) if rng.random() < 0.1 else None,
+    )
+    # Enough nodes stay for a round, mostly: then liveness has something to check.
+    doomed = {i for i, _ in faults.crashes} | {i for i, _ in faults.join_timeouts}
+    min_nodes = rng.randint(1, max(1, total - len(doomed)))
+    return Scenario(
+        nodes=n,
+        min_nodes=min_nodes,
+        max_nodes=rng.randint(min_nodes, total + 2),
+        interval=interval,
+        attempts=attempts,
+        last_call=rng.choice([0.05, 0.3, 1.0, 3.0]),
+        poll=rng.choice([0.1, 0.5, 1.0]),
+        arrival=rng.uniform(0, 3),
+        late=late,
+        latency=rng.choice([JITTERY, JITTERY, ETCD, TCP_STORE]),
+        segment_records=rng.choice([2, 4, 8, 64]),
+        reconnect_window=window,
+        faults=faults,
+        max_skew=max_skew,
+    )
+
+
+def check_seed(seed: int, max_nodes: int = 64) -> tuple[Scenario, Result]:
+    """Run the job that ``seed`` draws; the result lists its violations (none: sound)."""
+    scenario = random_scenario(seed, max_nodes)
+    return scenario, World(scenario, seed).run()

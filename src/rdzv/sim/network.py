@@ -1,0 +1,68 @@
+"""How long a request takes: the network both ways, and the server that applies it.
+
+A request leaves the node, crosses the network (``one_way``), waits for the
+server, which applies requests one at a time (``service`` plus the payload at the
+server's ``bandwidth``), and its answer crosses back. A watch notification is a
+send of the new state from the server to each watcher, and queues the same way:
+a state change watched by ten thousand nodes costs the server ten thousand sends.
+"""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+
+__all__ = ["ETCD", "JITTERY", "TCP_STORE", "Latency", "Server"]
+
+
+@attrs.frozen
+class Latency:
+    """A backend's costs, in seconds and bytes per second.
+
+    Attributes:
+        one_way: the range a one-way network delay is drawn from.
+        read: server time of a read (or of sending a watch notification).
+        write: server time of a write (etcd: a raft round and an fsync).
+        bandwidth: payload bytes the server moves per second.
+    """
+
+    one_way: tuple[float, float]
+    read: float
+    write: float
+    bandwidth: float
+
+    def network(self, rng: random.Random) -> float:
+        low, high = self.one_way
+        return rng.uniform(low, high)
+
+    def service(self, *, write: bool, payload: int) -> float:
+        return (self.write if write else self.read) + payload / self.bandwidth
+
+
+ETCD = Latency(one_way=(0.0001, 0.0004), read=0.00005, write=0.0008, bandwidth=400e6)
+"""An etcd member on a datacenter network, writes fsynced: figures of etcd's own
+benchmarks (about 1 ms a write, tens of thousands of reads a second), not measured here."""
+
+TCP_STORE = Latency(one_way=(0.00005, 0.0002), read=0.00002, write=0.00002, bandwidth=1e9)
+"""rdzv's TCP store: one event-loop thread, in memory, no fsync."""
+
+JITTERY = Latency(one_way=(0.0002, 0.03), read=0.0001, write=0.0005, bandwidth=100e6)
+"""For hunting bugs: delays that vary a hundredfold, so that requests overtake each other."""
+
+
+class Server:
+    """One server queue: requests are applied one after the other."""
+
+    def __init__(self, latency: Latency) -> None:
+        self.latency = latency
+        self.free_at = 0.0
+        self.busy = 0.0
+
+    def schedule(self, arrival: float, *, write: bool, payload: int) -> float:
+        """When a request that arrives at ``arrival`` is applied."""
+        cost = self.latency.service(write=write, payload=payload)
+        done = max(arrival, self.free_at) + cost
+        self.free_at = done
+        self.busy += cost
+        return done
