@@ -214,6 +214,31 @@ def test_nodes_waiting_is_never_negative_on_an_odd_world_size() -> None:
     assert num_nodes_waiting(state) == 0
 
 
+def test_a_node_dropped_from_the_round_it_joined_counts_itself() -> None:
+    """Issue 15, bug 3: dropped while paused, it would otherwise poll 0 for ever."""
+    went_on = make_state(participants=[A, B], complete=True)  # round 5, without C
+    assert num_nodes_waiting(went_on, C, joined=5) == 1
+    assert num_nodes_waiting(went_on, C, joined=4) == 1  # the round moved on too
+    assert num_nodes_waiting(went_on, A, joined=5) == 0  # A is still in it
+    assert num_nodes_waiting(went_on, A, joined=4) == 1  # A is in a later round
+    assert num_nodes_waiting(went_on, C, joined=None) == 0  # C never joined: no round to lose
+
+
+def test_a_node_that_already_waits_is_not_counted_twice() -> None:
+    waiting = make_state(participants=[A, B], waiting=[C], complete=True)
+    assert num_nodes_waiting(waiting, C, joined=4) == 1
+
+
+def test_the_dead_nodes_are_found_from_the_oldest_heartbeats_and_newer_ones_seen() -> None:
+    state = make_state(participants=[A, B, C], dead=[B, C])
+    assert dead_nodes(state, SETTINGS, NOW) == (B, C)
+    # A newer heartbeat of C, read from its record on the board, keeps it alive.
+    assert dead_nodes(state, SETTINGS, NOW, observed={C: ALIVE}) == (B,)
+    dropped, gone = drop_dead_nodes(state, SETTINGS, NOW, observed={C: ALIVE})
+    assert gone == (B,)
+    assert set(dropped.participants) == {A, C}
+
+
 def test_a_node_never_counts_itself_dead() -> None:
     settings = RendezvousSettings("run", 1, 3, keep_alive_interval=timedelta(seconds=1))
     me, other = NodeDesc("me", 1, 0), NodeDesc("other", 1, 0)

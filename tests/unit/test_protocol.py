@@ -1,0 +1,312 @@
+"""The node's protocol step by step: each test is a sequence of outcomes and the effects
+that must follow, with no backend and no clock (after h11's state tests)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from rdzv.core import (
+    Action,
+    NodeDesc,
+    RendezvousSettings,
+    RendezvousState,
+    RendezvousTimeout,
+    apply_action,
+    pacing,
+    protocol,
+)
+from rdzv.core.effects import (
+    BeatWritten,
+    Changed,
+    CompareAndSet,
+    Fail,
+    Failure,
+    Finish,
+    LogRead,
+    Post,
+    Posted,
+    ReadLog,
+    ReadState,
+    Sleep,
+    Slept,
+    Snapshot,
+    Started,
+    StateRead,
+    Unreachable,
+    WaitForChange,
+    WriteBeat,
+    Written,
+)
+from rdzv.core.intents import JoinIntent, Withdrawal
+
+SETTINGS = RendezvousSettings(
+    "run",
+    2,
+    3,
+    timeout=RendezvousTimeout(join=60, last_call=5),
+    keep_alive_interval=timedelta(seconds=1),
+    keep_alive_max_attempt=3,
+)
+NOW = 1_800_000_000.0
+A, B, C = (NodeDesc(f"node-{i}", 100 + i, 0) for i in range(3))
+
+
+class Node:
+    """One node's operation, stepped by hand: ``then(outcome)`` returns the next effect."""
+
+    def __init__(self, progress: protocol.Progress, node: NodeDesc = A, **context: object) -> None:
+        self.progress = progress
+        self.node = node
+        self.now = NOW
+        self.draw = 0.5
+        self.observed: dict[NodeDesc, float] = {}
+        self.context = {"has_log": True, "has_board": True, "reconnect_window": 5.0, **context}
+        self.events: list[str] = []
+
+    def then(self, outcome: object, *, at: float | None = None) -> object:
+        if at is not None:
+            self.now = at
+        ctx = protocol.Context(
+            self.node,
+            SETTINGS,
+            self.now,
+            self.draw,
+            observed=self.observed,
+            **self.context,  # type: ignore[arg-type]
+        )
+        step = protocol.step(self.progress, outcome, ctx)  # type: ignore[arg-type]
+        self.progress = step.progress
+        self.events += [e.kind for e in step.events]
+        return step.effect
+
+
+def joined(*nodes: NodeDesc, at: float = NOW) -> RendezvousState:
+    state = RendezvousState()
+    for node in nodes:
+        state = apply_action(state, Action.ADD_TO_PARTICIPANTS, node, SETTINGS, at)
+    return state
+
+
+def snap(state: RendezvousState, token: int = 1) -> Snapshot:
+    return Snapshot(state, token)
+
+
+# -- joining ---------------------------------------------------------------------------
+
+
+def test_a_lone_node_posts_reads_the_log_and_admits_itself_at_once() -> None:
+    node = Node(protocol.join(NOW + 60))
+    assert node.then(Started()) == ReadState()
+    assert node.then(StateRead(None)) == Post(JoinIntent(A, NOW), 0)
+    assert node.then(Posted()) == ReadLog(0)
+    effect = node.then(LogRead([JoinIntent(A, NOW)], 1))
+    assert isinstance(effect, CompareAndSet)
+    assert effect.token is None  # no state yet: written only if there is none
+    assert set(effect.state.participants) == {A}
+    assert effect.state.intent_cursor == 1
+    # Alone, the round cannot complete: the node waits in it (and, as its steward,
+    # reads the log for newcomers).
+    assert isinstance(node.then(Written(snap(effect.state), True)), ReadLog)
+
+
+def test_a_pending_node_waits_for_the_steward_then_admits_itself() -> None:
+    node = Node(protocol.join(NOW + 60), node=B)
+    node.then(Started())
+    forming = joined(A)  # A is the steward: it admits newcomers
+    assert node.then(StateRead(snap(forming))) == Post(JoinIntent(B, NOW), 0)
+    wait = node.then(Posted())
+    assert isinstance(wait, WaitForChange)
+    assert NOW + pacing.PATIENCE / 2 <= wait.until <= NOW + pacing.PATIENCE
+    # Its patience runs out with no write from A: it reads the log and admits itself.
+    assert node.then(Changed(None), at=wait.until + 0.01) == ReadState()
+    assert node.then(StateRead(snap(forming))) == ReadLog(0)
+    effect = node.then(LogRead([JoinIntent(B, NOW)], 1))
+    assert isinstance(effect, CompareAndSet)
+    assert set(effect.state.participants) == {A, B}
+
+
+def test_the_steward_holds_an_admission_that_could_not_reach_min_nodes() -> None:
+    settings_min_3 = RendezvousSettings("run", 3, 3, keep_alive_interval=timedelta(seconds=1))
+    steward = protocol.join(NOW + 60)
+    node = Node(steward)
+    ctx_settings = settings_min_3
+
+    def step(outcome: object, at: float) -> object:
+        own = {A: at}  # the steward's heartbeats are on the board
+        ctx = protocol.Context(A, ctx_settings, at, 0.5, True, True, 5.0, own)
+        result = protocol.step(node.progress, outcome, ctx)  # type: ignore[arg-type]
+        node.progress = result.progress
+        return result.effect
+
+    state = apply_action(RendezvousState(), Action.ADD_TO_PARTICIPANTS, A, settings_min_3, NOW)
+    step(Started(), NOW)
+    assert step(StateRead(snap(state)), NOW) == ReadLog(0)
+    # One newcomer: A and B cannot reach min_nodes (3); the steward holds.
+    held = step(LogRead([JoinIntent(B, NOW)], 1), NOW)
+    assert isinstance(held, WaitForChange)
+    assert step(Changed(None), NOW + 0.5) == ReadState()
+    assert step(StateRead(snap(state)), NOW + 0.5) == ReadLog(0)
+    assert isinstance(step(LogRead([JoinIntent(B, NOW)], 1), NOW + 0.5), WaitForChange)
+    # After one keep-alive interval it admits what came, to keep those nodes alive.
+    assert step(Changed(None), NOW + 1.1) == ReadState()
+    assert step(StateRead(snap(state)), NOW + 1.1) == ReadLog(0)
+    admitted = step(LogRead([JoinIntent(B, NOW + 0.2)], 1), NOW + 1.1)
+    assert isinstance(admitted, CompareAndSet)
+    assert set(admitted.state.participants) == {A, B}
+
+
+def test_an_admitted_node_finishes_once_its_round_completes() -> None:
+    node = Node(protocol.join(NOW + 60), node=B)
+    node.then(Started())
+    complete = joined(A, B, C)
+    effect = node.then(StateRead(snap(complete)))
+    assert isinstance(effect, Finish)
+    assert effect.state.participants[B] == 1
+
+
+# -- ending without a rank -------------------------------------------------------------
+
+
+def test_a_pending_node_that_times_out_withdraws_and_fences_before_it_fails() -> None:
+    """Issue 15, bug 1: the intent of a node that gave up must never be admitted."""
+    node = Node(protocol.join(NOW + 60), node=B)
+    node.then(Started())
+    forming = joined(A)
+    node.then(StateRead(snap(forming)))
+    node.then(Posted())  # its intent is in the log; A, the steward, has not admitted it
+    late = NOW + 61
+    forming = joined(A, at=late - 0.5)  # A is alive
+    assert node.then(Changed(snap(forming, 2)), at=late) == Post(Withdrawal(B, late), 0)
+    # The state it decides on must be read after the withdrawal is in the log.
+    assert node.then(Posted()) == ReadState()
+    assert node.then(StateRead(snap(forming, 2))) == ReadLog(0)
+    fence = node.then(LogRead([JoinIntent(B, NOW), Withdrawal(B, late)], 2))
+    assert isinstance(fence, CompareAndSet)
+    assert B not in fence.state.members()
+    assert fence.state.intent_cursor == 2  # consumed: no admission can read B's intent
+    assert fence.token == 2
+    failed = node.then(Written(snap(fence.state, 3), True))
+    assert isinstance(failed, Fail)
+    assert failed.failure is Failure.TIMEOUT
+    assert "timed out" in failed.message
+
+
+def test_a_leave_with_nothing_left_to_admit_ends_without_a_write() -> None:
+    node = Node(protocol.leave(NOW + 5), node=C)
+    node.then(Started())
+    state = joined(A, B)
+    assert node.then(StateRead(snap(state))) == Post(Withdrawal(C, NOW), 0)
+    assert node.then(Posted()) == ReadState()
+    assert node.then(StateRead(snap(state))) == ReadLog(0)
+    assert isinstance(node.then(LogRead([Withdrawal(C, NOW)], 1)), Finish)
+
+
+def test_a_leave_decided_on_a_state_read_before_the_withdrawal_would_miss_an_admission() -> None:
+    """Found by the simulator: the leaver saw a state from before its withdrawal, in which
+    it was not placed yet; an admission in between had placed it. It must read again."""
+    node = Node(protocol.leave(NOW + 5), node=C)
+    node.then(Started())
+    before = joined(A, B)
+    node.then(StateRead(snap(before, 1)))
+    assert node.then(Posted()) == ReadState()
+    placed = apply_action(before, Action.ADD_TO_PARTICIPANTS, C, SETTINGS, NOW)
+    assert node.then(StateRead(snap(placed, 2))) == ReadLog(0)
+    fence = node.then(LogRead([Withdrawal(C, NOW)], 1))
+    assert isinstance(fence, CompareAndSet)
+    assert C not in fence.state.members()
+
+
+def test_a_withdrawal_posted_to_a_segment_that_rolled_over_is_posted_again() -> None:
+    span = 1 << 40
+    node = Node(protocol.leave(NOW + 5), node=C)
+    node.then(Started())
+    node.then(StateRead(snap(joined(A, B, C), 1)))  # posts to segment 0
+    node.then(Posted())
+    moved = joined(A, B, C)
+    moved = type(moved)(  # the log went on in segment 1; C's withdrawal is in segment 0
+        round=moved.round,
+        complete=moved.complete,
+        participants=moved.participants,
+        last_heartbeats=moved.last_heartbeats,
+        world_size=moved.world_size,
+        intent_cursor=span,
+    )
+    node.then(StateRead(snap(moved, 2)))
+    assert node.then(LogRead([], span)) == Post(Withdrawal(C, NOW), span)
+
+
+# -- nothing unbounded -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempts", [1, 30, 1_100, 10**6, 10**12])
+def test_back_offs_stay_finite_and_capped_however_many_attempts(attempts: int) -> None:
+    """Issue 15, bug 2: ``0.002 * 2**n`` was computed before capping, an OverflowError
+    past n = 1023 (a lone node held its fold 1,024 times after about 103 s)."""
+    assert 0 < pacing.doubling(0.002, attempts, 0.1) <= 0.1
+    assert 0 <= pacing.lost_write_backoff(attempts, 0.99) <= 0.1
+    assert 0 < pacing.outage_pause(attempts, 0.99) <= 1.0
+    assert 0 < pacing.steward_poll(attempts) <= pacing.HOLD_POLL
+
+
+def test_a_node_that_lost_a_million_writes_in_a_row_still_waits_a_bounded_while() -> None:
+    node = Node(protocol.join(NOW + 60), node=B)
+    node.progress = protocol.Progress(protocol.Op.JOIN, NOW + 60, lost=10**6)
+    node.then(Started())
+    state = joined(A, B)
+    wait = node.then(Written(snap(state, 7), False))
+    assert isinstance(wait, WaitForChange)
+    assert wait.until - NOW <= pacing.LOST_WRITE_BACKOFF[1]
+
+
+def test_an_outage_pauses_then_fails_within_the_reconnect_window() -> None:
+    node = Node(protocol.read())
+    assert node.then(Started()) == ReadState()
+    pause = node.then(Unreachable("refused"))
+    assert isinstance(pause, Sleep)
+    assert "backend_down" in node.events
+    t = pause.until
+    while True:
+        assert node.then(Slept(), at=t) == ReadState()
+        effect = node.then(Unreachable("refused"), at=t + 0.01)
+        if isinstance(effect, Fail):
+            break
+        assert isinstance(effect, Sleep)
+        t = effect.until
+    assert effect.failure is Failure.UNREACHABLE
+    assert t - NOW < 5.0
+
+
+# -- heartbeats ------------------------------------------------------------------------
+
+
+def test_a_known_node_beats_on_the_board_without_reading_the_state() -> None:
+    node = Node(protocol.keep_alive(NOW + 5, known=True))
+    assert node.then(Started()) == WriteBeat(NOW)
+    assert isinstance(node.then(BeatWritten()), Finish)
+
+
+def test_a_node_the_state_no_longer_holds_sends_no_heartbeat() -> None:
+    node = Node(protocol.keep_alive(NOW + 5, known=False))
+    assert isinstance(node.then(Started()), Finish)
+
+
+def test_a_participant_waiting_in_its_round_sends_its_heartbeat_when_due() -> None:
+    node = Node(protocol.join(NOW + 60), node=B)
+    node.then(Started())
+    state = joined(A, B, at=NOW - 2)
+    node.observed = {}
+    # B is a participant of an incomplete round whose heartbeat is an interval old.
+    assert node.then(StateRead(snap(state))) == WriteBeat(NOW)
+    node.observed = {B: NOW}
+    assert isinstance(node.then(BeatWritten()), WaitForChange)
+
+
+def test_the_time_comes_only_from_the_context() -> None:
+    """The same inputs give the same effect, whenever the step runs."""
+    first, second = Node(protocol.join(NOW + 60)), Node(protocol.join(NOW + 60))
+    second.now = NOW + 0.5
+    assert first.then(Started()) == second.then(Started())
+    assert first.then(StateRead(None)) == Post(JoinIntent(A, NOW), 0)
+    assert second.then(StateRead(None)) == Post(JoinIntent(A, NOW + 0.5), 0)
