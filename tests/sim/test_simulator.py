@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from rdzv.core import num_nodes_waiting, protocol
+from rdzv.core import joining, num_nodes_waiting, protocol
 from rdzv.sim import EPOCH, Faults, Scenario, World, check_seed, world
 
 SEEDS = int(os.environ.get("RDZV_SIM_SEEDS", "320"))
@@ -92,9 +92,10 @@ def test_the_checker_sees_the_ghost_when_a_join_ends_without_withdrawing(
     """The check above can fail: without the withdrawal, the ghost of issue 15 is back."""
 
     def give_up_at_once(p, view, ctx, events):  # type: ignore[no-untyped-def]
-        return protocol._ended(p, view, ctx, events, gave_up=False)
+        return joining._ended(p, view, ctx, events, gave_up=False)
 
-    monkeypatch.setattr(protocol, "_withdraw", give_up_at_once)
+    monkeypatch.setattr(protocol, "withdraw", give_up_at_once)
+    monkeypatch.setattr(joining, "withdraw", give_up_at_once)
     result = World(_ghost_job(), seed=1).run()
     assert any("whose join ended without a rank" in v for v in result.violations)
 

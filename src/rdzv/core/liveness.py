@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 from rdzv.core.transitions import Draft
 
-__all__ = ["dead_nodes", "drop_dead_nodes", "is_evicted", "num_nodes_waiting"]
+__all__ = [
+    "dead_nodes",
+    "drop_dead_nodes",
+    "drop_nodes",
+    "is_evicted",
+    "num_nodes_waiting",
+    "watcher",
+]
 
 _NOTHING_OBSERVED: Mapping[NodeDesc, float] = {}
 
@@ -57,24 +64,67 @@ def drop_dead_nodes(
 ) -> tuple[RendezvousState, tuple[NodeDesc, ...]]:
     """Return the state without its dead nodes (never ``spare``), and the nodes dropped.
 
-    Losing a participant has the same consequences as a participant leaving
-    (see :meth:`rdzv.core.transitions.Draft.remove`). When ``state``
-    has no dead node it is returned as it is. The result depends only on the state
-    and the nodes dropped, so it is kept in the state's memo for every other node
-    that reads the same state and finds the same nodes dead.
+    When ``state`` has no dead node it is returned as it is.
     """
     dead = dead_nodes(state, settings, now, spare, observed)
+    return drop_nodes(state, dead, settings), dead
+
+
+def drop_nodes(
+    state: RendezvousState, dead: tuple[NodeDesc, ...], settings: RendezvousSettings
+) -> RendezvousState:
+    """The state without ``dead`` (sorted), found dead; ``state`` itself when there are none.
+
+    Losing a participant has the same consequences as a participant leaving
+    (see :meth:`rdzv.core.transitions.Draft.remove`). The result depends only on
+    the state and the nodes dropped, so it is kept in the state's memo for every
+    other node that reads the same state and finds the same nodes dead.
+    """
     if not dead:
-        return state, dead
+        return state
     key = ("without", dead, settings.min_nodes)
     cached = state.memo.get(key)
     if isinstance(cached, RendezvousState):
-        return cached, dead
+        return cached
     draft = Draft.of(state)
     draft.drop(dead, settings)
     new = draft.build(state)
     state.memo[key] = new
-    return new, dead
+    return new
+
+
+def watcher(
+    state: RendezvousState,
+    node: NodeDesc,
+    settings: RendezvousSettings,
+    now: float,
+    observed: Mapping[NodeDesc, float] = _NOTHING_OBSERVED,
+) -> tuple[NodeDesc | None, tuple[NodeDesc, ...]]:
+    """Who watches everyone's heartbeats, and the members before it that look dead.
+
+    Members in :attr:`~rdzv.core.RendezvousState.members_in_order`; the first one
+    that looks alive watches all the others (``node`` is alive to itself). Every
+    other node watches only the members up to the watcher, so that a node's check
+    costs a few heartbeats, not the whole state's: where heartbeats go to a board
+    and not to the state, the state's own heartbeats are soon old, and reading
+    everyone's record on every check made a rendezvous of N nodes read N * N
+    records per interval. A node that the watcher finds dead, the watcher writes
+    out of the state (its own re-rendezvous does); the watcher's own death, every
+    node sees.
+    """
+    expired_before = now - settings.heartbeat_expiry
+    head: list[NodeDesc] = []
+    for member in state.members_in_order:
+        if member == node:
+            return node, tuple(head)
+        beat = state.last_heartbeats[member]
+        seen = observed.get(member)
+        if seen is not None and seen > beat:
+            beat = seen
+        if beat >= expired_before:
+            return member, tuple(head)
+        head.append(member)
+    return None, tuple(head)
 
 
 def is_evicted(state: RendezvousState, node: NodeDesc, joined: int | None) -> bool:

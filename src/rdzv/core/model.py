@@ -132,6 +132,17 @@ class RendezvousState:
         return tuple(sorted((beat, node) for node, beat in self.last_heartbeats.items()))
 
     @functools.cached_property
+    def members_in_order(self) -> tuple[NodeDesc, ...]:
+        """Participants, then the wait list, then the redundancy list, each sorted: the
+        order in which members watch each other's heartbeats (see
+        :func:`rdzv.core.liveness.watcher`). Computed once per state."""
+        return (
+            *sorted(self.participants),
+            *sorted(self.wait_list),
+            *sorted(self.redundancy_list),
+        )
+
+    @functools.cached_property
     def memo(self) -> dict[object, object]:
         """A cache for pure functions of this state (see :func:`rdzv.core.drop_dead_nodes`).
 

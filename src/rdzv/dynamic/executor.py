@@ -134,6 +134,8 @@ class RendezvousOpExecutor:
             self._has_board,
             self._backend.reconnect_window,
             self._memory.observed,
+            self._memory.board_at,
+            self._memory.board_checked,
         )
 
     def _perform(self, effect: Effect) -> Outcome:
@@ -158,7 +160,7 @@ class RendezvousOpExecutor:
                 f"({type(e).__name__}: {e}). Check the backend's configuration; if it is "
                 "right, report this as a bug of the backend."
             ) from e
-        self._memory.update(self._node, effect, outcome)
+        self._memory.update(self._node, effect, outcome, self._clock())
         return outcome
 
 

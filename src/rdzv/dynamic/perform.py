@@ -9,6 +9,7 @@ are left to the caller, which knows what time is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -124,16 +125,21 @@ class Memory:
     def __init__(self) -> None:
         self.last = Snapshot(RendezvousState(), None)
         self.observed: MappingProxyType[NodeDesc, float] = MappingProxyType({})
+        self.board_at = -math.inf
+        """When the node last read heartbeat records from the board (its own clock)..."""
+        self.board_checked: frozenset[NodeDesc] = frozenset()
+        """... and whose."""
 
-    def update(self, node: NodeDesc, effect: Effect, outcome: Outcome) -> None:
-        """Take in what ``effect`` returned."""
+    def update(self, node: NodeDesc, effect: Effect, outcome: Outcome, now: float) -> None:
+        """Take in what ``effect`` returned at ``now`` (the node's clock)."""
         snapshot = getattr(outcome, "snapshot", None)
         if isinstance(outcome, StateRead | Written | Changed) and snapshot is not None:
             self.last = snapshot
         elif isinstance(outcome, BeatWritten) and isinstance(effect, WriteBeat):
             self._observe({node: effect.at})
-        elif isinstance(outcome, BeatsRead):
+        elif isinstance(outcome, BeatsRead) and isinstance(effect, ReadBeats):
             self._observe(outcome.beats)
+            self.board_at, self.board_checked = now, frozenset(effect.nodes)
 
     def _observe(self, beats: Mapping[NodeDesc, float]) -> None:
         fresher = {n: b for n, b in beats.items() if b > self.observed.get(n, -float("inf"))}

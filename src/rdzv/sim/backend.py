@@ -10,7 +10,7 @@ logs do, so a post with a stale cursor can land in a segment nobody reads again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -46,8 +46,16 @@ class SimBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         reconnect_window: what :attr:`reconnect_window` reports to the nodes.
     """
 
-    def __init__(self, *, segment_records: int = 8, reconnect_window: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        segment_records: int = 8,
+        reconnect_window: float = 5.0,
+        size: Callable[[bytes], int] = len,
+    ) -> None:
         self.value: bytes | None = None
+        self.size = size
+        """The bytes a stored value stands for (see :mod:`rdzv.sim.sharing`)."""
         self.version = 0
         self.segments: dict[int, list[bytes]] = {}
         self.beats: dict[str, bytes] = {}
@@ -69,18 +77,18 @@ class SimBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return None if self.value is None else self.version
 
     def get_state(self) -> tuple[bytes, Token] | None:
-        self.traffic.add(read=len(self.value or b""))
+        self.traffic.add(read=self.size(self.value or b""))
         return None if self.value is None else (self.value, self.version)
 
     def set_state(
         self, state: bytes, token: Token | None = None
     ) -> tuple[bytes, Token, bool] | None:
-        self.traffic.add(write=True, written=len(state))
+        self.traffic.add(write=True, written=self.size(state))
         if token == self.token:
             self.value, self.version = state, self.version + 1
             return state, self.version, True
         self.traffic.lost_writes += 1
-        self.traffic.bytes_read += len(self.value or b"")
+        self.traffic.bytes_read += self.size(self.value or b"")
         return None if self.value is None else (self.value, self.version, False)
 
     def post_intent(self, record: bytes, cursor: int) -> None:

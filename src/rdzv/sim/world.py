@@ -29,6 +29,7 @@ from rdzv.core import (
     RendezvousSettings,
     RendezvousState,
     RendezvousTimeout,
+    encode_state,
     num_nodes_waiting,
     pacing,
     protocol,
@@ -59,6 +60,7 @@ from rdzv.dynamic.perform import STATE_CODEC, Memory, StateCodec, perform, snaps
 from rdzv.sim.backend import SimBackend, Traffic
 from rdzv.sim.checks import Checker, converged
 from rdzv.sim.network import JITTERY, Latency, Server
+from rdzv.sim.sharing import SharedStates
 
 __all__ = ["EPOCH", "Faults", "Result", "Scenario", "World"]
 
@@ -203,6 +205,10 @@ class Result:
     trace: str
     done_at: dict[int, float]
     """Node index -> true time its first join returned a rank."""
+    last_done_at: dict[int, float]
+    """Node index -> true time its last join returned a rank."""
+    ended_at: float
+    """True time when the run stopped."""
 
 
 class World:
@@ -213,8 +219,7 @@ class World:
         scenario: Scenario,
         seed: int,
         *,
-        codec: StateCodec = STATE_CODEC,
-        size_of: Callable[[RendezvousState], int] | None = None,
+        shared: SharedStates | None = None,
         trace_lines: int = 400,
     ) -> None:
         self.scenario = scenario
@@ -222,14 +227,19 @@ class World:
         self.now = 0.0
         self._events: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
-        self.codec = codec
+        # The real codec by default: every node decodes its own copy, as a real one does.
+        self.codec: StateCodec = STATE_CODEC if shared is None else shared.codec
+        size_of: Callable[[RendezvousState], int] = (
+            (lambda state: len(encode_state(state))) if shared is None else shared.size_of
+        )
         self.backend = SimBackend(
-            segment_records=scenario.segment_records, reconnect_window=scenario.reconnect_window
+            segment_records=scenario.segment_records,
+            reconnect_window=scenario.reconnect_window,
+            size=len if shared is None else shared.size,
         )
         self.server = Server(scenario.latency)
         self.settings = scenario.settings
-        sizer = size_of or (lambda state: len(codec.encode(state)))
-        self.checker = Checker(self.settings, scenario.max_skew, sizer)
+        self.checker = Checker(self.settings, scenario.max_skew, size_of)
         self._watchers: dict[int, tuple[_Node, _Run, WaitForChange]] = {}
         self._watch_ids = 0
         self.steps = 0
@@ -237,6 +247,7 @@ class World:
             maxlen=trace_lines
         )
         self.done_at: dict[int, float] = {}
+        self.last_done_at: dict[int, float] = {}
         self.unchecked = False
         self.nodes = [self._make_node(i) for i in range(scenario.total_nodes)]
         self._closer = _Node(-1, NodeDesc("rdzv-close@sim", 1, 0), self.settings, 0.0, 0.0)
@@ -325,6 +336,8 @@ class World:
             self.unchecked,
             self.format_trace(),
             dict(self.done_at),
+            dict(self.last_done_at),
+            self.now,
         )
 
     def _at_rest(self) -> bool:
@@ -395,6 +408,8 @@ class World:
             True,
             self.scenario.reconnect_window,
             node.memory.observed,
+            node.memory.board_at,
+            node.memory.board_checked,
         )
         result = protocol.step(run.progress, outcome, ctx)
         self.steps += 1
@@ -411,7 +426,7 @@ class World:
 
     def _deliver(self, node: _Node, run: _Run, outcome: Outcome) -> None:
         if run.effect is not None:
-            node.memory.update(node.desc, run.effect, outcome)
+            node.memory.update(node.desc, run.effect, outcome, self.clock(node))
         self._advance(node, run, outcome)
 
     def _issue(self, node: _Node, run: _Run, effect: Effect) -> None:
@@ -435,9 +450,9 @@ class World:
             self._reply(node, run, Unreachable("simulated: the backend is down"), lost=True)
             return
         write = isinstance(effect, CompareAndSet | Post | WriteBeat)
-        payload = len(self.backend.value or b"") if isinstance(effect, ReadState) else 64
-        if isinstance(effect, CompareAndSet):
-            payload = 0  # counted when applied
+        # A state read or written moves about the stored state's size; the rest is small.
+        whole = isinstance(effect, ReadState | CompareAndSet)
+        payload = self.backend.size(self.backend.value or b"") if whole else 64
         done = self.server.schedule(self.now, write=write, payload=payload)
         self._at(done, self._apply, node, run, effect, decided)
 
@@ -479,7 +494,7 @@ class World:
             self._send_state(node, run)
 
     def _send_state(self, node: _Node, run: _Run) -> None:
-        size = len(self.backend.value or b"")
+        size = self.backend.size(self.backend.value or b"")
         self.backend.traffic.bytes_read += size
         done = self.server.schedule(self.now, write=False, payload=size)
         self._at(done, self._send_now, node, run)
@@ -516,6 +531,7 @@ class World:
         view = end.state
         self.checker.ranked(node.desc, view.round, view.participants[node.desc], view.world_size)
         self.done_at.setdefault(node.index, self.now)
+        self.last_done_at[node.index] = self.now
         node.joined = view.round
         if self._faulty() and self.rng.random() < self.scenario.faults.shell_failures:
             self._note(node, "SHELL FAILURE: leaves, then joins again")
@@ -527,7 +543,8 @@ class World:
         self._on_node(
             node, self.now + pacing.first_heartbeat(delay, self.rng.random()), self._beat, node
         )
-        self._on_node(node, self.now + self.scenario.poll, self._poll, node)
+        # A launcher polls at its own phase, not in step with the others.
+        self._on_node(node, self.now + self.scenario.poll * self.rng.random(), self._poll, node)
 
     def _left(self, node: _Node, run: _Run) -> None:
         self.checker.node_ended(node.desc, self.now, graceful=not run.gave_up)

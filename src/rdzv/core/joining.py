@@ -1,0 +1,305 @@
+"""Joining and leaving through the intent log: the rules of one step of a join.
+
+A node that needs placing posts a *join intent*, again before it would expire,
+and again when the log rolled over to a new segment without placing it. The
+*steward* (:func:`~rdzv.core.intents.steward`) reads the log at a growing pace and
+writes the *admission*; it *holds* it while the round cannot reach ``min_nodes``,
+for one keep-alive interval at most. When the state names no steward, the first
+pending intent's node admits at once. Every other pending node waits for the
+steward's write, for its *patience*; then it admits itself.
+
+A join that ends without a rank (timeout, or a failure in the shell) *withdraws*:
+it posts a withdrawal, reads the state again, and writes it once more unless
+nothing of it is left to admit, so that no admission read before the withdrawal
+can still be written (see :func:`~rdzv.core.intents.needs_fence`). The words are
+those of the glossary in ``docs/concepts.rst``.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from rdzv.core import pacing
+from rdzv.core.decisions import ROLLBACK_PERIOD, Action, deadline_after, decide_leave, decide_rejoin
+from rdzv.core.effects import (
+    Effect,
+    Event,
+    Fail,
+    Failure,
+    Finish,
+    Post,
+    ReadLog,
+    WriteBeat,
+)
+from rdzv.core.intents import (
+    JoinIntent,
+    Withdrawal,
+    admit,
+    needs_fence,
+    pending_joins,
+    segment_of,
+    should_hold,
+    steward,
+)
+from rdzv.core.model import RendezvousSettings, RendezvousState
+from rdzv.core.progress import (
+    Context,
+    Progress,
+    Step,
+    last_state,
+    log_is_current,
+    timeout_failure,
+    wait,
+    write,
+)
+from rdzv.core.transitions import Draft, apply_action
+
+__all__ = ["end_leave", "end_withdrawal", "join_step", "withdraw"]
+
+
+_PLACEMENTS = frozenset(
+    {
+        Action.ADD_TO_PARTICIPANTS,
+        Action.ADD_TO_WAIT_LIST,
+        Action.ADD_TO_REDUNDANCY_LIST,
+        Action.REJOIN,
+    }
+)
+
+
+def join_step(
+    p: Progress, view: RendezvousState, ctx: Context, events: list[Event]
+) -> tuple[Progress, Effect]:
+    node, settings, now = ctx.node, ctx.settings, ctx.now
+    own = ctx.observed.get(node)
+    action = decide_rejoin(view, node, settings, now, p.deadline, p.leaving, own)
+    if action is Action.FINISH:
+        return p, Finish(view)
+    if action is Action.ERROR_CLOSED:
+        return p, Fail(
+            Failure.CLOSED,
+            f"The rendezvous '{settings.run_id}' is closed: the job is finishing and admits no "
+            "node. Start a new job with another run id to rendezvous again.",
+            view,
+        )
+    if action is Action.GRACEFUL_EXIT:
+        return p, Fail(
+            Failure.GRACEFUL_EXIT,
+            f"The rendezvous '{settings.run_id}' closed while node {node} was redundant; it "
+            "was not needed and exits.",
+            view,
+        )
+    timed_out = action is Action.ERROR_TIMEOUT or (
+        now > p.deadline
+        and action in (Action.REMOVE_FROM_PARTICIPANTS, Action.REMOVE_FROM_WAIT_LIST)
+    )
+    if timed_out:
+        # Withdraw before failing, whatever the state says: an intent of this node
+        # may still be pending, and a later admission must never place it.
+        p = attrs.evolve(
+            p,
+            withdrawing=Failure.TIMEOUT,
+            withdraw_deadline=max(p.deadline, now) + ROLLBACK_PERIOD,
+        )
+        return withdraw(p, view, ctx, events)
+    if action is Action.KEEP_ALIVE:
+        if ctx.has_board:
+            return p, WriteBeat(now)
+        return write(p, apply_action(view, action, node, settings, now), ctx)
+    if action in _PLACEMENTS and ctx.has_log:
+        return _pending(p, view, action, ctx)
+    if action is Action.MARK_RENDEZVOUS_COMPLETE:
+        return _by_steward(p, view, action, ctx)
+    if action is Action.WAIT:
+        duty = steward(view) == node
+        if duty and ctx.has_log:
+            return _steward(p, view, ctx)
+        if p.dropped and (duty or steward(view) is None):
+            return write(p, view, ctx)  # the removal of the dead, so that everyone sees it
+        return wait(p, view, ctx)
+    new = apply_action(view, action, node, settings, now)
+    p = attrs.evolve(p, deadline=deadline_after(action, p.deadline, settings, now))
+    return write(p, new, ctx)
+
+
+def _patience(p: Progress, ctx: Context, *, may_hold: bool) -> tuple[Progress, float]:
+    """When this node stops waiting for the steward's write and writes itself.
+
+    ``may_hold``: the steward may hold the write for one keep-alive interval.
+    """
+    if p.patience_until is not None:
+        return p, p.patience_until
+    wait = pacing.patience(ctx.draw)
+    if may_hold:
+        wait += ctx.settings.keep_alive_interval.total_seconds()
+    until = ctx.now + wait
+    return attrs.evolve(p, patience_until=until), until
+
+
+def _by_steward(
+    p: Progress, view: RendezvousState, action: Action, ctx: Context
+) -> tuple[Progress, Effect]:
+    """A write every participant would make (completing the round): the steward makes it,
+    the others only once their patience ran out."""
+    chosen = steward(view)
+    if chosen is not None and chosen != ctx.node:
+        p, until = _patience(p, ctx, may_hold=False)
+        if ctx.now < until:
+            return wait(p, view, ctx, until)
+    return write(p, apply_action(view, action, ctx.node, ctx.settings, ctx.now), ctx)
+
+
+def _refresh_age(settings: RendezvousSettings) -> float:
+    """Age at which a pending node posts its intent again, before it would expire."""
+    expiry = settings.heartbeat_expiry
+    return max(expiry - settings.keep_alive_interval.total_seconds(), expiry / 2)
+
+
+def _pending(
+    p: Progress, view: RendezvousState, action: Action, ctx: Context
+) -> tuple[Progress, Effect]:
+    """This node is not placed yet (or leaves its round): post, then wait or admit."""
+    node, settings, now = ctx.node, ctx.settings, ctx.now
+    leaves = view.round if action is Action.REJOIN else None
+    post = Post(JoinIntent(node, now, leaves), view.intent_cursor)
+    lost = p.posted is not None and segment_of(view.intent_cursor) > p.posted_segment
+    if p.posted is None or lost:
+        return p, post
+    own = ctx.observed.get(node)
+    interval = settings.keep_alive_interval.total_seconds()
+    if ctx.has_board and own is not None and now - own >= interval:
+        return p, WriteBeat(now)  # a rejoining participant stays alive while it waits
+    repost_at = p.posted + _refresh_age(settings)
+    chosen = steward(view, rejoining=action is Action.REJOIN)
+    # The steward holds only while the round cannot reach min_nodes, even with us.
+    short = len(view.participants) + len(view.wait_list) + 1 < settings.min_nodes
+    p, until = _patience(p, ctx, may_hold=chosen is not None and not view.complete and short)
+    patient = now < until
+    if chosen is not None and chosen != node and patient:
+        # Waiting: post again before the intent would expire.
+        return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
+    if not log_is_current(p, p.posted):
+        return p, ReadLog(view.intent_cursor)
+    assert p.log is not None
+    pending = pending_joins(view, p.log.records, settings, now)
+    if node not in pending:
+        # Our intent is gone: admitted and dropped since, expired, or posted to a
+        # segment that rolled over. Post it again, where the log is now.
+        return p, post
+    first = next(iter(pending))
+    if node in (chosen, first) or not patient:
+        return write(p, admit(view, p.log.records, p.log.end, settings, now), ctx)
+    return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
+
+
+def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress, Effect]:
+    """The steward's duty while it waits in its own join: read the log, admit, or hold."""
+    settings, now = ctx.settings, ctx.now
+    next_read = p.log_at + pacing.steward_poll(p.polls)
+    if not log_is_current(p, None) or now >= next_read:
+        return p, ReadLog(view.intent_cursor)
+    assert p.log is not None
+    records, end = p.log.records, p.log.end
+    pending = pending_joins(view, records, settings, now)
+    members = view.members()
+    withdrawn = any(isinstance(r, Withdrawal) and r.node in members for r in records)
+    if not pending and not withdrawn:
+        if p.dropped:
+            return write(p, view, ctx)  # the removal of the dead, so that everyone sees it
+        return wait(attrs.evolve(p, hold_since=None), view, ctx, next_read)
+    interval = settings.keep_alive_interval.total_seconds()
+    held_long = p.hold_since is not None and now - p.hold_since >= interval
+    if not withdrawn and not held_long and should_hold(view, records, settings, now):
+        p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
+        return wait(p, view, ctx, next_read)
+    new = admit(view, records, end, settings, now)
+    return write(attrs.evolve(p, hold_since=None), new, ctx)
+
+
+# -- leaving ---------------------------------------------------------------------------
+
+
+def withdraw(
+    p: Progress, view: RendezvousState, ctx: Context, events: list[Event]
+) -> tuple[Progress, Effect]:
+    """Take this node out for good: withdraw its intents, and fence off admissions in flight."""
+    node, settings, now = ctx.node, ctx.settings, ctx.now
+    if p.left or view.closed or (view.role_of(node) is None and not ctx.has_log):
+        return _ended(p, view, ctx, events, gave_up=False)
+    if now > p.withdraw_deadline:
+        return _ended(p, view, ctx, events, gave_up=True)
+    if not ctx.has_log:
+        action = decide_leave(view, node, settings, now, p.withdraw_deadline)
+        if action.ends_operation:
+            return _ended(p, view, ctx, events, gave_up=action is Action.ERROR_TIMEOUT)
+        return write(p, apply_action(view, action, node, settings, now), ctx)
+    if p.withdrawn is None:
+        return p, Post(Withdrawal(node, now), view.intent_cursor)
+    if not log_is_current(p, p.withdrawn):
+        return p, ReadLog(view.intent_cursor)
+    assert p.log is not None
+    records = p.log.records
+    if not needs_fence(view, records, node):
+        return _ended(p, view, ctx, events, gave_up=False)
+    visible = any(isinstance(r, Withdrawal) and r.node == node for r in records)
+    if not visible and segment_of(view.intent_cursor) > p.withdrawn_segment:
+        # Posted to a segment that rolled over: post it again, where the log is now.
+        return p, Post(Withdrawal(node, now), view.intent_cursor)
+    # This node leaves first, then the others' records are admitted: its leave and
+    # their joins are concurrent, so either order is one the nodes could have had,
+    # and this one never completes a round with a node that is leaving it.
+    draft = Draft.of(view)
+    draft.leave(node, settings, now)
+    others = [r for r in records if r.node != node]
+    return write(p, admit(draft.build(view), others, p.log.end, settings, now), ctx)
+
+
+def _ended(
+    p: Progress, view: RendezvousState, ctx: Context, events: list[Event], *, gave_up: bool
+) -> tuple[Progress, Effect]:
+    step_ = (
+        end_withdrawal(p, ctx, events, gave_up=gave_up, view=view)
+        if p.withdrawing is not None
+        else end_leave(p, ctx, events, gave_up=gave_up, view=view)
+    )
+    return p, step_.effect
+
+
+def _could_not_leave(ctx: Context, events: list[Event]) -> None:
+    events.append(
+        Event(
+            "leave_failed",
+            "warning",
+            f"Node {ctx.node} could not take itself out of rendezvous '{ctx.settings.run_id}' "
+            "in time; its peers will drop it when its heartbeat and intents expire "
+            f"({ctx.settings.heartbeat_expiry:.0f} s).",
+        )
+    )
+
+
+def end_withdrawal(
+    p: Progress,
+    ctx: Context,
+    events: list[Event],
+    *,
+    gave_up: bool,
+    view: RendezvousState | None = None,
+) -> Step:
+    if gave_up:
+        _could_not_leave(ctx, events)
+    effect = timeout_failure(p, view or last_state(p), ctx)
+    return Step(attrs.evolve(p, last=effect), effect, tuple(events))
+
+
+def end_leave(
+    p: Progress,
+    ctx: Context,
+    events: list[Event],
+    *,
+    gave_up: bool,
+    view: RendezvousState | None = None,
+) -> Step:
+    if gave_up:
+        _could_not_leave(ctx, events)
+    effect = Finish(view or last_state(p))
+    return Step(attrs.evolve(p, last=effect), effect, tuple(events))

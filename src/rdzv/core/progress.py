@@ -1,0 +1,199 @@
+"""What a node's operation has done so far, what it knows at a step, and the blocks that
+every operation builds its next effect from (see :mod:`rdzv.core.protocol`)."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from rdzv.core import pacing
+from rdzv.core.decisions import next_wakeup
+from rdzv.core.effects import (
+    CompareAndSet,
+    Effect,
+    Event,
+    Fail,
+    Failure,
+    LogRead,
+    Snapshot,
+    WaitForChange,
+)
+from rdzv.core.intents import merge_heartbeats
+from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
+
+__all__ = [
+    "NOT_READ",
+    "Context",
+    "Op",
+    "Outage",
+    "Progress",
+    "Step",
+    "last_state",
+    "leaving",
+    "log_is_current",
+    "timeout_failure",
+    "wait",
+    "write",
+]
+
+
+class Op(enum.Enum):
+    """The operations a node runs."""
+
+    JOIN = "join"
+    """``next_rendezvous``: leave the previous round, if any, and join until placed."""
+    LEAVE = "leave"
+    """Take this node out of the rendezvous: its join failed after the protocol ended."""
+    CLOSE = "close"
+    KEEP_ALIVE = "keep_alive"
+    READ = "read"
+    """Read the state, without its dead nodes (``num_nodes_waiting``, ``is_closed``)."""
+
+
+@attrs.frozen
+class Context:
+    """What the shell knows at a step, besides the outcome.
+
+    ``now`` is the node's clock (seconds since the epoch); ``draw`` a uniform random
+    number in ``[0, 1)``; ``observed`` every heartbeat newer than the state's the node
+    has seen (its own, and those read from the board); ``board_at`` when it last read
+    the board, for the nodes ``board_checked``.
+    """
+
+    node: NodeDesc
+    settings: RendezvousSettings
+    now: float
+    draw: float
+    has_log: bool
+    has_board: bool
+    reconnect_window: float
+    observed: Mapping[NodeDesc, float] = attrs.field(factory=dict)
+    board_at: float = -math.inf
+    board_checked: frozenset[NodeDesc] = frozenset()
+
+
+@attrs.frozen
+class Outage:
+    """Since when the backend has failed, and how many attempts failed in a row."""
+
+    since: float
+    failures: int
+
+
+NOT_READ = object()
+"""A token no state has: the log or the state was not read yet."""
+
+
+@attrs.frozen
+class Progress:
+    """What an operation has done so far. Every field starts empty; :func:`step` evolves it."""
+
+    op: Op
+    deadline: float
+    leaving: int | None = None
+    """JOIN: the round the node took part in and leaves (``None`` on its first join)."""
+    ride_out: bool = True
+    """Whether to try again through a backend outage (up to its reconnect window)."""
+    known: bool = False
+    """KEEP_ALIVE: whether the last state the node saw holds it."""
+    last: Effect | None = None
+    issued: float = 0.0
+    """When ``last`` was issued: how long a failed attempt took shows from it."""
+    snap: Snapshot | None = None
+    seen: Any = NOT_READ
+    """The token of the last state seen (``snap`` is cleared when it must be read again)."""
+    outage: Outage | None = None
+    lost: int = 0
+    """Compare-and-sets lost in a row."""
+    watch_all: bool = False
+    """About to write: check every member's heartbeat, not only those watched."""
+    backing_off: bool = False
+    dropped: tuple[NodeDesc, ...] = ()
+    posted: float | None = None
+    """When this node last posted its join intent."""
+    posted_segment: int = 0
+    log: LogRead | None = None
+    log_token: Any = NOT_READ
+    log_at: float = -math.inf
+    polls: int = 0
+    """Reads of the log in a row that found nothing new (the steward's pace)."""
+    hold_since: float | None = None
+    patience_until: float | None = None
+    withdrawing: Failure | None = None
+    """JOIN: the join failed with this; the node withdraws first."""
+    withdraw_deadline: float = math.inf
+    withdrawn: float | None = None
+    withdrawn_segment: int = 0
+    left: bool = False
+    """The withdrawal (or a leave) was written."""
+
+
+@attrs.frozen
+class Step:
+    """One step's result: the progress to keep, the effect to perform, events to report."""
+
+    progress: Progress
+    effect: Effect
+    events: tuple[Event, ...] = ()
+
+
+def leaving(p: Progress) -> bool:
+    return p.op is Op.LEAVE or p.withdrawing is not None
+
+
+def last_state(p: Progress) -> RendezvousState:
+    return p.snap.state if p.snap is not None else RendezvousState()
+
+
+def write(p: Progress, new: RendezvousState, ctx: Context) -> tuple[Progress, Effect]:
+    """Compare-and-set ``new`` (with every heartbeat the node has seen) on the token read."""
+    assert p.snap is not None
+    return p, CompareAndSet(merge_heartbeats(new, ctx.observed), p.snap.token)
+
+
+def wait(
+    p: Progress, view: RendezvousState, ctx: Context, until: float = math.inf
+) -> tuple[Progress, Effect]:
+    """Wait for a change of the state, no longer than ``until`` nor past the moment time
+    alone may change a decision (:func:`rdzv.core.next_wakeup`)."""
+    assert p.snap is not None
+    token = p.snap.token
+    if p.backing_off:
+        # After a lost compare-and-set: the winner's write often carries ours.
+        until = min(until, ctx.now + pacing.lost_write_backoff(p.lost, ctx.draw))
+        p = attrs.evolve(p, backing_off=False)
+    own = ctx.observed.get(ctx.node)
+    wake = next_wakeup(view, ctx.node, ctx.settings, ctx.now, p.deadline, own)
+    until = min(until, wake + pacing.WAKE_MARGIN, ctx.now + pacing.MAX_WAIT)
+    return p, WaitForChange(token, max(until, ctx.now))
+
+
+def timeout_failure(p: Progress, view: RendezvousState, ctx: Context) -> Fail:
+    if p.op is Op.KEEP_ALIVE:
+        return Fail(
+            Failure.TIMEOUT,
+            f"Node {ctx.node} could not write its heartbeat to the rendezvous "
+            f"'{ctx.settings.run_id}' within heartbeat_timeout.",
+            view,
+        )
+    others = len(set(view.participants) - {ctx.node})
+    return Fail(
+        Failure.TIMEOUT,
+        f"The node {ctx.node} timed out in round {view.round} of the rendezvous "
+        f"'{ctx.settings.run_id}': {others} other node(s) had joined and "
+        f"{ctx.settings.min_nodes} are needed. Check that the other nodes are running and use "
+        "the same run id and endpoint, or raise join_timeout.",
+        view,
+    )
+
+
+def log_is_current(p: Progress, since: float | None) -> bool:
+    """Whether the last log read was made on the current state and after ``since``."""
+    assert p.snap is not None
+    return (
+        p.log is not None and p.log_token == p.snap.token and (since is None or p.log_at >= since)
+    )
