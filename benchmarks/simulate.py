@@ -1,0 +1,154 @@
+"""Scale by simulation: the real protocol at 1,000 to 100,000 nodes, in virtual time.
+
+    python benchmarks/simulate.py                                  # the whole table
+    python benchmarks/simulate.py --scenario first --nodes 1000 10000 --latency tcp
+    nox -s simulate -- --nodes 1000 10000 100000
+
+Each cell runs one simulated job (rdzv.sim) on a latency model of etcd (writes ~1 ms,
+fsynced, one member) or of rdzv's TCP store (~20 us a request, one event loop):
+every node runs the real protocol and the shell's own perform(), and the backend's
+server applies requests one at a time, so load shows up as queueing. Scenarios, as
+in benchmarks/rendezvous.py:
+
+- first:    N nodes start within 0.1 s, min = max = N: seconds until all have a rank;
+- failure:  a round of N (min N-1, keep-alive 1 s x 3, last call 0.1 s); one node dies:
+            seconds from its death until the N-1 survivors are in a new round;
+- scaleup:  a round of N-1 (min N-1, max N, last call 1 s); one node arrives:
+            seconds from its arrival until all N are in one round.
+
+Per node: backend requests, writes, KiB written and read (state, intents, heartbeats,
+watch notifications), and the server's busy time. "wall" is what the simulation
+itself took on this machine. A cell that the simulation cannot finish within
+--budget seconds of wall time is reported as not run, with why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rdzv.sim import ETCD, TCP_STORE, Faults, Latency, Scenario, World
+from rdzv.sim.sharing import SharedStates
+
+LATENCIES: dict[str, Latency] = {"etcd": ETCD, "tcp": TCP_STORE}
+SEGMENTS = {"etcd": 256, "tcp": 1500}  # records a log segment holds (etcd-v2, c10d)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _job(scenario: str, n: int, latency: str, first_done: float) -> tuple[Scenario, float]:
+    """The scenario, and the moment its measurement starts."""
+    common: dict[str, Any] = {
+        "latency": LATENCIES[latency],
+        "segment_records": SEGMENTS[latency],
+        "arrival": 0.1,
+        "join_timeout": 3600.0,
+        "reconnect_window": 60.0,
+    }
+    if scenario == "first":
+        return Scenario(nodes=n, min_nodes=n, max_nodes=n, interval=5.0, **common), 0.0
+    if scenario == "failure":
+        crash = first_done + 2.0
+        job = Scenario(
+            nodes=n,
+            min_nodes=n - 1,
+            max_nodes=n,
+            interval=1.0,
+            attempts=3,
+            last_call=0.1,
+            poll=0.25,
+            faults=Faults(until=crash + 0.01, crashes=((n // 2, crash),)),
+            **common,
+        )
+        return job, crash
+    arrival = first_done + 2.0
+    job = Scenario(
+        nodes=n - 1,
+        min_nodes=n - 1,
+        max_nodes=n,
+        interval=5.0,
+        last_call=1.0,
+        poll=0.25,
+        late=(arrival,),
+        **common,
+    )
+    return job, arrival
+
+
+def run_cell(scenario: str, n: int, latency: str, first_done: float) -> dict[str, Any]:
+    job, start = _job(scenario, n, latency, first_done)
+    world = World(job, seed=n, shared=SharedStates())
+    began = time.perf_counter()
+    result = world.run()
+    wall = time.perf_counter() - began
+    survivors = [i for i in range(job.total_nodes) if i not in {c for c, _ in job.faults.crashes}]
+    done = [result.last_done_at.get(i) for i in survivors]
+    finished = all(t is not None and t >= start for t in done) and not result.violations
+    traffic = result.traffic
+    nodes = job.total_nodes
+    return {
+        "scenario": scenario,
+        "latency": latency,
+        "nodes": n,
+        "seconds": max(t for t in done if t is not None) - start if finished else None,
+        "first_round": max(result.done_at.values(), default=0.0),
+        "requests_per_node": traffic.requests / nodes,
+        "writes_per_node": traffic.writes / nodes,
+        "kib_written_per_node": traffic.bytes_written / nodes / 1024,
+        "kib_read_per_node": traffic.bytes_read / nodes / 1024,
+        "lost_writes": traffic.lost_writes,
+        "server_busy": world.server.busy,
+        "rounds": result.rounds,
+        "steps": result.steps,
+        "wall": wall,
+        "violations": list(result.violations),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--scenario", nargs="+", default=["first", "failure", "scaleup"],
+        choices=["first", "failure", "scaleup"],
+    )
+    parser.add_argument("--nodes", nargs="+", type=int, default=[1000, 10000, 100000])
+    parser.add_argument("--latency", nargs="+", default=["tcp", "etcd"], choices=list(LATENCIES))
+    parser.add_argument("--json", type=Path, help="where to write the results")
+    args = parser.parse_args(argv)
+    rows: list[dict[str, Any]] = []
+    header = (
+        f"{'scenario':<9}{'backend':<6}{'N':>8}{'sim s':>9}{'req/node':>10}{'wr/node':>9}"
+        f"{'KiB wr/n':>10}{'KiB rd/n':>11}{'server s':>10}{'lost':>7}{'wall s':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for latency in args.latency:
+        for n in args.nodes:
+            first = run_cell("first", n, latency, 0.0)
+            for scenario in args.scenario:
+                row = first if scenario == "first" else run_cell(
+                    scenario, n, latency, first["first_round"]
+                )
+                rows.append(row)
+                seconds = "DNF" if row["seconds"] is None else f"{row['seconds']:.2f}"
+                print(
+                    f"{scenario:<9}{latency:<6}{n:>8}{seconds:>9}"
+                    f"{row['requests_per_node']:>10.1f}{row['writes_per_node']:>9.2f}"
+                    f"{row['kib_written_per_node']:>10.2f}{row['kib_read_per_node']:>11.1f}"
+                    f"{row['server_busy']:>10.2f}{row['lost_writes']:>7}{row['wall']:>9.1f}",
+                    flush=True,
+                )
+                for violation in row["violations"][:3]:
+                    print(f"  ! {violation}", flush=True)
+    out = args.json or RESULTS / f"simulate-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
