@@ -31,6 +31,16 @@ def sim(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def simulate(session: nox.Session) -> None:
+    """Scale by simulation (benchmarks/simulate.py): 1,000 to 100,000 simulated nodes.
+
+    ``nox -s simulate -- --nodes 1000 10000 --latency tcp``. Not run by CI.
+    """
+    session.install("-e", ".")
+    session.run("python", "benchmarks/simulate.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
     session.install("ruff>=0.4")

@@ -111,7 +111,9 @@ def run_cell(scenario: str, n: int, latency: str, first_done: float) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--scenario", nargs="+", default=["first", "failure", "scaleup"],
+        "--scenario",
+        nargs="+",
+        default=["first", "failure", "scaleup"],
         choices=["first", "failure", "scaleup"],
     )
     parser.add_argument("--nodes", nargs="+", type=int, default=[1000, 10000, 100000])
@@ -129,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.nodes:
             first = run_cell("first", n, latency, 0.0)
             for scenario in args.scenario:
-                row = first if scenario == "first" else run_cell(
-                    scenario, n, latency, first["first_round"]
+                row = (
+                    first
+                    if scenario == "first"
+                    else run_cell(scenario, n, latency, first["first_round"])
                 )
                 rows.append(row)
                 seconds = "DNF" if row["seconds"] is None else f"{row['seconds']:.2f}"

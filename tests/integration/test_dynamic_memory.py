@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from rdzv.core import (
     decode_state,
     encode_state,
 )
+from rdzv.dynamic.handler import _bootstrap_info
 
 
 class Run:
@@ -345,11 +347,11 @@ def test_a_rank_zero_that_never_publishes_is_a_timeout_within_the_join_deadline(
     make_run: Callable[..., Run],
 ) -> None:
     run = make_run(1, 1)
-    handler = run.handler()
     start = time.monotonic()
     with pytest.raises(RendezvousTimeoutError, match="did not publish its address"):
         # As rank 1 of a round whose rank 0 died before publishing.
-        handler._bootstrap_info(1, 7, PrefixStore("round-7", run.store), time.time() + 0.2)
+        store = PrefixStore("round-7", run.store)
+        _bootstrap_info(1, 7, store, "127.0.0.1", run.run_id, timedelta(seconds=0.2))
     assert time.monotonic() - start < 10
 
 
@@ -369,4 +371,4 @@ def test_a_node_whose_join_failed_leaves_the_state_at_once(make_run: Callable[..
     state = run.state()
     assert state.complete and set(state.participants) == {ghost}
     assert state.role_of(handler.node) is None
-    assert handler._keep_alive_thread is None
+    assert not keep_alive_threads()  # its heartbeats stopped with the failed join

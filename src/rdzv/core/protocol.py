@@ -245,6 +245,11 @@ def _decide(
     p: Progress, view: RendezvousState, ctx: Context, events: list[Event]
 ) -> tuple[Progress, Effect]:
     if p.op is Op.READ:
+        watching = view.members_in_order[:1] == (ctx.node,)
+        if p.dropped and watching and not view.closed:
+            # The watcher writes the dead out, so that every node sees the loss at
+            # its next read (it watches only the nodes before the watcher).
+            return write(p, view, ctx)
         return p, Finish(view)
     if p.op is Op.CLOSE:
         return _close(p, view, ctx)

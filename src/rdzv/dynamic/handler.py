@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import random
 import socket
 import threading
 from datetime import timedelta
@@ -28,12 +27,11 @@ from rdzv.core import (
     RendezvousSettings,
     RendezvousTimeout,
     num_nodes_waiting,
-    pacing,
     protocol,
 )
 from rdzv.dynamic.backend import RendezvousBackend
 from rdzv.dynamic.executor import Clock, RendezvousOpExecutor, wall_clock
-from rdzv.dynamic.keepalive import KeepAliveThread
+from rdzv.dynamic.keepalive import Heartbeats
 from rdzv.store.base import Store, StoreError, StoreTimeoutError
 from rdzv.store.prefix import PrefixStore
 
@@ -78,7 +76,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         self._clock = clock
         self._executor = RendezvousOpExecutor(node, backend, settings, clock)
         self._heartbeat_lock = threading.Lock()
-        self._keep_alive_thread: KeepAliveThread | None = None
+        self._heartbeats = Heartbeats(node, settings, self._executor, clock, self._heartbeat_lock)
         self._joined: int | None = None
         """The round the last ``next_rendezvous`` returned, which the next one leaves."""
 
@@ -169,10 +167,12 @@ class DynamicRendezvousHandler(RendezvousHandler):
             raise
         try:
             self._joined = state.round
-            self._start_heartbeats()
+            self._heartbeats.start()
             rank, world_size = state.participants[self._node], state.world_size
             store = PrefixStore(f"torch.rendezvous.{run_id}.{state.round}", self._store)
-            bootstrap = self._bootstrap_info(rank, state.round, store, deadline)
+            wait = timedelta(seconds=max(deadline - self._clock(), 1.0))
+            addr = self._node.addr
+            bootstrap = _bootstrap_info(rank, state.round, store, addr, run_id, wait)
         except BaseException as e:
             self._stop_heartbeats()
             if not isinstance(e, RendezvousConnectionError):
@@ -187,31 +187,6 @@ class DynamicRendezvousHandler(RendezvousHandler):
             world_size,
         )
         return RendezvousInfo(store, rank, world_size, bootstrap)
-
-    def _bootstrap_info(
-        self, rank: int, round_: int, store: Store, deadline: float
-    ) -> RendezvousStoreInfo:
-        """The round's master address, waited for no longer than the join deadline.
-
-        Raises:
-            RendezvousTimeoutError: rank 0 did not publish it (it died right after
-                the round completed): the caller starts the next round.
-            RendezvousConnectionError: the store cannot be reached.
-        """
-        wait = timedelta(seconds=max(deadline - self._clock(), 1.0))
-        try:
-            return RendezvousStoreInfo.build(rank, store, self._node.addr, timeout=wait)
-        except StoreTimeoutError as e:
-            raise RendezvousTimeoutError(
-                f"Rank 0 of round {round_} of rendezvous '{self._settings.run_id}' did not "
-                f"publish its address within {wait.total_seconds():.0f} s; it may have died. "
-                "Call next_rendezvous() again to form a new round."
-            ) from e
-        except StoreError as e:
-            raise RendezvousConnectionError(
-                f"The store of rendezvous '{self._settings.run_id}' failed while reading the "
-                f"address of round {round_}: {e}"
-            ) from e
 
     def _leave(self) -> None:
         """Take this node out of the rendezvous after ``next_rendezvous`` failed.
@@ -273,47 +248,33 @@ class DynamicRendezvousHandler(RendezvousHandler):
         self._executor.run(protocol.close(self._deadline(self._settings.timeout.close)))
         logger.info("Node %s closed rendezvous '%s'.", self._node, self._settings.run_id)
 
-    def _keep_alive(self) -> float:
-        """Send a heartbeat if one is due; return the seconds until the next attempt.
-
-        After a failure the next attempt comes a random fraction of an interval
-        later, not at once: an overdue heartbeat would otherwise be retried in a
-        tight loop by every node against a backend that is coming back.
-        """
-        with self._heartbeat_lock:
-            try:
-                deadline = self._deadline(self._settings.timeout.heartbeat)
-                known = self._executor.knows_this_node()
-                # retried below, and stop() must not wait through an outage
-                self._executor.run(protocol.keep_alive(deadline, known=known))
-                if not known:
-                    # No longer in the state (evicted): nothing to keep alive; its
-                    # launcher learns it from num_nodes_waiting().
-                    return self._settings.keep_alive_interval.total_seconds()
-            except RendezvousError as e:
-                logger.warning(
-                    "Node %s failed to send a heartbeat to rendezvous '%s': %s",
-                    self._node,
-                    self._settings.run_id,
-                    e,
-                )
-                interval = self._settings.keep_alive_interval.total_seconds()
-                return pacing.heartbeat_retry(interval, random.random())  # noqa: S311
-        return self._next_heartbeat_delay()
-
-    def _next_heartbeat_delay(self) -> float:
-        interval = self._settings.keep_alive_interval.total_seconds()
-        return pacing.heartbeat_delay(self._executor.last_heartbeat(), self._clock(), interval)
-
-    def _start_heartbeats(self) -> None:
-        first = pacing.first_heartbeat(self._next_heartbeat_delay(), random.random())  # noqa: S311
-        name = f"rdzv-keep-alive-{self._node}"
-        self._keep_alive_thread = KeepAliveThread(self._keep_alive, first, name)
-
     def _stop_heartbeats(self) -> None:
-        if self._keep_alive_thread is not None:
-            self._keep_alive_thread.stop()
-            self._keep_alive_thread = None
+        self._heartbeats.stop()
+
+
+def _bootstrap_info(
+    rank: int, round_: int, store: Store, addr: str, run_id: str, wait: timedelta
+) -> RendezvousStoreInfo:
+    """The round's master address, waited for no longer than ``wait``.
+
+    Raises:
+        RendezvousTimeoutError: rank 0 did not publish it (it died right after the
+            round completed): the caller starts the next round.
+        RendezvousConnectionError: the store cannot be reached.
+    """
+    try:
+        return RendezvousStoreInfo.build(rank, store, addr, timeout=wait)
+    except StoreTimeoutError as e:
+        raise RendezvousTimeoutError(
+            f"Rank 0 of round {round_} of rendezvous '{run_id}' did not publish its address "
+            f"within {wait.total_seconds():.0f} s; it may have died. Call next_rendezvous() "
+            "again to form a new round."
+        ) from e
+    except StoreError as e:
+        raise RendezvousConnectionError(
+            f"The store of rendezvous '{run_id}' failed while reading the address of round "
+            f"{round_}: {e}"
+        ) from e
 
 
 def _seconds(params: RendezvousParameters, *keys: str) -> float | None:

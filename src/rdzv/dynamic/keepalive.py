@@ -1,12 +1,84 @@
-"""The keep-alive thread: a node's heartbeats while it takes part in a round."""
+"""A node's heartbeats while it takes part in a round: when to send them, and the thread."""
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
 import weakref
 from collections.abc import Callable
 
-__all__ = ["KeepAliveThread"]
+from rdzv.api import RendezvousError
+from rdzv.core import NodeDesc, RendezvousSettings, pacing, protocol
+from rdzv.dynamic.executor import Clock, RendezvousOpExecutor
+
+__all__ = ["Heartbeats", "KeepAliveThread"]
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeats:
+    """Sends a node's heartbeats from :meth:`start` to :meth:`stop`.
+
+    Each one runs the keep-alive operation under ``lock``, which the handler's other
+    reads share. After a failure the next attempt comes a random fraction of an
+    interval later, not at once: an overdue heartbeat would otherwise be retried
+    in a tight loop by every node against a backend that is coming back.
+    """
+
+    def __init__(
+        self,
+        node: NodeDesc,
+        settings: RendezvousSettings,
+        executor: RendezvousOpExecutor,
+        clock: Clock,
+        lock: threading.Lock,
+    ) -> None:
+        self._node = node
+        self._settings = settings
+        self._executor = executor
+        self._clock = clock
+        self._lock = lock
+        self._interval = settings.keep_alive_interval.total_seconds()
+        self._thread: KeepAliveThread | None = None
+
+    def start(self) -> None:
+        """Start sending heartbeats, the first at a random point of the interval."""
+        first = pacing.first_heartbeat(self._delay(), random.random())  # noqa: S311
+        self._thread = KeepAliveThread(self.beat, first, f"rdzv-keep-alive-{self._node}")
+
+    def stop(self) -> None:
+        """Stop, and wait for a heartbeat in flight."""
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    def beat(self) -> float:
+        """Send a heartbeat if one is due; return the seconds until the next attempt."""
+        with self._lock:
+            try:
+                deadline = self._clock() + self._settings.timeout.heartbeat.total_seconds()
+                known = self._executor.knows_this_node()
+                # retried here, and stop() must not wait through an outage
+                self._executor.run(protocol.keep_alive(deadline, known=known))
+            except RendezvousError as e:
+                logger.warning(
+                    "Node %s failed to send a heartbeat to rendezvous '%s': %s",
+                    self._node,
+                    self._settings.run_id,
+                    e,
+                )
+                return pacing.heartbeat_retry(self._interval, random.random())  # noqa: S311
+        if not known:
+            # No longer in the state (evicted): nothing to keep alive; its launcher
+            # learns it from num_nodes_waiting().
+            return self._interval
+        return self._delay()
+
+    def _delay(self) -> float:
+        return pacing.heartbeat_delay(
+            self._executor.last_heartbeat(), self._clock(), self._interval
+        )
 
 
 class KeepAliveThread:
