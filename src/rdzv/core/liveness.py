@@ -13,7 +13,10 @@ the size of the state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+
+import attrs
 
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 from rdzv.core.transitions import Draft
@@ -43,16 +46,48 @@ def dead_nodes(
     even if its own heartbeat came late (a loaded host, a paused timer).
     ``observed`` holds heartbeats newer than the state's, read elsewhere.
     """
-    expired_before = now - settings.heartbeat_expiry
+    expiry = settings.heartbeat_expiry
+    expired_before = now - expiry
     if state.oldest_heartbeat is None or state.oldest_heartbeat >= expired_before:
         return ()
+    # The answer cannot change before the first heartbeat that is still alive expires,
+    # unless ``observed`` changes: keep it in the state's memo until then. A watcher
+    # that checks on every wake-up then scans a large state once per expiry, not
+    # every few milliseconds. (``observed`` is replaced, never changed in place.)
+    key = ("dead", spare)
+    cached = state.memo.get(key)
+    if isinstance(cached, _Dead) and cached.valid(observed, now):
+        return cached.dead
     dead = []
+    until = math.inf
     for beat, node in state.beats_by_age:
-        if beat >= expired_before:
-            break
-        if node != spare and observed.get(node, beat) < expired_before:
-            dead.append(node)
-    return tuple(sorted(dead))
+        if node == spare:
+            continue
+        latest = observed.get(node, beat)
+        if latest < expired_before:
+            if beat < expired_before:
+                dead.append(node)
+        elif beat < expired_before:
+            until = min(until, latest + expiry)
+        else:
+            until = min(until, beat + expiry)
+            break  # the rest are younger
+    result = tuple(sorted(dead))
+    state.memo[key] = _Dead(observed, now, until, result)
+    return result
+
+
+@attrs.frozen
+class _Dead:
+    """:func:`dead_nodes` of a state for ``observed``, valid from ``since`` to ``until``."""
+
+    observed: Mapping[NodeDesc, float]
+    since: float
+    until: float
+    dead: tuple[NodeDesc, ...]
+
+    def valid(self, observed: Mapping[NodeDesc, float], now: float) -> bool:
+        return self.observed is observed and self.since <= now < self.until
 
 
 def drop_dead_nodes(
@@ -99,32 +134,40 @@ def watcher(
     settings: RendezvousSettings,
     now: float,
     observed: Mapping[NodeDesc, float] = _NOTHING_OBSERVED,
-) -> tuple[NodeDesc | None, tuple[NodeDesc, ...]]:
-    """Who watches everyone's heartbeats, and the members before it that look dead.
+    checked: Mapping[NodeDesc, float] = _NOTHING_OBSERVED,
+) -> tuple[NodeDesc | None, tuple[NodeDesc, ...], bool]:
+    """Who watches everyone's heartbeats; the members before it, dead; whether to check it.
 
     Members in :attr:`~rdzv.core.RendezvousState.members_in_order`; the first one
-    that looks alive watches all the others (``node`` is alive to itself). Every
-    other node watches only the members up to the watcher, so that a node's check
-    costs a few heartbeats, not the whole state's: where heartbeats go to a board
-    and not to the state, the state's own heartbeats are soon old, and reading
-    everyone's record on every check made a rendezvous of N nodes read N * N
-    records per interval. A node that the watcher finds dead, the watcher writes
-    out of the state (its own re-rendezvous does); the watcher's own death, every
-    node sees.
+    not known to be dead watches all the others (``node`` is alive to itself).
+    Every other node watches only the members up to the watcher, so that a node's
+    check costs a heartbeat or two, not the whole state's: where heartbeats go to
+    a board and not to the state, the state's own heartbeats are soon old, and
+    reading everyone's record on every check made a rendezvous of N nodes read
+    N * N records per interval. A node that the watcher finds dead, the watcher
+    writes out of the state; the watcher's own death, every node sees.
+
+    ``checked`` holds when each node's board record was last read: a member whose
+    heartbeat looks expired is dead only if its record, read after the expiry,
+    had nothing newer. The last element of the result says that the watcher looks
+    dead but is not known to be: its record must be read.
     """
-    expired_before = now - settings.heartbeat_expiry
-    head: list[NodeDesc] = []
+    expiry = settings.heartbeat_expiry
+    expired_before = now - expiry
+    dead: list[NodeDesc] = []
     for member in state.members_in_order:
         if member == node:
-            return node, tuple(head)
+            return node, tuple(dead), False
         beat = state.last_heartbeats[member]
         seen = observed.get(member)
         if seen is not None and seen > beat:
             beat = seen
         if beat >= expired_before:
-            return member, tuple(head)
-        head.append(member)
-    return None, tuple(head)
+            return member, tuple(dead), False
+        if checked.get(member, -math.inf) <= beat + expiry:
+            return member, tuple(dead), True
+        dead.append(member)
+    return None, tuple(dead), False
 
 
 def is_evicted(state: RendezvousState, node: NodeDesc, joined: int | None) -> bool:

@@ -60,8 +60,8 @@ class Context:
 
     ``now`` is the node's clock (seconds since the epoch); ``draw`` a uniform random
     number in ``[0, 1)``; ``observed`` every heartbeat newer than the state's the node
-    has seen (its own, and those read from the board); ``board_at`` when it last read
-    the board, for the nodes ``board_checked``.
+    has seen (its own, and those read from the board); ``checked`` when it last read
+    each node's record on the board.
     """
 
     node: NodeDesc
@@ -72,8 +72,7 @@ class Context:
     has_board: bool
     reconnect_window: float
     observed: Mapping[NodeDesc, float] = attrs.field(factory=dict)
-    board_at: float = -math.inf
-    board_checked: frozenset[NodeDesc] = frozenset()
+    checked: Mapping[NodeDesc, float] = attrs.field(factory=dict)
 
 
 @attrs.frozen

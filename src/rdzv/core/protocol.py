@@ -274,29 +274,27 @@ def _view(
     assert p.snap is not None
     state, settings, now, node = p.snap.state, ctx.settings, ctx.now, ctx.node
     if not ctx.has_board:
-        view, dead = drop_dead_nodes(state, settings, now, node, ctx.observed)
-        return view, dead, None
-    watching, head = watcher(state, node, settings, now, ctx.observed)
-    watches_all = watching == node or p.watch_all
-    suspects = dead_nodes(state, settings, now, node, ctx.observed) if watches_all else head
-    # A suspect is dead when the board, read after its heartbeat expired, had nothing
-    # newer; otherwise read the board (with those that expire within an interval, so
-    # that the next checks need none). At most one read per decision: a slow node
-    # whose readings age on the way back would otherwise read for ever.
-    expiry = settings.heartbeat_expiry
-    unconfirmed = [
-        n
-        for n in suspects
-        if n not in ctx.board_checked or ctx.board_at <= _beat(state, n, ctx) + expiry
-    ]
-    if unconfirmed and not isinstance(p.last, ReadBeats):
-        interval = settings.keep_alive_interval.total_seconds()
-        if watches_all:
-            soon = dead_nodes(state, settings, now + interval, node, ctx.observed)
-        else:
-            soon = watcher(state, node, settings, now + interval, ctx.observed)[1]
-        return state, (), ReadBeats(soon)
-    return drop_nodes(state, suspects, settings), suspects, None
+        return (*drop_dead_nodes(state, settings, now, node, ctx.observed), None)
+    watching, head, unsure = watcher(state, node, settings, now, ctx.observed, ctx.checked)
+    # At most one read of the board per decision: a slow node whose readings age on
+    # the way back would otherwise read for ever.
+    may_read = not isinstance(p.last, ReadBeats)
+    if watching == node or p.watch_all:
+        expiry = settings.heartbeat_expiry
+        suspects = dead_nodes(state, settings, now, node, ctx.observed)
+        # Dead when the board, read after its heartbeat expired, had nothing newer.
+        if may_read and any(
+            ctx.checked.get(n, -math.inf) <= _beat(state, n, ctx) + expiry for n in suspects
+        ):
+            # With those that expire within an interval, so that the next checks need none.
+            soon = now + settings.keep_alive_interval.total_seconds()
+            return state, (), ReadBeats(dead_nodes(state, settings, soon, node, ctx.observed))
+        return drop_nodes(state, suspects, settings), suspects, None
+    # Only the members up to the watcher: usually just the watcher's own record, once
+    # it looks dead.
+    if unsure and may_read and watching is not None:
+        return state, (), ReadBeats((watching,))
+    return drop_nodes(state, head, settings), head, None
 
 
 def _beat(state: RendezvousState, node: NodeDesc, ctx: Context) -> float:

@@ -134,8 +134,7 @@ class RendezvousOpExecutor:
             self._has_board,
             self._backend.reconnect_window,
             self._memory.observed,
-            self._memory.board_at,
-            self._memory.board_checked,
+            self._memory.checked,
         )
 
     def _perform(self, effect: Effect) -> Outcome:

@@ -9,7 +9,6 @@ are left to the caller, which knows what time is.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -125,10 +124,8 @@ class Memory:
     def __init__(self) -> None:
         self.last = Snapshot(RendezvousState(), None)
         self.observed: MappingProxyType[NodeDesc, float] = MappingProxyType({})
-        self.board_at = -math.inf
-        """When the node last read heartbeat records from the board (its own clock)..."""
-        self.board_checked: frozenset[NodeDesc] = frozenset()
-        """... and whose."""
+        self.checked: MappingProxyType[NodeDesc, float] = MappingProxyType({})
+        """When the node last read each node's record on the board (its own clock)."""
 
     def update(self, node: NodeDesc, effect: Effect, outcome: Outcome, now: float) -> None:
         """Take in what ``effect`` returned at ``now`` (the node's clock)."""
@@ -139,7 +136,7 @@ class Memory:
             self._observe({node: effect.at})
         elif isinstance(outcome, BeatsRead) and isinstance(effect, ReadBeats):
             self._observe(outcome.beats)
-            self.board_at, self.board_checked = now, frozenset(effect.nodes)
+            self.checked = MappingProxyType({**self.checked, **dict.fromkeys(effect.nodes, now)})
 
     def _observe(self, beats: Mapping[NodeDesc, float]) -> None:
         fresher = {n: b for n, b in beats.items() if b > self.observed.get(n, -float("inf"))}

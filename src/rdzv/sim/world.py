@@ -408,8 +408,7 @@ class World:
             True,
             self.scenario.reconnect_window,
             node.memory.observed,
-            node.memory.board_at,
-            node.memory.board_checked,
+            node.memory.checked,
         )
         result = protocol.step(run.progress, outcome, ctx)
         self.steps += 1
