@@ -13,6 +13,7 @@ from _threads import next_round
 from rdzv import RendezvousConnectionError, RendezvousParameters, get_rendezvous_handler
 from rdzv.backends.c10d import C10dRendezvousBackend, create_backend, is_local_address
 from rdzv.core import decode_state
+from rdzv.core.intents import segment_of
 from rdzv.dynamic.handler import create_handler
 from rdzv.store.tcp import TCPStore
 
@@ -122,7 +123,7 @@ def test_the_intent_log_rolls_over_into_new_keys_and_deletes_the_old(tmp_path: P
             assert sorted(ranks) == [0, 1, 2], f"round {round_}: {ranks}"
         result = backends[0].get_state()
         assert result is not None
-        segment = decode_state(result[0]).intent_cursor >> 32
+        segment = segment_of(decode_state(result[0]).intent_cursor)
         assert segment >= 3, "the log never rolled over"
         keys = [f"rdzv.intents.{run_id}.{number}" for number in range(segment + 2)]
         kept = [

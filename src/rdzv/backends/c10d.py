@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters, RendezvousStateError
+from rdzv.core.intents import LOG_SEGMENT_SPAN
 from rdzv.dynamic.backend import (
     HeartbeatBoard,
     IntentLog,
@@ -52,10 +53,6 @@ endpoint is reported quickly rather than after torch's full read timeout."""
 _T = TypeVar("_T")
 
 
-_SEGMENT_SPAN = 1 << 32
-"""A log position is ``segment * _SEGMENT_SPAN + byte offset`` within the segment."""
-
-
 class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Holds the state of ``run_id`` in ``store`` (torch's signature).
 
@@ -64,7 +61,9 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     segment of at least ``intent_segment_bytes``, the log moves on to the next
     key and the one before is deleted, so a long elastic job keeps a bounded log
     (one key without end would reach the store's value limit after some hundred
-    thousand joins, and every fold reads its segment). Each node's heartbeat is
+    thousand joins, and every admission reads its segment). A log position is
+    ``segment * LOG_SEGMENT_SPAN + byte offset`` within the segment (see
+    :data:`rdzv.core.intents.LOG_SEGMENT_SPAN`). Each node's heartbeat is
     a key of its own.
 
     Raises:
@@ -151,11 +150,11 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return f"{self._intents_prefix}{segment}"
 
     def post_intent(self, record: bytes, cursor: int) -> None:
-        key = self._segment_key(cursor // _SEGMENT_SPAN)
+        key = self._segment_key(cursor // LOG_SEGMENT_SPAN)
         self._call(lambda: self._store.append(key, record))
 
     def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
-        segment, offset = divmod(cursor, _SEGMENT_SPAN)
+        segment, offset = divmod(cursor, LOG_SEGMENT_SPAN)
         log = self._call(lambda: self._store.get_if_exists(self._segment_key(segment))) or b""
         # Only whole records: an append may be seen half written by no one (the
         # store applies it at once), but a corrupt writer could leave a partial line.
@@ -167,8 +166,8 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             # are stale, and their compare-and-set fails.
             if segment > 0:
                 self._call(lambda: self._store.delete_key(self._segment_key(segment - 1)))
-            return records, (segment + 1) * _SEGMENT_SPAN
-        return records, segment * _SEGMENT_SPAN + end
+            return records, (segment + 1) * LOG_SEGMENT_SPAN
+        return records, segment * LOG_SEGMENT_SPAN + end
 
     def beat(self, name: str, record: bytes, ttl: float) -> None:
         self._call(lambda: self._store.set(self._beats_prefix + name, record))

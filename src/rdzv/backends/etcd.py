@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import etcd
 
 from rdzv.api import RendezvousParameters, RendezvousStateError
+from rdzv.core.intents import LOG_SEGMENT_SPAN
 from rdzv.dynamic.backend import (
     HeartbeatBoard,
     IntentLog,
@@ -52,8 +53,9 @@ class _Entry(NamedTuple):
     value: str | None
 
 
-_SEGMENT_SPAN = 1 << 40
-"""A log position is ``segment * _SEGMENT_SPAN + createdIndex`` of the last record read.
+_INDEX_LIMIT = LOG_SEGMENT_SPAN
+"""A log position is ``segment * LOG_SEGMENT_SPAN + createdIndex`` of the last record read
+(see :data:`rdzv.core.intents.LOG_SEGMENT_SPAN`), so an etcd index must stay below it.
 
 etcd v2's index (``X-Etcd-Index``, the v2 store's) counts every v2 change the
 cluster made since it was created (writes, deletes, TTL expiries) and never
@@ -210,7 +212,7 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         """The segment and the etcd index within it that log position ``cursor`` names."""
         if cursor < 0:
             raise ValueError(f"An intent log position cannot be negative ({cursor}).")
-        segment, index = divmod(cursor, _SEGMENT_SPAN)
+        segment, index = divmod(cursor, LOG_SEGMENT_SPAN)
         return segment, index
 
     def post_intent(self, record: bytes, cursor: int) -> None:
@@ -244,7 +246,7 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         fresh = sorted((e.created, e.value) for e in entries if e.created > start)
         records = [(value or "").encode("utf-8") for _, value in fresh]
         last = fresh[-1][0] if fresh else start
-        if last >= _SEGMENT_SPAN:
+        if last >= _INDEX_LIMIT:
             raise RendezvousStateError(
                 f"The etcd at {self._endpoint} has reached index {last}, beyond the log "
                 f"positions of the etcd-v2 backend (below 2**40) for the rendezvous state "
@@ -252,8 +254,8 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             )
         if len(entries) >= self._segment_entries:
             self._delete_segments_before(segment)
-            return records, (segment + 1) * _SEGMENT_SPAN
-        return records, segment * _SEGMENT_SPAN + last
+            return records, (segment + 1) * LOG_SEGMENT_SPAN
+        return records, segment * LOG_SEGMENT_SPAN + last
 
     def _delete_segments_before(self, segment: int) -> None:
         """Delete the log's segment directories numbered below ``segment``.
@@ -351,7 +353,7 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         if wait_index is None:
             # No state when the caller read: watching "from now" would miss one
             # created since, and the caller would sleep through its whole timeout
-            # (a late fold could then miss the last call). Watch from a fresh read.
+            # (a late admission could then miss the last call). Watch from a fresh read.
             current, index = self._read()
             if current is not None:
                 return self._decode(current)
