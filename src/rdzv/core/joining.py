@@ -54,7 +54,7 @@ from rdzv.core.progress import (
 )
 from rdzv.core.transitions import Draft, apply_action
 
-__all__ = ["end_leave", "end_withdrawal", "join_step", "withdraw"]
+__all__ = ["end", "join_step", "withdraw"]
 
 
 _PLACEMENTS = frozenset(
@@ -257,12 +257,7 @@ def withdraw(
 def _ended(
     p: Progress, view: RendezvousState, ctx: Context, events: list[Event], *, gave_up: bool
 ) -> tuple[Progress, Effect]:
-    step_ = (
-        end_withdrawal(p, ctx, events, gave_up=gave_up, view=view)
-        if p.withdrawing is not None
-        else end_leave(p, ctx, events, gave_up=gave_up, view=view)
-    )
-    return p, step_.effect
+    return p, end(p, ctx, events, gave_up=gave_up, view=view).effect
 
 
 def _could_not_leave(ctx: Context, events: list[Event]) -> None:
@@ -277,7 +272,7 @@ def _could_not_leave(ctx: Context, events: list[Event]) -> None:
     )
 
 
-def end_withdrawal(
+def end(
     p: Progress,
     ctx: Context,
     events: list[Event],
@@ -285,21 +280,9 @@ def end_withdrawal(
     gave_up: bool,
     view: RendezvousState | None = None,
 ) -> Step:
+    """The end of a leave: the join's timeout when the join withdrew on one, else done."""
     if gave_up:
         _could_not_leave(ctx, events)
-    effect = timeout_failure(p, view or last_state(p), ctx)
-    return Step(attrs.evolve(p, last=effect), effect, tuple(events))
-
-
-def end_leave(
-    p: Progress,
-    ctx: Context,
-    events: list[Event],
-    *,
-    gave_up: bool,
-    view: RendezvousState | None = None,
-) -> Step:
-    if gave_up:
-        _could_not_leave(ctx, events)
-    effect = Finish(view or last_state(p))
+    state = view or last_state(p)
+    effect = timeout_failure(p, state, ctx) if p.withdrawing is not None else Finish(state)
     return Step(attrs.evolve(p, last=effect), effect, tuple(events))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "HOLD_POLL",
+    "LEAVE_TIMEOUT",
     "LOST_WRITE_BACKOFF",
     "MAX_EXPONENT",
     "MAX_WAIT",
@@ -58,6 +59,10 @@ LOST_WRITE_BACKOFF = (0.002, 0.1)
 OUTAGE_PAUSE = (0.05, 1.0)
 """After the n-th failed request in an outage a node pauses ``min(first * 2**(n-1),
 last)``, scaled by a draw between one half and one, before it tries again."""
+
+LEAVE_TIMEOUT = 5.0
+"""Seconds a node whose join failed after it was placed (its rank 0 never published
+the round's address, an interrupt) tries to take itself out of the rendezvous."""
 
 MAX_EXPONENT = 32
 """Doublings stop counting here: ``2.0 ** 32`` is far past every cap above."""

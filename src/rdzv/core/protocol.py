@@ -50,7 +50,7 @@ from rdzv.core.effects import (
     Written,
 )
 from rdzv.core.intents import Withdrawal, segment_of
-from rdzv.core.joining import end_leave, end_withdrawal, join_step, withdraw
+from rdzv.core.joining import end, join_step, withdraw
 from rdzv.core.liveness import dead_nodes, drop_dead_nodes, drop_nodes, watcher
 from rdzv.core.model import NodeDesc, RendezvousState
 from rdzv.core.progress import (
@@ -201,10 +201,8 @@ def _unreachable(p: Progress, outcome: Unreachable, ctx: Context, events: list[E
     # Give up when the next attempt would end past the limit (a refused connection
     # may take a connect timeout to fail), so that the error comes in time.
     if not p.ride_out or ctx.now + pause + attempt >= limit:
-        if p.withdrawing is not None:
-            return end_withdrawal(p, ctx, events, gave_up=True)
-        if p.op is Op.LEAVE:
-            return end_leave(p, ctx, events, gave_up=True)
+        if leaving(p):
+            return end(p, ctx, events, gave_up=True)
         effect = Fail(Failure.UNREACHABLE, outcome.message, last_state(p))
         return Step(attrs.evolve(p, last=effect), effect, tuple(events))
     level = "warning" if outage.failures == 1 else "debug"

@@ -27,6 +27,7 @@ from rdzv.core import (
     RendezvousSettings,
     RendezvousTimeout,
     num_nodes_waiting,
+    pacing,
     protocol,
 )
 from rdzv.dynamic.backend import RendezvousBackend
@@ -38,9 +39,6 @@ from rdzv.store.prefix import PrefixStore
 __all__ = ["DynamicRendezvousHandler", "create_handler"]
 
 logger = logging.getLogger(__name__)
-
-_LEAVE_TIMEOUT = timedelta(seconds=5)
-"""How long a node whose join failed tries to take itself out of the state."""
 
 _local_ids = itertools.count()
 _local_ids_lock = threading.Lock()
@@ -197,7 +195,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         the heartbeat expiry removes the node instead.
         """
         try:
-            self._executor.run(protocol.leave(self._deadline(_LEAVE_TIMEOUT)))
+            self._executor.run(protocol.leave(self._clock() + pacing.LEAVE_TIMEOUT))
         except RendezvousError as e:
             logger.warning(
                 "Node %s could not leave rendezvous '%s' after its join failed (%s); its "
