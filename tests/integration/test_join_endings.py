@@ -19,10 +19,16 @@ from _threads import next_round
 
 from rdzv import (
     DynamicRendezvousHandler,
+    InMemoryBackend,
+    InMemoryStore,
     RendezvousParameters,
     RendezvousTimeoutError,
+    create_handler,
     get_rendezvous_handler,
 )
+from rdzv.backends.c10d import create_backend as create_c10d_backend
+from rdzv.backends.etcd import create_backend as create_etcd_backend
+from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend
 from rdzv.etcd_server import EtcdServer
 
 BACKENDS = ["memory", "c10d", "etcd-v2"]
@@ -118,3 +124,70 @@ def test_a_node_dropped_while_it_did_not_beat_learns_it_and_all_meet_again(make:
     assert sorted(i.rank for i in everyone) == [0, 1, 2]
     assert {i.world_size for i in everyone} == {3}
     assert stopped.num_nodes_waiting() == 0
+
+
+class _AlwaysLosing(RendezvousBackend, IntentLog, HeartbeatBoard):
+    """A real backend whose compare-and-set always loses, as if another writer always won,
+    and whose waits return at once (so that a back-off costs no time)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    @property
+    def name(self) -> str:
+        return str(self._inner.name)
+
+    def get_state(self) -> Any:
+        return self._inner.get_state()
+
+    def set_state(self, state: bytes, token: Any = None) -> Any:
+        current = self._inner.get_state()
+        if current is None:
+            self._inner.set_state(state, None)  # someone else's first write
+            current = self._inner.get_state()
+        return (*current, False)
+
+    def wait_for_change(self, token: Any, timeout: float) -> Any:
+        return None
+
+    def post_intent(self, record: bytes, cursor: int) -> None:
+        self._inner.post_intent(record, cursor)
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        return self._inner.read_intents(cursor)  # type: ignore[no-any-return]
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        self._inner.beat(name, record, ttl)
+
+    def read_beats(self, names: Any) -> dict[str, bytes]:
+        return self._inner.read_beats(names)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_node_whose_writes_always_lose_times_out_without_overflow(
+    backend: str, request: pytest.FixtureRequest, etcd_prefix: str
+) -> None:
+    """Bug 2: the back-off computed 0.002 * 2**n before capping it, and raised
+    OverflowError past a thousand lost writes (about 39 s with real waits; at once
+    here, where waits cost nothing)."""
+    options: dict[str, Any] = {"join_timeout": 1}
+    if backend == "c10d":
+        params = RendezvousParameters(
+            backend, f"127.0.0.1:{_free_port()}", "losing", 2, 2, "127.0.0.1", **options
+        )
+        inner, store = create_c10d_backend(params)
+    elif backend == "etcd-v2":
+        server: EtcdServer = request.getfixturevalue("etcd_server")
+        options["etcd_prefix"] = etcd_prefix
+        params = RendezvousParameters(
+            backend, server.get_endpoint(), "losing", 2, 2, "127.0.0.1", **options
+        )
+        inner, store = create_etcd_backend(params)
+    else:
+        params = RendezvousParameters(backend, "", "losing", 2, 2, "127.0.0.1", **options)
+        inner, store = InMemoryBackend(), InMemoryStore()
+    handler = create_handler(store, _AlwaysLosing(inner), params)
+    started = time.monotonic()
+    with pytest.raises(RendezvousTimeoutError):
+        handler.next_rendezvous()
+    assert time.monotonic() - started < 20
