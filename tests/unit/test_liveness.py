@@ -239,6 +239,28 @@ def test_the_dead_nodes_are_found_from_the_oldest_heartbeats_and_newer_ones_seen
     assert set(dropped.participants) == {A, C}
 
 
+def test_a_reading_older_than_the_state_does_not_keep_a_node_alive_for_ever() -> None:
+    """Found by the simulator (seed 11303 of a 3,000-seed hunt): a heartbeat read from
+    the board before the node was admitted was older than the one the admission wrote,
+    and the remembered answer of dead_nodes() then never expired, so a round completed
+    with a node dead for longer than the expiry."""
+    state = make_state(participants=[A, B], dead=[A])  # B beats at ALIVE = NOW - 1
+    observed = {B: ALIVE - 100}  # an old reading, from before B was admitted
+    assert dead_nodes(state, SETTINGS, NOW, observed=observed) == (A,)
+    assert dead_nodes(state, SETTINGS, ALIVE + EXPIRY + 1, observed=observed) == (A, B)
+
+
+def test_the_dead_nodes_of_a_state_are_remembered_until_the_next_expiry() -> None:
+    state = make_state(participants=[A, B], dead=[C], waiting=[C])
+    observed: dict[NodeDesc, float] = {}
+    assert dead_nodes(state, SETTINGS, NOW, observed=observed) == (C,)
+    later = NOW + 0.5  # nothing else can expire yet: the same answer, from the memo
+    assert dead_nodes(state, SETTINGS, later, observed=observed) == (C,)
+    assert dead_nodes(state, SETTINGS, ALIVE + EXPIRY + 0.01, observed=observed) == (A, B, C)
+    # A newer reading (a new mapping) is taken into account at once.
+    assert dead_nodes(state, SETTINGS, NOW, observed={C: ALIVE}) == ()
+
+
 def test_a_node_never_counts_itself_dead() -> None:
     settings = RendezvousSettings("run", 1, 3, keep_alive_interval=timedelta(seconds=1))
     me, other = NodeDesc("me", 1, 0), NodeDesc("other", 1, 0)

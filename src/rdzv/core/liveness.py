@@ -63,15 +63,14 @@ def dead_nodes(
     for beat, node in state.beats_by_age:
         if node == spare:
             continue
-        latest = observed.get(node, beat)
-        if latest < expired_before:
-            if beat < expired_before:
-                dead.append(node)
-        elif beat < expired_before:
-            until = min(until, latest + expiry)
-        else:
+        if beat >= expired_before:
             until = min(until, beat + expiry)
             break  # the rest are younger
+        latest = max(beat, observed.get(node, beat))  # a reading may be older than the state
+        if latest < expired_before:
+            dead.append(node)
+        else:
+            until = min(until, latest + expiry)
     result = tuple(sorted(dead))
     state.memo[key] = _Dead(observed, now, until, result)
     return result
