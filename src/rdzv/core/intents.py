@@ -310,15 +310,28 @@ def should_hold(
 ) -> bool:
     """Whether admitting ``records`` now would be a write for nothing.
 
-    While an incomplete round could not reach ``min_nodes`` even with every
-    pending node, an admission changes no decision of any node: it only wakes
-    every node of the round to read a larger state. The steward holds it until
-    the round can reach ``min_nodes`` (or for one keep-alive interval at most):
-    the tens of writes of a thousand nodes arriving over a few seconds become one.
+    An admission that changes no decision of any node only wakes every node of the
+    round to read a larger state. The steward holds it (for one keep-alive interval
+    at most, see :mod:`rdzv.core.joining`):
+
+    - while an incomplete round could not reach ``min_nodes`` even with every
+      pending node: the tens of writes of a thousand nodes arriving over a few
+      seconds become one;
+    - while the survivors of a complete round leave it (their intents name the
+      round they leave) and some participant has not yet: until the last one
+      leaves, the leavers only wait, and the next round starts with the batch
+      that takes out the last. A newcomer is admitted at once (the participants
+      learn of it from the wait list).
     """
-    if state.closed or state.complete:
+    if state.closed:
         return False
-    joining = pending_joins(state, records, settings, now).keys() | state.wait_list
+    pending = pending_joins(state, records, settings, now)
+    if state.complete:
+        leaving = {n for n, i in pending.items() if i.leaves == state.round}
+        if len(leaving) < len(pending):
+            return False  # a newcomer
+        return bool(leaving) and not leaving.issuperset(state.participants)
+    joining = pending.keys() | state.wait_list
     return len(state.participants) + len(joining) < settings.min_nodes
 
 

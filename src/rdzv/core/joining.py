@@ -172,24 +172,46 @@ def _pending(
     repost_at = p.posted + _refresh_age(settings)
     chosen = steward(view, rejoining=action is Action.REJOIN)
     # The steward holds only while the round cannot reach min_nodes, even with us.
+    # The steward holds while the round cannot reach min_nodes, even with us, and while
+    # survivors leave a complete round (see should_hold).
     short = len(view.participants) + len(view.wait_list) + 1 < settings.min_nodes
-    p, until = _patience(p, ctx, may_hold=chosen is not None and not view.complete and short)
+    holding = short if not view.complete else action is Action.REJOIN
+    p, until = _patience(p, ctx, may_hold=chosen is not None and holding)
     patient = now < until
     if chosen is not None and chosen != node and patient:
         # Waiting: post again before the intent would expire.
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
-    if not log_is_current(p, p.posted):
+    polled = chosen != node or now < p.log_at + pacing.steward_poll(p.polls)
+    if not log_is_current(p, p.posted) or not polled:
         return p, ReadLog(view.intent_cursor)
     assert p.log is not None
-    pending = pending_joins(view, p.log.records, settings, now)
+    log = p.log
+    pending = pending_joins(view, log.records, settings, now)
     if node not in pending:
         # Our intent is gone: admitted and dropped since, expired, or posted to a
         # segment that rolled over. Post it again, where the log is now.
         return p, post
     first = next(iter(pending))
+    if node == chosen and patient and _holds(p, view, ctx):
+        # The steward rejoins too, and holds the survivors' admission until the last
+        # of them leaves the round (see should_hold).
+        p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
+        return wait(p, view, ctx, min(now + pacing.steward_poll(p.polls), repost_at))
     if node in (chosen, first) or not patient:
-        return write(p, admit(view, p.log.records, p.log.end, settings, now), ctx)
+        new = admit(view, log.records, log.end, settings, now)
+        return write(attrs.evolve(p, hold_since=None), new, ctx)
     return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
+
+
+def _holds(p: Progress, view: RendezvousState, ctx: Context) -> bool:
+    """Whether the steward holds the admission of the log it read (one interval at most)."""
+    assert p.log is not None
+    interval = ctx.settings.keep_alive_interval.total_seconds()
+    if p.hold_since is not None and ctx.now - p.hold_since >= interval:
+        return False
+    if any(isinstance(r, Withdrawal) and view.role_of(r.node) for r in p.log.records):
+        return False  # a leave is written at once
+    return should_hold(view, p.log.records, ctx.settings, ctx.now)
 
 
 def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress, Effect]:
@@ -207,9 +229,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
         if p.dropped:
             return write(p, view, ctx)  # the removal of the dead, so that everyone sees it
         return wait(attrs.evolve(p, hold_since=None), view, ctx, next_read)
-    interval = settings.keep_alive_interval.total_seconds()
-    held_long = p.hold_since is not None and now - p.hold_since >= interval
-    if not withdrawn and not held_long and should_hold(view, records, settings, now):
+    if _holds(p, view, ctx):
         p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, next_read)
     new = admit(view, records, end, settings, now)

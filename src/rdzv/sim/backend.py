@@ -52,10 +52,12 @@ class SimBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         segment_records: int = 8,
         reconnect_window: float = 5.0,
         size: Callable[[bytes], int] = len,
+        stored: Callable[[bytes], None] | None = None,
     ) -> None:
         self.value: bytes | None = None
         self.size = size
         """The bytes a stored value stands for (see :mod:`rdzv.sim.sharing`)."""
+        self._stored = stored
         self.version = 0
         self.segments: dict[int, list[bytes]] = {}
         self.beats: dict[str, bytes] = {}
@@ -86,6 +88,8 @@ class SimBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         self.traffic.add(write=True, written=self.size(state))
         if token == self.token:
             self.value, self.version = state, self.version + 1
+            if self._stored is not None:
+                self._stored(state)
             return state, self.version, True
         self.traffic.lost_writes += 1
         self.traffic.bytes_read += self.size(self.value or b"")

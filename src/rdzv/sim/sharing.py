@@ -30,15 +30,25 @@ class SharedStates:
         """id(state) -> size, for the states kept (so that an id names one state)."""
         self._keep = keep
         self._next = 0
+        self.stored = b""
+        """The handle the backend holds now (see :class:`rdzv.sim.backend.SimBackend`)."""
 
     def encode(self, state: RendezvousState) -> bytes:
         self._next += 1
         handle = b"#%d" % self._next
         self._states[handle] = state
-        if len(self._states) > self._keep:
-            _, old = self._states.popitem(last=False)
+        while len(self._states) > self._keep:
+            oldest, old = self._states.popitem(last=False)
+            if oldest == self.stored:
+                self._states[oldest] = old  # the backend's value is never forgotten
+                self._states.move_to_end(oldest)
+                continue
             self._sizes.pop(id(old), None)
         return handle
+
+    def keep_stored(self, data: bytes) -> None:
+        """The backend now holds ``data``: it must stay decodable."""
+        self.stored = data
 
     def decode(self, data: bytes) -> RendezvousState:
         return self._states[data]

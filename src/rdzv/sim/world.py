@@ -236,6 +236,7 @@ class World:
             segment_records=scenario.segment_records,
             reconnect_window=scenario.reconnect_window,
             size=len if shared is None else shared.size,
+            stored=None if shared is None else shared.keep_stored,
         )
         self.server = Server(scenario.latency)
         self.settings = scenario.settings
