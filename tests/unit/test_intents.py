@@ -359,6 +359,18 @@ def test_an_admission_is_held_while_the_round_cannot_reach_min_nodes() -> None:
     assert not should_hold(RendezvousState(closed=True), [intent(A)], SETTINGS, NOW)
 
 
+def test_survivors_leaving_a_round_that_lost_a_node_are_held_until_the_last_leaves() -> None:
+    old = joined(A, B, C)
+    lost = apply_action(old, Action.REMOVE_FROM_PARTICIPANTS, C, SETTINGS, NOW)  # C died
+    leave = [JoinIntent(A, NOW, old.round)]
+    assert should_hold(lost, leave, SETTINGS, NOW)  # B has not left yet: A only waits
+    assert not should_hold(lost, [*leave, JoinIntent(B, NOW, old.round)], SETTINGS, NOW)
+    assert not should_hold(lost, [*leave, intent(D)], SETTINGS, NOW)  # a newcomer: at once
+    # When the others have no reason to rejoin, the leaver in the wait list is how
+    # they learn it (found by the simulator, seed 64: held, it waited for ever).
+    assert not should_hold(old, leave, SETTINGS, NOW)
+
+
 def test_a_waiting_node_moves_only_once_its_round_is_over() -> None:
     waiting = _STARTS["complete-with-waiting"]
     assert not moves(waiting, intent(C))

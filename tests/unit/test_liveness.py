@@ -18,6 +18,7 @@ from rdzv.core import (
     drop_dead_nodes,
     num_nodes_waiting,
 )
+from rdzv.core.liveness import confirmed_dead
 
 SETTINGS = RendezvousSettings(
     "run", 2, 3, keep_alive_interval=timedelta(seconds=5), keep_alive_max_attempt=3
@@ -259,6 +260,17 @@ def test_the_dead_nodes_of_a_state_are_remembered_until_the_next_expiry() -> Non
     assert dead_nodes(state, SETTINGS, ALIVE + EXPIRY + 0.01, observed=observed) == (A, B, C)
     # A newer reading (a new mapping) is taken into account at once.
     assert dead_nodes(state, SETTINGS, NOW, observed={C: ALIVE}) == ()
+
+
+def test_a_node_is_known_dead_only_from_a_recent_reading_after_its_expiry() -> None:
+    """Found by the simulator (seed 64): a node confirmed dead while it was paused stayed
+    dead for a peer that never read its record again, though it beat again after."""
+    interval = SETTINGS.keep_alive_interval.total_seconds()
+    beat = NOW - EXPIRY - 1
+    assert confirmed_dead(NOW, beat, NOW, SETTINGS)
+    assert not confirmed_dead(None, beat, NOW, SETTINGS)  # never read
+    assert not confirmed_dead(beat + EXPIRY - 1, beat, NOW, SETTINGS)  # read before it expired
+    assert not confirmed_dead(NOW, beat, NOW + interval, SETTINGS)  # read too long ago
 
 
 def test_a_node_never_counts_itself_dead() -> None:

@@ -317,11 +317,12 @@ def should_hold(
     - while an incomplete round could not reach ``min_nodes`` even with every
       pending node: the tens of writes of a thousand nodes arriving over a few
       seconds become one;
-    - while the survivors of a complete round leave it (their intents name the
-      round they leave) and some participant has not yet: until the last one
-      leaves, the leavers only wait, and the next round starts with the batch
-      that takes out the last. A newcomer is admitted at once (the participants
-      learn of it from the wait list).
+    - while the survivors of a complete round that every participant already
+      knows to restart (it lost a node, or nodes wait) leave it, and some
+      participant has not yet: until the last one leaves, the leavers only wait,
+      and the next round starts with the batch that takes out the last. A
+      newcomer, or a leaver no one else knows of, is admitted at once (the
+      participants learn of it from the wait list).
     """
     if state.closed:
         return False
@@ -330,7 +331,11 @@ def should_hold(
         leaving = {n for n, i in pending.items() if i.leaves == state.round}
         if len(leaving) < len(pending):
             return False  # a newcomer
-        return bool(leaving) and not leaving.issuperset(state.participants)
+        # Only while every participant already sees a reason to rejoin (the round lost
+        # a node, or nodes wait): otherwise these leavers in the wait list are how the
+        # others learn it.
+        told = bool(state.wait_list) or state.world_size > len(state.participants)
+        return told and bool(leaving) and not leaving.issuperset(state.participants)
     joining = pending.keys() | state.wait_list
     return len(state.participants) + len(joining) < settings.min_nodes
 

@@ -22,6 +22,7 @@ from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 from rdzv.core.transitions import Draft
 
 __all__ = [
+    "confirmed_dead",
     "dead_nodes",
     "drop_dead_nodes",
     "drop_nodes",
@@ -148,8 +149,8 @@ def watcher(
 
     ``checked`` holds when each node's board record was last read: a member whose
     heartbeat looks expired is dead only if its record, read after the expiry,
-    had nothing newer. The last element of the result says that the watcher looks
-    dead but is not known to be: its record must be read.
+    had nothing newer (see :func:`confirmed_dead`). The last element of the result
+    says that the watcher looks dead but is not known to be: its record must be read.
     """
     expiry = settings.heartbeat_expiry
     expired_before = now - expiry
@@ -163,10 +164,26 @@ def watcher(
             beat = seen
         if beat >= expired_before:
             return member, tuple(dead), False
-        if checked.get(member, -math.inf) <= beat + expiry:
+        if not confirmed_dead(checked.get(member), beat, now, settings):
             return member, tuple(dead), True
         dead.append(member)
     return None, tuple(dead), False
+
+
+def confirmed_dead(
+    checked: float | None, beat: float, now: float, settings: RendezvousSettings
+) -> bool:
+    """Whether a node whose latest known heartbeat is ``beat`` is known to be dead at ``now``.
+
+    Its board record, read at ``checked``, must have had nothing newer after the
+    heartbeat expired, and that reading must be less than an interval old: a node
+    still in the state that beats again (its process resumed after a pause) is
+    alive again, and a reading kept for ever would never see it.
+    """
+    if checked is None:
+        return False
+    interval = settings.keep_alive_interval.total_seconds()
+    return checked > beat + settings.heartbeat_expiry and now - checked < interval
 
 
 def is_evicted(state: RendezvousState, node: NodeDesc, joined: int | None) -> bool:

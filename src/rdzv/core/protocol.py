@@ -51,7 +51,13 @@ from rdzv.core.effects import (
 )
 from rdzv.core.intents import Withdrawal, segment_of
 from rdzv.core.joining import end, join_step, withdraw
-from rdzv.core.liveness import dead_nodes, drop_dead_nodes, drop_nodes, watcher
+from rdzv.core.liveness import (
+    confirmed_dead,
+    dead_nodes,
+    drop_dead_nodes,
+    drop_nodes,
+    watcher,
+)
 from rdzv.core.model import NodeDesc, RendezvousState
 from rdzv.core.progress import (
     NOT_READ,
@@ -278,11 +284,11 @@ def _view(
     # the way back would otherwise read for ever.
     may_read = not isinstance(p.last, ReadBeats)
     if watching == node or p.watch_all:
-        expiry = settings.heartbeat_expiry
         suspects = dead_nodes(state, settings, now, node, ctx.observed)
         # Dead when the board, read after its heartbeat expired, had nothing newer.
-        if may_read and any(
-            ctx.checked.get(n, -math.inf) <= _beat(state, n, ctx) + expiry for n in suspects
+        if may_read and not all(
+            confirmed_dead(ctx.checked.get(n), _beat(state, n, ctx), now, settings)
+            for n in suspects
         ):
             # With those that expire within an interval, so that the next checks need none.
             soon = now + settings.keep_alive_interval.total_seconds()
