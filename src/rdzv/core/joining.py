@@ -197,9 +197,14 @@ def _pending(
         # of them leaves the round (see should_hold).
         p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, min(now + pacing.steward_poll(p.polls), repost_at))
-    if chosen not in (None, node) and not patient and should_hold(view, log.records, settings, now):
-        # The steward holds, and rightly: an admission would change no decision. Writing
-        # it anyway, every pending node would lose its compare-and-set to another.
+    if (
+        node not in (chosen, first)
+        and not patient
+        and should_hold(view, log.records, settings, now)
+    ):
+        # The steward (or the first pending node, which admits the first batch) is late,
+        # but an admission would change no decision: writing it anyway, every pending
+        # node would lose its compare-and-set to another. A dead one's intent expires.
         p, until = _patience(attrs.evolve(p, patience_until=None), ctx, may_hold=True)
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
     if node in (chosen, first) or not patient:
