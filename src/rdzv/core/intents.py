@@ -258,12 +258,11 @@ def pending_joins(
     pending: dict[NodeDesc, JoinIntent] = {}
     if state.closed:
         return pending
+    oldest = now - settings.heartbeat_expiry  # what _is_fresh says, once for the whole log
     for record in records:
         if isinstance(record, Withdrawal):
             pending.pop(record.node, None)
-        elif (
-            record.node not in pending and _is_fresh(record, settings, now) and moves(state, record)
-        ):
+        elif record.posted >= oldest and record.node not in pending and moves(state, record):
             pending[record.node] = record
     return pending
 
