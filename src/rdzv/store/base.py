@@ -8,7 +8,6 @@ strings, values are bytes (``str`` values are stored UTF-8 encoded), ``get`` and
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -64,12 +63,22 @@ def check_key(key: object) -> str:
     return key
 
 
-class Store(ABC):
+class Store:
     """A key-value store shared by the nodes of a rendezvous.
 
     Implementations are thread-safe. ``timeout`` bounds every blocking operation
     unless one is given to the call.
+
+    As torch's ``Store``, the class is not abstract: a subclass implements the
+    operations it uses, and calling one it lacks raises ``NotImplementedError``
+    (a ``RuntimeError``, as torch's is) naming the class and the operation. The
+    other methods (``multi_get``, ``multi_set``, ``append``, ``get_if_exists``,
+    ``wait_for_change``) have defaults built on ``set``, ``get``, ``check`` and
+    ``compare_set``.
     """
+
+    _timeout: timedelta = DEFAULT_STORE_TIMEOUT
+    """The default of a subclass that does not call ``Store.__init__``."""
 
     def __init__(self, timeout: timedelta = DEFAULT_STORE_TIMEOUT) -> None:
         self._timeout = timeout
@@ -85,23 +94,29 @@ class Store(ABC):
             raise ValueError(f"The store timeout ({timeout}) must be positive.")
         self._timeout = timeout
 
-    @abstractmethod
+    def _not_implemented(self, operation: str) -> NotImplementedError:
+        name = type(self).__name__
+        return NotImplementedError(
+            f"{name}.{operation}() is not implemented: {name} subclasses rdzv.Store but does "
+            f"not define {operation}(). Define it in {name}, or do not call it."
+        )
+
     def set(self, key: str, value: str | bytes) -> None:
         """Set ``key`` to ``value``, replacing any previous value."""
+        raise self._not_implemented("set")
 
-    @abstractmethod
     def get(self, key: str) -> bytes:
         """Return the value of ``key``, waiting until it exists.
 
         Raises:
             StoreTimeoutError: the key did not appear within the store's timeout.
         """
+        raise self._not_implemented("get")
 
-    @abstractmethod
     def add(self, key: str, amount: int) -> int:
         """Atomically add ``amount`` to the integer at ``key`` (0 if absent); return the sum."""
+        raise self._not_implemented("add")
 
-    @abstractmethod
     def compare_set(
         self, key: str, expected_value: str | bytes, desired_value: str | bytes
     ) -> bytes:
@@ -111,8 +126,8 @@ class Store(ABC):
         creates it; a missing key with any other expectation is left missing and
         ``expected_value`` is returned.
         """
+        raise self._not_implemented("compare_set")
 
-    @abstractmethod
     def wait(self, keys: Sequence[str], timeout: timedelta | None = None) -> None:
         """Block until every key in ``keys`` exists.
 
@@ -120,18 +135,19 @@ class Store(ABC):
             StoreTimeoutError: some key did not appear within ``timeout``
                 (default: the store's timeout).
         """
+        raise self._not_implemented("wait")
 
-    @abstractmethod
     def check(self, keys: Sequence[str]) -> bool:
         """Return whether every key in ``keys`` exists, without waiting."""
+        raise self._not_implemented("check")
 
-    @abstractmethod
     def delete_key(self, key: str) -> bool:
         """Delete ``key``; return whether it existed."""
+        raise self._not_implemented("delete_key")
 
-    @abstractmethod
     def num_keys(self) -> int:
         """Return the number of keys in the store."""
+        raise self._not_implemented("num_keys")
 
     def multi_get(self, keys: Sequence[str]) -> list[bytes]:
         """Return the values of ``keys``, waiting for each as ``get`` does."""
@@ -193,7 +209,7 @@ class Store(ABC):
             return None
         return self.get(key)
 
-    def close(self) -> None:  # noqa: B027 - a no-op default is the point
+    def close(self) -> None:
         """Release connections and threads; the default holds none."""
 
     def __enter__(self) -> Store:
