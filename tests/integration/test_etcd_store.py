@@ -6,6 +6,7 @@ import multiprocessing
 import threading
 import time
 from base64 import b64encode
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import timedelta
 
@@ -15,7 +16,12 @@ import pytest
 
 from rdzv.etcd_server import EtcdServer
 from rdzv.store.base import StoreClosedError, StoreTimeoutError
-from rdzv.store.etcd import EtcdStore, EtcdStoreConnectionError, EtcdStoreError
+from rdzv.store.etcd import (
+    EtcdStore,
+    EtcdStoreConnectionError,
+    EtcdStoreError,
+    EtcdStoreTimeoutError,
+)
 from rdzv.store.prefix import PrefixStore
 
 SHORT = timedelta(seconds=0.3)
@@ -107,6 +113,29 @@ def test_get_times_out_naming_the_key(etcd_client: etcd.Client, etcd_prefix: str
     assert 0.25 <= elapsed < 1.5
     assert isinstance(failure.value, TimeoutError)
     assert etcd_prefix in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda store: store.get("never"),
+        lambda store: store.wait(["never"]),
+        lambda store: store.multi_get(["never"]),
+        lambda store: PrefixStore("p", store).get("never"),
+    ],
+    ids=["get", "wait", "multi_get", "prefix-store-get"],
+)
+def test_a_key_that_never_appears_is_a_lookup_error_as_in_torch(
+    etcd_client: etcd.Client, etcd_prefix: str, call: Callable[[EtcdStore], object]
+) -> None:
+    """torch's EtcdStore raises LookupError there, and code written for it catches that."""
+    store = EtcdStore(etcd_client, etcd_prefix, timeout=SHORT)
+    with pytest.raises(LookupError, match="never") as failure:
+        call(store)
+    error = failure.value
+    assert isinstance(error, EtcdStoreTimeoutError)
+    assert isinstance(error, StoreTimeoutError) and isinstance(error, TimeoutError)
+    assert isinstance(error, RuntimeError)  # as torch's TCPStore's timeout (DistStoreError)
 
 
 def test_get_ignores_writes_to_other_keys_and_deletes(store: EtcdStore) -> None:

@@ -13,7 +13,7 @@ import pytest
 from rdzv.etcd_server import EtcdServer
 from rdzv.etcd_v3_client import EtcdV3Client
 from rdzv.store.base import StoreClosedError, StoreTimeoutError
-from rdzv.store.etcd import EtcdStoreConnectionError, EtcdStoreError
+from rdzv.store.etcd import EtcdStoreConnectionError, EtcdStoreError, EtcdStoreTimeoutError
 from rdzv.store.etcd_v3 import EtcdV3Store
 
 
@@ -53,6 +53,17 @@ def test_get_of_a_missing_key_times_out_naming_it(store: EtcdV3Store) -> None:
     store.set_timeout(timedelta(seconds=0.3))
     with pytest.raises(StoreTimeoutError, match="never"):
         store.get("never")
+
+
+def test_a_key_that_never_appears_is_a_lookup_error_as_with_etcd_store(
+    store: EtcdV3Store,
+) -> None:
+    store.set_timeout(timedelta(seconds=0.3))
+    for call in (lambda: store.get("never"), lambda: store.wait(["never"])):
+        with pytest.raises(LookupError, match="never") as failure:
+            call()
+        assert isinstance(failure.value, EtcdStoreTimeoutError)
+        assert isinstance(failure.value, StoreTimeoutError)
 
 
 def test_wait_and_multi_get_cover_every_key(store: EtcdV3Store) -> None:

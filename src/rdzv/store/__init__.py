@@ -18,7 +18,12 @@ from rdzv.store.memory import InMemoryStore
 from rdzv.store.prefix import PrefixStore
 
 if TYPE_CHECKING:
-    from rdzv.store.etcd import EtcdStore, EtcdStoreConnectionError, EtcdStoreError
+    from rdzv.store.etcd import (
+        EtcdStore,
+        EtcdStoreConnectionError,
+        EtcdStoreError,
+        EtcdStoreTimeoutError,
+    )
     from rdzv.store.file import FileStore
     from rdzv.store.tcp import TCPStore
     from rdzv.store.tcp_protocol import (
@@ -32,6 +37,7 @@ _LAZY = {
     "EtcdStore": "rdzv.store.etcd",
     "EtcdStoreConnectionError": "rdzv.store.etcd",
     "EtcdStoreError": "rdzv.store.etcd",
+    "EtcdStoreTimeoutError": "rdzv.store.etcd",
     "FileStore": "rdzv.store.file",
     "StoreAuthenticationError": "rdzv.store.tcp_protocol",
     "StoreConnectionError": "rdzv.store.tcp_protocol",
@@ -47,6 +53,7 @@ __all__ = [
     "EtcdStore",
     "EtcdStoreConnectionError",
     "EtcdStoreError",
+    "EtcdStoreTimeoutError",
     "FileStore",
     "InMemoryStore",
     "PrefixStore",

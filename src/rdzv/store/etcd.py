@@ -3,6 +3,8 @@
 Keys and values are laid out as torch's ``EtcdStore`` lays them out, so a torch
 store and an rdzv store over the same prefix share their keys: key ``k`` lives at
 the etcd key ``prefix + "/" + base64(utf8(k))`` and its value is ``base64(value)``.
+A key that never appears makes ``get`` and ``wait`` raise
+:class:`EtcdStoreTimeoutError`, a ``LookupError`` as torch's store raises.
 
 Unlike torch's store, a blocking ``get`` reads the one key it wants and, when it
 is absent, watches that key from the index of the read, so neither the number of
@@ -31,7 +33,7 @@ from rdzv.store.base import (
 )
 from rdzv.store.contention import Contention
 
-__all__ = ["EtcdStore", "EtcdStoreConnectionError", "EtcdStoreError"]
+__all__ = ["EtcdStore", "EtcdStoreConnectionError", "EtcdStoreError", "EtcdStoreTimeoutError"]
 
 # etcd v2 actions whose event node carries no value: the key is gone afterwards.
 _REMOVE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
@@ -46,6 +48,16 @@ class EtcdStoreError(StoreError):
 
 class EtcdStoreConnectionError(EtcdStoreError, ConnectionError):
     """etcd could not be reached; the message names the endpoint."""
+
+
+class EtcdStoreTimeoutError(StoreTimeoutError, LookupError):
+    """A key of an etcd store did not appear within the timeout of ``get`` or ``wait``.
+
+    A ``StoreTimeoutError`` (so a ``RuntimeError`` and a ``TimeoutError``) like every
+    store's, and also a ``LookupError``: torch's ``EtcdStore`` raises ``LookupError``
+    there, and code written for it catches that. It is not an ``EtcdStoreError``:
+    etcd did nothing wrong, no node wrote the key. Both etcd stores raise it.
+    """
 
 
 def _encode(data: bytes) -> str:
@@ -70,8 +82,10 @@ class EtcdStore(Store):
     Every request other than a blocking wait is bounded by the client's
     ``read_timeout``. ``add``, ``append`` and ``compare_set`` are compare-and-swap
     loops (etcd v2 has no atomic update): many writers of one key queue, each
-    loss paced by a random pause. Errors: ``StoreTimeoutError`` when a wait times
-    out or such a loop keeps losing for the whole timeout,
+    loss paced by a random pause. Errors: :class:`EtcdStoreTimeoutError` (a
+    ``LookupError``) when a key does not appear within the timeout of ``get``,
+    ``multi_get`` or ``wait``,
+    ``StoreTimeoutError`` when such a loop keeps losing for the whole timeout,
     ``EtcdStoreConnectionError`` when etcd cannot be reached, ``EtcdStoreError``
     when etcd refuses an operation or holds a value that is not base64.
 
@@ -257,7 +271,7 @@ class EtcdStore(Store):
                 found, value = self._watch_until(key, deadline, lambda v: v is not None)
             if not found or value is None:
                 missing = [key] + [k for k in keys[position + 1 :] if self.get_if_exists(k) is None]
-                raise StoreTimeoutError(
+                raise EtcdStoreTimeoutError(
                     f"Timed out after {limit:g} s waiting for keys {missing!r} in the etcd store "
                     f"{self.prefix!r} at {self.client.base_uri}; no node set them. Check that "
                     "the node expected to write them is running."

@@ -24,14 +24,13 @@ from rdzv.store.base import (
     DEFAULT_STORE_TIMEOUT,
     Store,
     StoreClosedError,
-    StoreTimeoutError,
     check_key,
     to_bytes,
 )
 from rdzv.store.contention import Contention
-from rdzv.store.etcd import EtcdStoreConnectionError, EtcdStoreError
+from rdzv.store.etcd import EtcdStoreConnectionError, EtcdStoreError, EtcdStoreTimeoutError
 
-__all__ = ["EtcdStoreConnectionError", "EtcdStoreError", "EtcdV3Store"]
+__all__ = ["EtcdStoreConnectionError", "EtcdStoreError", "EtcdStoreTimeoutError", "EtcdV3Store"]
 
 _Update = Callable[[bytes | None], bytes | None]
 """The new value of a key from its current one (``None``: absent); ``None``: leave it."""
@@ -48,8 +47,11 @@ class EtcdV3Store(Store):
 
     Every request other than a blocking wait is bounded by the client's
     ``read_timeout``. Errors are those of :class:`~rdzv.store.etcd.EtcdStore`:
-    ``StoreTimeoutError`` when a wait times out, ``EtcdStoreConnectionError`` when
-    etcd cannot be reached, ``EtcdStoreError`` when etcd refuses an operation.
+    ``EtcdStoreTimeoutError`` (a ``StoreTimeoutError`` and a ``LookupError``) when
+    a key does not appear within the timeout of ``get`` or ``wait``,
+    ``StoreTimeoutError`` when a read-modify-write keeps losing for the whole
+    timeout, ``EtcdStoreConnectionError`` when etcd cannot be reached,
+    ``EtcdStoreError`` when etcd refuses an operation.
     """
 
     def __init__(self, client: EtcdV3Client, prefix: str, timeout: timedelta | None = None) -> None:
@@ -169,7 +171,7 @@ class EtcdV3Store(Store):
                     for k, v in zip(rest, self.multi_get_if_exists(rest), strict=True)
                     if v is None
                 ]
-                raise StoreTimeoutError(
+                raise EtcdStoreTimeoutError(
                     f"Timed out after {limit:g} s waiting for keys {missing!r} in the etcd store "
                     f"{self.prefix!r} at {self.client.endpoint}; no node set them. Check that "
                     "the node expected to write them is running."
