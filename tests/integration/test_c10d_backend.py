@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from _threads import next_round
 
-from rdzv import RendezvousConnectionError, RendezvousParameters, get_rendezvous_handler
+from rdzv import (
+    DynamicRendezvousHandler,
+    RendezvousConnectionError,
+    RendezvousParameters,
+    get_rendezvous_handler,
+)
 from rdzv.backends.c10d import C10dRendezvousBackend, create_backend, is_local_address
 from rdzv.core import decode_state
 from rdzv.core.intents import segment_of
@@ -134,3 +139,27 @@ def test_the_intent_log_rolls_over_into_new_keys_and_deletes_the_old(tmp_path: P
         for handler in handlers:
             handler.shutdown()
         host.close()
+
+
+@pytest.mark.parametrize("name", ["c10d", "tcp"])
+def test_the_backend_is_named_c10d_and_the_handler_reports_the_name_asked_for(name: str) -> None:
+    """As torch's: the backend's name is ``c10d``; the registry checks that a handler's
+    ``get_backend()`` is the requested name, so under the alias it is ``tcp``."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    handler = get_rendezvous_handler(
+        RendezvousParameters(name, endpoint, "named-run", 1, 1, "127.0.0.1")
+    )
+    client_params = RendezvousParameters(name, endpoint, "named-run", 1, 1, is_host=False)
+    backend, store = create_backend(client_params)
+    try:
+        assert handler.get_backend() == name
+        assert backend.name == "c10d"
+        # torch's create_handler and from_backend: the handler takes the backend's name.
+        assert create_handler(store, backend, client_params).get_backend() == "c10d"
+        assert (
+            DynamicRendezvousHandler.from_backend("named-run", store, backend, 1, 1).get_backend()
+            == "c10d"
+        )
+    finally:
+        store.close()
+        handler.shutdown()

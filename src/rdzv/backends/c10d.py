@@ -77,7 +77,6 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         store: Store,
         run_id: str,
         *,
-        name: str = "c10d",
         intent_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         if not run_id:
@@ -91,11 +90,11 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         self._intents_prefix = f"rdzv.intents.{run_id}."
         self._segment_bytes = intent_segment_bytes
         self._beats_prefix = f"rdzv.heartbeats.{run_id}."
-        self._name = name
 
     @property
     def name(self) -> str:
-        return self._name
+        """Always ``c10d``, as torch's, whichever name (``c10d`` or ``tcp``) built it."""
+        return "c10d"
 
     @property
     def reconnect_window(self) -> float:
@@ -298,10 +297,15 @@ def create_backend(params: RendezvousParameters) -> tuple[C10dRendezvousBackend,
             f"The rendezvous option 'store_type' ({params.get('store_type')!r}) must be tcp "
             "or file."
         )
-    return C10dRendezvousBackend(store, params.run_id, name=params.backend), store
+    return C10dRendezvousBackend(store, params.run_id), store
 
 
 def create_c10d_handler(params: RendezvousParameters) -> DynamicRendezvousHandler:
-    """Handler creator registered as ``c10d`` and ``tcp``."""
+    """Handler creator registered as ``c10d`` and ``tcp``.
+
+    The backend is named ``c10d`` either way (as torch's); the handler's
+    ``get_backend()`` is the name it was asked for, because the registry, like
+    torch's, checks that a handler reports the name it was created under.
+    """
     backend, store = create_backend(params)
-    return create_handler(store, backend, params)
+    return create_handler(store, backend, params, backend_name=params.backend)

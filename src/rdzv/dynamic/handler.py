@@ -93,6 +93,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         *,
         clock: Clock = wall_clock,
     ) -> DynamicRendezvousHandler:
+        backend_name: str | None = None,
         """Create a handler for a new node of ``run_id`` (torch's signature).
 
         Args:
@@ -106,6 +107,9 @@ class DynamicRendezvousHandler(RendezvousHandler):
             keep_alive_max_attempt: missed heartbeats before a node counts as dead.
             clock: source of the time, seconds since the epoch (tests inject one).
 
+            backend_name: what :meth:`get_backend` returns; by default, as in torch,
+                ``backend.name``. A creator registered under another name (``tcp``,
+                the alias of ``c10d``) passes that name, which the registry checks.
         Raises:
             ValueError: invalid settings (empty run id, bad bounds or intervals).
         """
@@ -117,7 +121,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
             keep_alive_interval=timedelta(seconds=keep_alive_interval),
             keep_alive_max_attempt=keep_alive_max_attempt,
         )
-        return cls(_new_node(local_addr), settings, backend.name, store, backend, clock)
+        name = backend.name if backend_name is None else backend_name
+        return cls(_new_node(local_addr), settings, name, store, backend, clock)
 
     @property
     def settings(self) -> RendezvousSettings:
@@ -286,7 +291,11 @@ def _seconds(params: RendezvousParameters, *keys: str) -> float | None:
 
 
 def create_handler(
-    store: Store, backend: RendezvousBackend, params: RendezvousParameters
+    store: Store,
+    backend: RendezvousBackend,
+    params: RendezvousParameters,
+    *,
+    backend_name: str | None = None,
 ) -> DynamicRendezvousHandler:
     """Build a handler from launcher parameters (torch's names and defaults).
 
@@ -302,6 +311,8 @@ def create_handler(
     ====================== ============================================= =======
 
     Seconds may be fractions. Raises ``ValueError`` naming an invalid option.
+    ``backend_name`` is what the handler's ``get_backend()`` returns (default
+    ``backend.name``, as torch's).
     """
     timeout = RendezvousTimeout(
         join=_seconds(params, "join_timeout"),
@@ -326,3 +337,4 @@ def create_handler(
         keep_alive_interval=5 if interval is None else interval,
         keep_alive_max_attempt=attempts,
     )
+        backend_name=backend_name,
