@@ -81,6 +81,36 @@ def test_prefix_with_trailing_slash_or_without_leading_slash_is_the_same_store(
     assert EtcdStore(etcd_client, etcd_prefix.lstrip("/")).get("k") == b"v"
 
 
+def test_a_bytes_key_names_the_etcd_key_torch_gives_it(
+    store: EtcdStore, etcd_client: etcd.Client
+) -> None:
+    """torch base64-encodes a bytes key as it is and a str key as UTF-8, so b"raw" and
+    "raw" are one key, and a key that is not UTF-8 works too."""
+    store.set(b"raw", "v")
+    assert store.get("raw") == b"v"
+    assert etcd_client.read(store.prefix + _b64("raw")).value == _b64("v")
+    binary = b"\xff\x00key"
+    store.set(binary, b"x")
+    assert etcd_client.read(store.prefix + b64encode(binary).decode()).value == _b64("x")
+    assert store.get(binary) == b"x"
+
+
+def test_every_operation_takes_a_bytes_key(store: EtcdStore) -> None:
+    binary = b"\xfe-key"
+    assert store.add(binary, 2) == 2
+    assert store.add(b"\xfe-key", 3) == 5
+    assert store.check([binary])
+    store.wait([binary], timeout=SHORT)
+    assert store.multi_get([binary]) == [b"5"]
+    assert store.compare_set(binary, "5", "six") == b"six"
+    store.append(binary, "!")
+    assert store.get_if_exists(binary) == b"six!"
+    store.multi_set([b"a", "b"], ["1", "2"])
+    assert store.multi_get(["a", b"b"]) == [b"1", b"2"]
+    assert store.delete_key(binary)
+    assert not store.check([binary])
+
+
 def test_keys_whose_base64_contains_a_slash_work(store: EtcdStore) -> None:
     keys = ["\u00bf\u00bf", "???a", "\u00ff\u00ff"]  # wr/Cvw==, Pz8/YQ==, w7/Dvw==
     assert all("/" in _b64(k).rstrip("/") for k in keys)
@@ -484,7 +514,9 @@ def test_closed_store_refuses_operations(store: EtcdStore) -> None:
 def test_invalid_keys_and_timeouts(store: EtcdStore, etcd_client: etcd.Client) -> None:
     with pytest.raises(ValueError, match="non-empty"):
         store.set("", "v")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="non-empty"):
+        store.set(b"", "v")
+    with pytest.raises(TypeError, match="str or bytes"):
         store.set(1, "v")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="positive"):
         EtcdStore(etcd_client, "/p", timeout=timedelta(0))

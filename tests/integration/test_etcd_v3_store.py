@@ -66,6 +66,24 @@ def test_a_key_that_never_appears_is_a_lookup_error_as_with_etcd_store(
         assert isinstance(failure.value, StoreTimeoutError)
 
 
+def test_a_bytes_key_is_the_etcd_key_of_those_bytes(
+    store: EtcdV3Store, client: EtcdV3Client
+) -> None:
+    store.set(b"raw", "v")
+    assert store.get("raw") == b"v"
+    binary = b"\xff\x00key"
+    store.set(binary, "x")
+    kv, _ = client.get(store.prefix.encode() + binary)
+    assert kv is not None and kv.value == b"x"
+    assert store.add(b"n", 2) == 2
+    assert store.check([binary, b"n", "raw"])
+    store.wait([binary], timeout=timedelta(seconds=1))
+    assert store.compare_set(binary, "x", "y") == b"y"
+    assert store.multi_get([binary, "n"]) == [b"y", b"2"]
+    assert store.delete_key(binary)
+    assert store.get_if_exists(binary) is None
+
+
 def test_wait_and_multi_get_cover_every_key(store: EtcdV3Store) -> None:
     store.multi_set(["a", "b"], ["1", "2"])
     threading.Timer(0.2, store.set, args=("c", "3")).start()
@@ -147,7 +165,9 @@ def test_a_closed_store_refuses_operations(store: EtcdV3Store) -> None:
 def test_bad_keys_and_values_are_type_errors(store: EtcdV3Store) -> None:
     with pytest.raises(ValueError, match="non-empty"):
         store.set("", "v")
-    with pytest.raises(TypeError, match="str"):
+    with pytest.raises(ValueError, match="non-empty"):
+        store.set(b"", "v")
+    with pytest.raises(TypeError, match="str or bytes"):
         store.set(1, "v")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="str or bytes"):
         store.set("k", 1)  # type: ignore[arg-type]

@@ -51,3 +51,31 @@ def test_rdzv_waits_for_a_key_torch_sets_later(etcd_client: etcd.Client, etcd_pr
     timer.start()
     assert ours.get("late") == b"from torch"
     timer.join()
+
+
+def test_bytes_keys_are_shared_both_ways(etcd_client: etcd.Client, etcd_prefix: str) -> None:
+    """A bytes key names the same etcd key in both stores, UTF-8 or not, and equals its str."""
+    theirs = TorchEtcdStore(etcd_client, etcd_prefix, timedelta(seconds=5))
+    ours = EtcdStore(etcd_client, etcd_prefix, timeout=timedelta(seconds=5))
+    theirs.set(b"\xff\x00torch", b"1")
+    ours.set(b"\xfe\x00rdzv", b"2")
+    ours.set(b"shared", b"3")
+    assert ours.get(b"\xff\x00torch") == b"1"
+    assert theirs.get(b"\xfe\x00rdzv") == b"2"
+    assert theirs.get("shared") == b"3"
+    assert theirs.add(b"count", 1) == 1
+    assert ours.add("count", 1) == 2
+    assert theirs.check([b"\xfe\x00rdzv", "shared"])
+    assert ours.check([b"\xff\x00torch", b"count"])
+
+
+def test_a_missing_key_is_a_lookup_error_in_both(
+    etcd_client: etcd.Client, etcd_prefix: str
+) -> None:
+    theirs = TorchEtcdStore(etcd_client, etcd_prefix, timedelta(seconds=0.3))
+    ours = EtcdStore(etcd_client, etcd_prefix, timeout=timedelta(seconds=0.3))
+    for store in (theirs, ours):
+        with pytest.raises(LookupError):
+            store.get("never")
+        with pytest.raises(LookupError):
+            store.wait(["never"])

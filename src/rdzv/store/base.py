@@ -1,8 +1,9 @@
 """The key-value ``Store`` interface that a completed rendezvous hands to its nodes.
 
 The operations and their semantics are those of torch's c10d ``Store``: keys are
-strings, values are bytes (``str`` values are stored UTF-8 encoded), ``get`` and
-``wait`` block until the keys exist or the store's timeout passes.
+strings (the etcd stores take ``bytes`` keys too, as torch's ``EtcdStore``), values
+are bytes (``str`` values are stored UTF-8 encoded), ``get`` and ``wait`` block
+until the keys exist or the store's timeout passes.
 """
 
 from __future__ import annotations
@@ -61,6 +62,27 @@ def check_key(key: object) -> str:
     if not key:
         raise ValueError("A store key must be a non-empty string.")
     return key
+
+
+def key_to_bytes(key: object) -> bytes:
+    """The bytes a ``str`` (UTF-8) or ``bytes`` key names, as torch's ``EtcdStore`` reads keys.
+
+    The etcd stores take both, so ``"k"`` and ``b"k"`` are one key and a key need
+    not be text.
+
+    Raises:
+        TypeError: the key is neither ``str`` nor ``bytes``.
+        ValueError: the key is empty.
+    """
+    if isinstance(key, str):
+        data = key.encode("utf-8")
+    elif isinstance(key, bytes):
+        data = key
+    else:
+        raise TypeError(f"A store key must be str or bytes, got {type(key).__name__}.")
+    if not data:
+        raise ValueError("A store key must be a non-empty string.")
+    return data
 
 
 class Store:

@@ -2,8 +2,9 @@
 
 Keys and values are laid out as torch's ``EtcdStore`` lays them out, so a torch
 store and an rdzv store over the same prefix share their keys: key ``k`` lives at
-the etcd key ``prefix + "/" + base64(utf8(k))`` and its value is ``base64(value)``.
-A key that never appears makes ``get`` and ``wait`` raise
+the etcd key ``prefix + "/" + base64(k)``, where a ``str`` key is taken as its UTF-8
+bytes and a ``bytes`` key as it is (``"k"`` and ``b"k"`` are one key), and its value
+is ``base64(value)``. A key that never appears makes ``get`` and ``wait`` raise
 :class:`EtcdStoreTimeoutError`, a ``LookupError`` as torch's store raises.
 
 Unlike torch's store, a blocking ``get`` reads the one key it wants and, when it
@@ -28,7 +29,7 @@ from rdzv.store.base import (
     StoreClosedError,
     StoreError,
     StoreTimeoutError,
-    check_key,
+    key_to_bytes,
     to_bytes,
 )
 from rdzv.store.contention import Contention
@@ -82,9 +83,9 @@ class EtcdStore(Store):
     Every request other than a blocking wait is bounded by the client's
     ``read_timeout``. ``add``, ``append`` and ``compare_set`` are compare-and-swap
     loops (etcd v2 has no atomic update): many writers of one key queue, each
-    loss paced by a random pause. Errors: :class:`EtcdStoreTimeoutError` (a
-    ``LookupError``) when a key does not appear within the timeout of ``get``,
-    ``multi_get`` or ``wait``,
+    loss paced by a random pause. Keys are ``str`` or ``bytes`` (see the module).
+    Errors: :class:`EtcdStoreTimeoutError` (a ``LookupError``) when a key does not
+    appear within the timeout of ``get``, ``multi_get`` or ``wait``,
     ``StoreTimeoutError`` when such a loop keeps losing for the whole timeout,
     ``EtcdStoreConnectionError`` when etcd cannot be reached, ``EtcdStoreError``
     when etcd refuses an operation or holds a value that is not base64.
@@ -117,22 +118,22 @@ class EtcdStore(Store):
     def __repr__(self) -> str:
         return f"EtcdStore({self.client.base_uri}, prefix={self.prefix!r})"
 
-    def set(self, key: str, value: str | bytes) -> None:
+    def set(self, key: str | bytes, value: str | bytes) -> None:
         data = _encode(to_bytes(value))
         with self._translate(f"set key {key!r}"):
             self.client.write(self._etcd_key(key), data)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str | bytes) -> bytes:
         return self._wait_values([key], self.timeout)[0]
 
-    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+    def multi_get(self, keys: Sequence[str | bytes]) -> list[bytes]:
         """Return the values of ``keys``, all within one store timeout."""
         return self._wait_values(keys, self.timeout)
 
-    def wait(self, keys: Sequence[str], timeout: timedelta | None = None) -> None:
+    def wait(self, keys: Sequence[str | bytes], timeout: timedelta | None = None) -> None:
         self._wait_values(keys, timeout or self.timeout)
 
-    def get_if_exists(self, key: str) -> bytes | None:
+    def get_if_exists(self, key: str | bytes) -> bytes | None:
         etcd_key = self._etcd_key(key)
         with self._translate(f"read key {key!r}"):
             try:
@@ -141,10 +142,10 @@ class EtcdStore(Store):
                 return None
             return self._decode(node, key)
 
-    def check(self, keys: Sequence[str]) -> bool:
+    def check(self, keys: Sequence[str | bytes]) -> bool:
         return all(self.get_if_exists(key) is not None for key in keys)
 
-    def add(self, key: str, amount: int) -> int:
+    def add(self, key: str | bytes, amount: int) -> int:
         amount = int(amount)
 
         def update(current: bytes | None) -> bytes:
@@ -160,7 +161,7 @@ class EtcdStore(Store):
         return int(self._read_modify_write(key, update, f"add to key {key!r}"))
 
     def compare_set(
-        self, key: str, expected_value: str | bytes, desired_value: str | bytes
+        self, key: str | bytes, expected_value: str | bytes, desired_value: str | bytes
     ) -> bytes:
         expected, desired = to_bytes(expected_value), to_bytes(desired_value)
         etcd_key = self._etcd_key(key)
@@ -183,11 +184,11 @@ class EtcdStore(Store):
                         return desired
                 contention.lost()
 
-    def append(self, key: str, value: str | bytes) -> None:
+    def append(self, key: str | bytes, value: str | bytes) -> None:
         data = to_bytes(value)
         self._read_modify_write(key, lambda current: (current or b"") + data, f"append to {key!r}")
 
-    def delete_key(self, key: str) -> bool:
+    def delete_key(self, key: str | bytes) -> bool:
         etcd_key = self._etcd_key(key)
         with self._translate(f"delete key {key!r}"):
             try:
@@ -207,7 +208,7 @@ class EtcdStore(Store):
             # and directories that base64 keys with a "/" left behind).
             return sum(1 for node in root.leaves if not node.dir)
 
-    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> None:
+    def wait_for_change(self, key: str | bytes, current: bytes | None, timeout: float) -> None:
         """Return once ``key`` no longer holds ``current`` or ``timeout`` seconds pass.
 
         Reads the key once, then watches it from the index of that read: no polling,
@@ -224,10 +225,10 @@ class EtcdStore(Store):
         """Make every later operation raise ``StoreClosedError``; the client is left open."""
         self._closed = True
 
-    def _etcd_key(self, key: str) -> str:
-        return self.prefix + _encode(check_key(key).encode("utf-8"))
+    def _etcd_key(self, key: str | bytes) -> str:
+        return self.prefix + _encode(key_to_bytes(key))
 
-    def _decode(self, node: etcd.EtcdResult, key: str) -> bytes:
+    def _decode(self, node: etcd.EtcdResult, key: str | bytes) -> bytes:
         if node.dir or node.value is None:
             raise EtcdStoreError(
                 f"etcd key {node.key} of store key {key!r} is a directory, not a value: another "
@@ -242,12 +243,12 @@ class EtcdStore(Store):
                 "not written by an EtcdStore. Keep other writers out of the store's prefix."
             ) from e
 
-    def _event_value(self, event: etcd.EtcdResult, key: str) -> bytes | None:
+    def _event_value(self, event: etcd.EtcdResult, key: str | bytes) -> bytes | None:
         if event.action in _REMOVE_ACTIONS or event.value is None:
             return None
         return self._decode(event, key)
 
-    def _read_with_index(self, etcd_key: str, key: str) -> tuple[bytes | None, int]:
+    def _read_with_index(self, etcd_key: str, key: str | bytes) -> tuple[bytes | None, int]:
         """Read a key: its value (``None`` if absent) and the etcd index to watch after.
 
         The index is -1 when etcd did not report one (the caller then polls).
@@ -262,7 +263,7 @@ class EtcdStore(Store):
         # fail with "index cleared".
         return self._decode(node, key), node.etcd_index
 
-    def _wait_values(self, keys: Sequence[str], timeout: timedelta) -> list[bytes]:
+    def _wait_values(self, keys: Sequence[str | bytes], timeout: timedelta) -> list[bytes]:
         limit = timeout.total_seconds()
         deadline = time.monotonic() + limit
         values: list[bytes] = []
@@ -280,7 +281,7 @@ class EtcdStore(Store):
         return values
 
     def _watch_until(
-        self, key: str, deadline: float, done: Callable[[bytes | None], bool]
+        self, key: str | bytes, deadline: float, done: Callable[[bytes | None], bool]
     ) -> tuple[bool, bytes | None]:
         """Wait until the value of ``key`` (``None``: absent) satisfies ``done``.
 
@@ -333,7 +334,7 @@ class EtcdStore(Store):
             return False
         return True
 
-    def _read_modify_write(self, key: str, update: _Update, what: str) -> bytes:
+    def _read_modify_write(self, key: str | bytes, update: _Update, what: str) -> bytes:
         etcd_key = self._etcd_key(key)
         with self._translate(what):
             contention = Contention(what, self.timeout)

@@ -1,7 +1,9 @@
 """``EtcdV3Store``: the ``Store`` operations over the etcd v3 API (etcd 3.4 to 3.6 and later).
 
 The v3 key space is flat and takes any bytes, so store key ``k`` lives at the
-etcd key ``prefix + "/" + utf8(k)`` and holds the value's bytes as they are:
+etcd key ``prefix + "/" + k``, a ``str`` key as its UTF-8 bytes and a ``bytes`` key
+as it is (as :class:`~rdzv.store.etcd.EtcdStore` reads keys), and holds the
+value's bytes as they are:
 ``etcdctl get --prefix <prefix>/`` shows them. (torch has no v3 store, so there is
 no layout of its to share; :class:`rdzv.store.etcd.EtcdStore` keeps torch's v2 one.)
 
@@ -24,7 +26,7 @@ from rdzv.store.base import (
     DEFAULT_STORE_TIMEOUT,
     Store,
     StoreClosedError,
-    check_key,
+    key_to_bytes,
     to_bytes,
 )
 from rdzv.store.contention import Contention
@@ -46,11 +48,11 @@ class EtcdV3Store(Store):
         timeout: how long ``get`` and ``wait`` block (default: 300 s, as c10d).
 
     Every request other than a blocking wait is bounded by the client's
-    ``read_timeout``. Errors are those of :class:`~rdzv.store.etcd.EtcdStore`:
-    ``EtcdStoreTimeoutError`` (a ``StoreTimeoutError`` and a ``LookupError``) when
-    a key does not appear within the timeout of ``get`` or ``wait``,
-    ``StoreTimeoutError`` when a read-modify-write keeps losing for the whole
-    timeout, ``EtcdStoreConnectionError`` when etcd cannot be reached,
+    ``read_timeout``. Keys are ``str`` or ``bytes``. Errors are those of
+    :class:`~rdzv.store.etcd.EtcdStore`: ``EtcdStoreTimeoutError`` (a ``StoreTimeoutError``
+    and a ``LookupError``) when a key does not appear within the timeout of ``get``
+    or ``wait``, ``StoreTimeoutError`` when a read-modify-write keeps losing for the
+    whole timeout, ``EtcdStoreConnectionError`` when etcd cannot be reached,
     ``EtcdStoreError`` when etcd refuses an operation.
     """
 
@@ -68,37 +70,37 @@ class EtcdV3Store(Store):
     def __repr__(self) -> str:
         return f"EtcdV3Store({self.client.endpoint}, prefix={self.prefix!r})"
 
-    def set(self, key: str, value: str | bytes) -> None:
+    def set(self, key: str | bytes, value: str | bytes) -> None:
         data = to_bytes(value)
         with self._translate(f"set key {key!r}"):
             self.client.put(self._etcd_key(key), data)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str | bytes) -> bytes:
         return self._wait_values([key], self.timeout)[0]
 
-    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+    def multi_get(self, keys: Sequence[str | bytes]) -> list[bytes]:
         """Return the values of ``keys``, all within one store timeout."""
         return self._wait_values(keys, self.timeout)
 
-    def wait(self, keys: Sequence[str], timeout: timedelta | None = None) -> None:
+    def wait(self, keys: Sequence[str | bytes], timeout: timedelta | None = None) -> None:
         self._wait_values(keys, timeout or self.timeout)
 
-    def get_if_exists(self, key: str) -> bytes | None:
+    def get_if_exists(self, key: str | bytes) -> bytes | None:
         with self._translate(f"read key {key!r}"):
             kv, _ = self.client.get(self._etcd_key(key))
         return None if kv is None else kv.value
 
-    def multi_get_if_exists(self, keys: Sequence[str]) -> list[bytes | None]:
+    def multi_get_if_exists(self, keys: Sequence[str | bytes]) -> list[bytes | None]:
         """The values of ``keys`` (``None`` when absent) in one transaction per 128 keys."""
         etcd_keys = [self._etcd_key(key) for key in keys]
         with self._translate(f"read {len(keys)} keys"):
             kvs = self.client.get_many(etcd_keys)
         return [None if kv is None else kv.value for kv in kvs]
 
-    def check(self, keys: Sequence[str]) -> bool:
+    def check(self, keys: Sequence[str | bytes]) -> bool:
         return all(value is not None for value in self.multi_get_if_exists(keys))
 
-    def add(self, key: str, amount: int) -> int:
+    def add(self, key: str | bytes, amount: int) -> int:
         amount = int(amount)
 
         def update(current: bytes | None) -> bytes:
@@ -116,7 +118,7 @@ class EtcdV3Store(Store):
         return int(result)
 
     def compare_set(
-        self, key: str, expected_value: str | bytes, desired_value: str | bytes
+        self, key: str | bytes, expected_value: str | bytes, desired_value: str | bytes
     ) -> bytes:
         expected, desired = to_bytes(expected_value), to_bytes(desired_value)
 
@@ -127,11 +129,11 @@ class EtcdV3Store(Store):
         result = self._read_modify_write(key, update, f"compare-and-set key {key!r}")
         return expected if result is None else result
 
-    def append(self, key: str, value: str | bytes) -> None:
+    def append(self, key: str | bytes, value: str | bytes) -> None:
         data = to_bytes(value)
         self._read_modify_write(key, lambda current: (current or b"") + data, f"append to {key!r}")
 
-    def delete_key(self, key: str) -> bool:
+    def delete_key(self, key: str | bytes) -> bool:
         with self._translate(f"delete key {key!r}"):
             return self.client.delete(self._etcd_key(key)) > 0
 
@@ -140,7 +142,7 @@ class EtcdV3Store(Store):
         with self._translate("count keys"):
             return self.client.count_prefix(self._raw_prefix)
 
-    def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> None:
+    def wait_for_change(self, key: str | bytes, current: bytes | None, timeout: float) -> None:
         """Return once ``key`` no longer holds ``current`` or ``timeout`` seconds pass.
 
         Raises:
@@ -154,10 +156,10 @@ class EtcdV3Store(Store):
         """Make every later operation raise ``StoreClosedError``; the client is left open."""
         self._closed = True
 
-    def _etcd_key(self, key: str) -> bytes:
-        return self._raw_prefix + check_key(key).encode("utf-8")
+    def _etcd_key(self, key: str | bytes) -> bytes:
+        return self._raw_prefix + key_to_bytes(key)
 
-    def _wait_values(self, keys: Sequence[str], timeout: timedelta) -> list[bytes]:
+    def _wait_values(self, keys: Sequence[str | bytes], timeout: timedelta) -> list[bytes]:
         limit = timeout.total_seconds()
         deadline = time.monotonic() + limit
         values: list[bytes] = []
@@ -180,7 +182,7 @@ class EtcdV3Store(Store):
         return values
 
     def _watch_until(
-        self, key: str, deadline: float, done: Callable[[bytes | None], bool]
+        self, key: str | bytes, deadline: float, done: Callable[[bytes | None], bool]
     ) -> tuple[bool, bytes | None]:
         """Wait until the value of ``key`` (``None``: absent) satisfies ``done``.
 
@@ -203,7 +205,7 @@ class EtcdV3Store(Store):
             value = None if event.deleted else event.kv.value
             seen = None if event.deleted else event.kv.mod_revision
 
-    def _read_modify_write(self, key: str, update: _Update, what: str) -> bytes | None:
+    def _read_modify_write(self, key: str | bytes, update: _Update, what: str) -> bytes | None:
         """Apply ``update`` atomically.
 
         Returns the value written, or, when ``update`` declined, the current value
