@@ -257,6 +257,9 @@ class EtcdServer:
         self._log_path: str | None = None
         self._client_port: int | None = None
         self._peer_port: int | None = None
+        # stop() without keep_data: the getters still report the ports (as torch's
+        # do), but the next start() picks new ones.
+        self._ports_released = False
         self._resources = _Resources()
         self._finalizer = weakref.finalize(self, self._resources.release)
 
@@ -295,27 +298,37 @@ class EtcdServer:
         return _HOST
 
     def get_port(self) -> int:
-        """The client port.
+        """The client port; after :meth:`stop`, the one the server had (as torch's).
+
+        So cleanup code can still log where the server was. A later :meth:`start`
+        picks a new port unless ``stop(keep_data=True)`` kept it.
 
         Raises:
-            EtcdServerError: the server was never started.
+            EtcdServerError: the server was never started (torch returns -1 there,
+                a port no client can use).
         """
         if self._client_port is None:
-            raise EtcdServerError(
-                "The etcd server has no port (never started, or stopped); call start() first."
-            )
+            raise EtcdServerError("The etcd server was never started; call start() first.")
         return self._client_port
 
     def get_endpoint(self) -> str:
-        """``host:port`` of the client API, as rendezvous endpoints are written."""
+        """``host:port`` of the client API, as rendezvous endpoints are written.
+
+        After :meth:`stop`, the endpoint the server had (see :meth:`get_port`).
+        """
         return f"{_HOST}:{self.get_port()}"
 
     def get_client_url(self) -> str:
-        """``http(s)://host:port`` of the client API."""
+        """``http(s)://host:port`` of the client API (after :meth:`stop`, the one it had)."""
         return f"{self.protocol}://{self.get_endpoint()}"
 
     def get_client(self, read_timeout: float = 10) -> etcd.Client:
-        """Return a python-etcd client for this server (with its TLS settings)."""
+        """Return a python-etcd client for this server (with its TLS settings).
+
+        Building it sends no request, so after :meth:`stop` it is built all the same,
+        as torch's is, for the address the server had; its requests then fail with
+        ``etcd.EtcdConnectionFailed`` until the server is started there again.
+        """
         cert: tuple[str, str] | None = None
         if self._client_cert_file and self._client_key_file:
             cert = (self._client_cert_file, self._client_key_file)
@@ -364,7 +377,12 @@ class EtcdServer:
             raise ValueError(f"num_retries ({num_retries}) must be at least 1.")
         binary = self._binary_path or find_etcd_binary()
         self._prepare_paths()
-        reuse_ports = self._client_port is not None and self._peer_port is not None
+        reuse_ports = (
+            not self._ports_released
+            and self._client_port is not None
+            and self._peer_port is not None
+        )
+        self._ports_released = False
         fixed = self._fixed_client_port
         if fixed is not None and not _port_is_free(fixed):
             raise EtcdServerError(
@@ -413,8 +431,9 @@ class EtcdServer:
         Args:
             keep_data: keep the data directory, the log and the ports so that
                 :meth:`start` brings the same server back (for fault tests).
-                Without it the temporary directory and log are removed; a
-                ``data_dir`` given by the user is always kept.
+                Without it the temporary directory and log are removed, and the
+                next start picks new ports (the getters still report the old
+                ones); a ``data_dir`` given by the user is always kept.
             kill: SIGKILL instead of a graceful shutdown.
 
         Does nothing more if already stopped; never raises for a dead process.
@@ -426,7 +445,7 @@ class EtcdServer:
         self._log_path = None
         if self._user_data_dir is None:
             self._data_dir = None
-            self._client_port = self._peer_port = None
+            self._ports_released = True
 
     def __enter__(self) -> EtcdServer:
         if not self.is_running():

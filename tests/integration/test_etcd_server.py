@@ -53,6 +53,28 @@ def test_start_serves_v2_and_stop_leaves_no_process_and_no_directory() -> None:
     server.stop()  # a second stop is harmless
 
 
+def test_getters_after_stop_return_what_the_server_had_as_torchs_do() -> None:
+    """Cleanup code that logs the endpoint after stop() keeps working; a new start
+    still picks free ports."""
+    server = EtcdServer()
+    server.start()
+    host, port, endpoint = server.get_host(), server.get_port(), server.get_endpoint()
+    url = server.get_client_url()
+    server.stop()
+    assert (server.get_host(), server.get_port(), server.get_endpoint()) == (host, port, endpoint)
+    assert server.get_client_url() == url
+    client = server.get_client(read_timeout=2)
+    assert (client.host, client.port) == (host, port)
+    with pytest.raises(etcd.EtcdConnectionFailed):
+        client.read("/anything")  # the client is built, and etcd is gone
+    server.start()
+    try:
+        server.get_client().write("/again", "yes")
+        assert server.get_endpoint() == f"127.0.0.1:{server.get_port()}"
+    finally:
+        server.stop()
+
+
 def test_becomes_ready_quickly() -> None:
     server = EtcdServer()
     started = time.perf_counter()
