@@ -92,8 +92,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
         keep_alive_max_attempt: int = 3,
         *,
         clock: Clock = wall_clock,
-    ) -> DynamicRendezvousHandler:
         backend_name: str | None = None,
+    ) -> DynamicRendezvousHandler:
         """Create a handler for a new node of ``run_id`` (torch's signature).
 
         Args:
@@ -106,10 +106,10 @@ class DynamicRendezvousHandler(RendezvousHandler):
             keep_alive_interval: seconds between heartbeats.
             keep_alive_max_attempt: missed heartbeats before a node counts as dead.
             clock: source of the time, seconds since the epoch (tests inject one).
-
             backend_name: what :meth:`get_backend` returns; by default, as in torch,
                 ``backend.name``. A creator registered under another name (``tcp``,
                 the alias of ``c10d``) passes that name, which the registry checks.
+
         Raises:
             ValueError: invalid settings (empty run id, bad bounds or intervals).
         """
@@ -336,5 +336,5 @@ def create_handler(
         timeout,
         keep_alive_interval=5 if interval is None else interval,
         keep_alive_max_attempt=attempts,
-    )
         backend_name=backend_name,
+    )
