@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,33 @@ def test_the_backend_is_named_c10d_and_the_handler_reports_the_name_asked_for(na
     finally:
         store.close()
         handler.shutdown()
+
+
+@pytest.mark.parametrize(("options", "seconds"), [({}, 60), ({"read_timeout": 7.5}, 7.5)])
+def test_the_file_store_waits_read_timeout(
+    tmp_path: Path, options: dict[str, object], seconds: float
+) -> None:
+    """torch's file store waits 300 s whatever read_timeout says; rdzv's honours it
+    (default 60 s, as the TCP store's), a choice docs/migrating.rst explains."""
+    path = str(tmp_path / "store")
+    _, store = create_backend(params(path, store_type="file", **options))
+    try:
+        assert store.timeout == timedelta(seconds=seconds)
+    finally:
+        store.close()
+
+
+def test_a_temporary_file_store_that_cannot_be_created_is_a_connection_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty endpoint with store_type=file asks for a temporary file; where the
+    temporary directory is missing, the error says so and what to do."""
+    missing = tmp_path / "no-such-directory"
+    monkeypatch.setattr(tempfile, "tempdir", str(missing))  # what TMPDIR would set
+    with pytest.raises(RendezvousConnectionError, match="temporary file") as raised:
+        create_backend(params("", store_type="file"))
+    message = str(raised.value)
+    assert str(missing) in message
+    assert "endpoint" in message
+    assert "TMPDIR" in message
+    assert isinstance(raised.value.__cause__, OSError)

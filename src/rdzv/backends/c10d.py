@@ -252,7 +252,15 @@ def _create_tcp_store(params: RendezvousParameters, timeout: timedelta) -> TCPSt
 def _create_file_store(params: RendezvousParameters, timeout: timedelta) -> FileStore:
     path = params.endpoint.strip() if params.endpoint else ""
     if not path:
-        descriptor, path = tempfile.mkstemp(prefix="rdzv-store-")
+        try:
+            descriptor, path = tempfile.mkstemp(prefix="rdzv-store-")
+        except OSError as e:
+            raise RendezvousConnectionError(
+                "Cannot create a temporary file for the rendezvous file store (the endpoint "
+                f"is empty) in {tempfile.gettempdir()!r}: {e}. Give the path of a file that "
+                "every node of this host can write as the endpoint, or point TMPDIR at a "
+                "writable directory."
+            ) from e
         os.close(descriptor)
     try:
         return FileStore(path, timeout=timeout)
@@ -269,7 +277,10 @@ def create_backend(params: RendezvousParameters) -> tuple[C10dRendezvousBackend,
     Options:
         store_type: ``tcp`` (default) or ``file`` (one host, no ports; the endpoint
             is the file's path, a temporary file when empty).
-        read_timeout: seconds any store operation may take (default 60).
+        read_timeout: seconds any store operation may take (default 60), for the
+            file store too. torch's file store always waits 300 s and ignores the
+            option; rdzv keeps one meaning for it, so a timeout the user sets is
+            the one that applies (``read_timeout=300`` gives torch's wait).
         is_host: whether this node hosts the TCP store. When not given, a node
             hosts if the endpoint's host is one of its own addresses (checked by
             binding to it, not by comparing hostnames) and the port is free; if
@@ -280,7 +291,8 @@ def create_backend(params: RendezvousParameters) -> tuple[C10dRendezvousBackend,
 
     Raises:
         ValueError: an invalid option, named in the message.
-        RendezvousConnectionError: the store cannot be reached or opened.
+        RendezvousConnectionError: the store cannot be reached or opened, or the
+            temporary file of a file store without endpoint cannot be created.
     """
     read_timeout = params.get_as_float("read_timeout", 60)
     if read_timeout is None or read_timeout <= 0:
