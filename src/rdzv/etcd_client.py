@@ -17,7 +17,13 @@ import urllib3
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
 from rdzv.endpoint import parse_rendezvous_endpoint
 
-__all__ = ["ETCD_ERRORS", "connection_error", "create_etcd_client", "etcd_client_options"]
+__all__ = [
+    "ETCD_ERRORS",
+    "check_etcd_v2",
+    "connection_error",
+    "create_etcd_client",
+    "etcd_client_options",
+]
 
 DEFAULT_ETCD_PORT = 2379
 
@@ -29,12 +35,46 @@ ETCD_ERRORS: tuple[type[BaseException], ...] = (
 """What a python-etcd call raises when etcd is unreachable or failing."""
 
 
+def _without_v2_api(error: BaseException) -> bool:
+    # An etcd without the v2 API answers /v2/keys/... with a plain-text "404 page
+    # not found", which python-etcd, finding no JSON error body, reports as a
+    # "Bad response" with that text as the cause.
+    if not isinstance(error, etcd.EtcdException) or not isinstance(error.payload, dict):
+        return False
+    cause = error.payload.get("cause")
+    return isinstance(cause, str) and cause.strip() == "404 page not found"
+
+
 def connection_error(endpoint: str, error: BaseException) -> RendezvousConnectionError:
     """A ``RendezvousConnectionError`` that names the endpoint and the cause."""
+    if _without_v2_api(error):
+        return RendezvousConnectionError(
+            f"etcd at {endpoint} does not serve the v2 API that the etcd-v2 and etcd backends "
+            "use (etcd 3.6 and later have none; 3.5 needs --enable-v2=true). Use the etcd-v3 "
+            "backend, or start etcd 3.5 with --enable-v2=true."
+        )
     return RendezvousConnectionError(
         f"etcd at {endpoint} failed: {type(error).__name__}: {error}. Check that etcd runs there, "
         "that this host can reach it (protocol, certificates, credentials), or raise read_timeout."
     )
+
+
+def check_etcd_v2(client: etcd.Client, key: str) -> None:
+    """Read ``key`` once, so that a backend that cannot work fails when it is created.
+
+    One request, bounded by the client's ``read_timeout``: an absent key is fine;
+    the read also proves the v2 API is served and the credentials may read there.
+
+    Raises:
+        RendezvousConnectionError: etcd did not answer, refused the read, or serves
+            no v2 API; the message says which and what to do.
+    """
+    try:
+        client.read(key)
+    except etcd.EtcdKeyNotFound:
+        pass
+    except ETCD_ERRORS as e:
+        raise connection_error(str(client.base_uri), e) from e
 
 
 class _OneAttemptClient(etcd.Client):
@@ -105,9 +145,11 @@ def etcd_client_options(params: RendezvousParameters) -> dict[str, Any]:
 def create_etcd_client(params: RendezvousParameters) -> etcd.Client:
     """A client for the etcd at ``params.endpoint`` (default port 2379).
 
+    No request is sent (:func:`check_etcd_v2` sends one).
+
     Raises:
         ValueError: an option is invalid (see :func:`etcd_client_options`).
-        RendezvousConnectionError: etcd cannot be reached.
+        RendezvousConnectionError: python-etcd refused to build the client.
     """
     options = etcd_client_options(params)
     endpoint = f"{options['protocol']}://{options['host']}:{options['port']}"

@@ -27,7 +27,7 @@ from rdzv.dynamic.backend import (
     encode_base64_state,
 )
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
-from rdzv.etcd_client import ETCD_ERRORS, connection_error, create_etcd_client
+from rdzv.etcd_client import ETCD_ERRORS, check_etcd_v2, connection_error, create_etcd_client
 from rdzv.store.etcd import EtcdStore
 
 __all__ = [
@@ -416,9 +416,15 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend,
     (``<prefix>/rendezvous/<run_id>``) and the store (``<prefix>/store``) live,
     and ``ttl`` (seconds the state outlives its last write, default 7200).
 
+    The state's key is read once here, so that a wrong endpoint, an etcd down or
+    hung, missing credentials or an etcd without the v2 API fail the creation,
+    within ``read_timeout``, rather than the first rendezvous (torch's client
+    also contacts etcd when it is built).
+
     Raises:
         ValueError: an invalid option, named in the message.
-        RendezvousConnectionError: etcd cannot be reached.
+        RendezvousConnectionError: etcd did not answer within ``read_timeout``,
+            refused the read, or serves no v2 API; the message says what to do.
     """
     ttl = params.get_as_int("ttl")
     if ttl is not None and ttl <= 0:
@@ -426,6 +432,7 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend,
     key_prefix, store_prefix = etcd_prefixes(params)
     client = create_etcd_client(params)
     backend = EtcdRendezvousBackend(client, params.run_id, key_prefix=key_prefix, ttl=ttl)
+    check_etcd_v2(client, backend.key)
     return backend, EtcdStore(client, store_prefix)
 
 

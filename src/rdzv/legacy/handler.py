@@ -166,9 +166,13 @@ def _seconds(params: RendezvousParameters, key: str, default: float) -> float:
 def create_rdzv_handler(params: RendezvousParameters) -> EtcdRendezvousHandler:
     """Build the legacy etcd handler for ``params`` (torch's function of the same name).
 
+    The handler lays out the run's keys in etcd here, as torch's does, so an etcd
+    that cannot be used fails the creation, within ``read_timeout``.
+
     Raises:
         ValueError: an invalid option; the message names it.
-        RendezvousConnectionError: etcd cannot be reached.
+        RendezvousConnectionError: etcd did not answer within ``read_timeout``,
+            refused the request, or serves no v2 API; the message says what to do.
     """
     prefix = params.get("etcd_prefix", protocol.DEFAULT_ETCD_PREFIX)
     if not isinstance(prefix, str):
