@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 import trustme
+from _silent import closed_endpoint, silent_endpoint
 from _threads import rendezvous as threaded_rendezvous
 
 from rdzv import (
@@ -83,9 +85,8 @@ def test_invalid_option_is_named(option: str, value: object) -> None:
         create_backend(params)
 
 
-def test_etcd_v3_is_a_registered_backend_that_sends_nothing_until_used() -> None:
-    # Port 1 has no etcd: building the handler must not contact it.
-    params = RendezvousParameters("etcd-v3", "127.0.0.1:1", "run", 1, 1)
+def test_etcd_v3_is_a_registered_backend(etcd_v3_server: EtcdServer) -> None:
+    params = RendezvousParameters("etcd-v3", etcd_v3_server.get_endpoint(), "run", 1, 1)
     handler = get_rendezvous_handler(params)
     assert handler.get_backend() == "etcd-v3"
 
@@ -190,6 +191,25 @@ def test_heartbeats_are_read_by_name(backend: EtcdV3RendezvousBackend) -> None:
     backend.beat("node-a", b"3.5", ttl=30)
     assert backend.read_beats(["node-a", "node-c"]) == {"node-a": b"3.5"}
     assert backend.read_beats(["node-a", "node-b"]) == {"node-a": b"3.5", "node-b": b"2.5"}
+
+
+def test_creation_contacts_etcd_and_a_refused_connection_fails_at_once() -> None:
+    endpoint = closed_endpoint()
+    params = RendezvousParameters("etcd-v3", endpoint, "run", 1, 1, read_timeout=30)
+    started = time.monotonic()
+    with pytest.raises(RendezvousConnectionError, match=endpoint):
+        create_backend(params)
+    assert time.monotonic() - started < 5
+
+
+def test_creation_fails_within_read_timeout_when_etcd_does_not_answer() -> None:
+    with silent_endpoint() as endpoint:
+        params = RendezvousParameters("etcd-v3", endpoint, "run", 1, 1, read_timeout=1)
+        started = time.monotonic()
+        with pytest.raises(RendezvousConnectionError, match="read_timeout"):
+            get_rendezvous_handler(params)
+        elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.5, f"failed after {elapsed:.2f} s with read_timeout=1"
 
 
 def test_stopped_etcd_is_a_connection_error_naming_the_endpoint() -> None:

@@ -206,11 +206,16 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdV3RendezvousBacken
     ``read_timeout``, ``protocol``, ``ssl_cert``, ``ssl_cert_key``, ``ca_cert``,
     ``username``, ``password``), ``etcd_prefix`` (default ``/rdzv``, see
     :func:`rdzv.backends.etcd.etcd_prefixes`) and ``ttl`` (seconds the state outlives
-    its last write, default 7200). No request is sent: etcd is first contacted by the
-    rendezvous.
+    its last write, default 7200).
+
+    The state's key is read once here, as ``etcd-v2`` does, so that a wrong
+    endpoint, an etcd down or hung, or wrong credentials fail the creation, within
+    ``read_timeout``, rather than the first rendezvous.
 
     Raises:
         ValueError: an invalid option, named in the message.
+        RendezvousConnectionError: etcd did not answer within ``read_timeout`` or
+            refused the read; the message says what to do.
     """
     ttl = params.get_as_int("ttl")
     if ttl is not None and ttl <= 0:
@@ -218,6 +223,10 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdV3RendezvousBacken
     key_prefix, store_prefix = etcd_prefixes(params)
     client = create_etcd_v3_client(params)
     backend = EtcdV3RendezvousBackend(client, params.run_id, key_prefix=key_prefix, ttl=ttl)
+    try:
+        client.get(backend._raw_key)
+    except EtcdV3Error as e:
+        raise _connection_error(client, e) from e
     return backend, EtcdV3Store(client, store_prefix)
 
 
