@@ -24,6 +24,7 @@ __all__ = [
     "RendezvousGracefulExitError",
     "RendezvousHandler",
     "RendezvousInfo",
+    "RendezvousOptionError",
     "RendezvousParameters",
     "RendezvousStateError",
     "RendezvousStoreInfo",
@@ -49,6 +50,17 @@ class RendezvousConnectionError(RendezvousError):
 
 class RendezvousStateError(RendezvousError):
     """The rendezvous state in the backend is corrupt or of an unknown format."""
+
+
+class RendezvousOptionError(ValueError, TypeError):
+    """An option of :class:`RendezvousParameters` is given as ``None`` where it needs a value.
+
+    torch refuses ``None`` for these options with a ``TypeError``; rdzv's other
+    invalid-option errors are ``ValueError``. This error is both, so an ``except``
+    written for either catches it. It is not a :class:`RendezvousError`: it is a
+    mistake in the configuration, not a failure of the rendezvous. See
+    :mod:`rdzv.options` for which options take ``None`` as their default.
+    """
 
 
 class RendezvousGracefulExitError(RendezvousError):

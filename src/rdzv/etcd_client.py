@@ -16,6 +16,7 @@ import urllib3
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
 from rdzv.endpoint import parse_rendezvous_endpoint
+from rdzv.options import refuse_none
 
 __all__ = [
     "ETCD_ERRORS",
@@ -111,12 +112,16 @@ def etcd_client_options(params: RendezvousParameters) -> dict[str, Any]:
     Options (torch's names): ``read_timeout`` (seconds, default 60), ``protocol``
     (``http`` or ``https``), ``ssl_cert``/``ssl_cert_key`` (client certificate),
     ``ca_cert``; rdzv adds ``username``/``password`` for etcd authentication.
+    ``None`` is the default for each of them but ``read_timeout``, as in torch.
 
     Raises:
+        RendezvousOptionError: ``read_timeout`` given as ``None``.
         ValueError: an option is invalid; the message names it.
     """
+    refuse_none(params, "read_timeout")
     host, port = parse_rendezvous_endpoint(params.endpoint, DEFAULT_ETCD_PORT)
-    protocol = str(params.get("protocol", "http")).strip().lower()
+    given = params.get("protocol")
+    protocol = "http" if given is None else str(given).strip().lower()
     if protocol not in ("http", "https"):
         raise ValueError(
             f"The rendezvous option 'protocol' ({params.get('protocol')!r}) must be http or https."

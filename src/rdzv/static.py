@@ -21,6 +21,7 @@ from rdzv.api import (
     RendezvousTimeoutError,
 )
 from rdzv.endpoint import parse_rendezvous_endpoint
+from rdzv.options import refuse_none
 from rdzv.store.base import Store, StoreError, StoreTimeoutError
 from rdzv.store.prefix import PrefixStore
 from rdzv.store.tcp import TCPStore
@@ -142,9 +143,12 @@ def create_rdzv_handler(params: RendezvousParameters) -> StaticTCPRendezvous:
     The endpoint is ``<master_addr>:<master_port>``; the world size is ``max_nodes``.
 
     Raises:
+        RendezvousOptionError: ``rank`` or ``timeout`` given as ``None`` (torch
+            fails on it too).
         ValueError: ``rank`` is missing or out of range, the endpoint is empty or has
             no port, or ``timeout`` is not a positive integer.
     """
+    refuse_none(params, "rank", "timeout")
     if "rank" not in params.config:
         raise ValueError(
             "The rendezvous option 'rank' is absent from the RendezvousParameters; the static "

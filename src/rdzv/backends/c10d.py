@@ -32,6 +32,7 @@ from rdzv.dynamic.backend import (
 )
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.endpoint import parse_rendezvous_endpoint
+from rdzv.options import refuse_none
 from rdzv.store.base import Store, StoreError
 from rdzv.store.file import FileStore
 from rdzv.store.tcp import TCPStore
@@ -211,10 +212,10 @@ def _port_in_use(error: StoreError) -> bool:
 def _create_tcp_store(params: RendezvousParameters, timeout: timedelta) -> TCPStore:
     host, port = parse_rendezvous_endpoint(params.endpoint, DEFAULT_PORT)
     is_host = params.get_as_bool("is_host")
-    connect_timeout = params.get_as_float(
-        "connect_timeout", min(DEFAULT_CONNECT_TIMEOUT, timeout.total_seconds())
-    )
-    if connect_timeout is None or connect_timeout <= 0:
+    connect_timeout = params.get_as_float("connect_timeout")  # None: the default
+    if connect_timeout is None:
+        connect_timeout = min(DEFAULT_CONNECT_TIMEOUT, timeout.total_seconds())
+    if connect_timeout <= 0:
         raise ValueError(
             f"The rendezvous option 'connect_timeout' ({connect_timeout}) must be positive."
         )
@@ -289,11 +290,16 @@ def create_backend(params: RendezvousParameters) -> tuple[C10dRendezvousBackend,
         connect_timeout: seconds to keep retrying a store that refuses connections
             (default 10, at most ``read_timeout``).
 
+    ``None`` for ``read_timeout`` or ``store_type`` is refused (torch fails on it
+    too); for ``is_host`` and ``connect_timeout`` it is the default.
+
     Raises:
+        RendezvousOptionError: ``read_timeout`` or ``store_type`` given as ``None``.
         ValueError: an invalid option, named in the message.
         RendezvousConnectionError: the store cannot be reached or opened, or the
             temporary file of a file store without endpoint cannot be created.
     """
+    refuse_none(params, "read_timeout", "store_type")
     read_timeout = params.get_as_float("read_timeout", 60)
     if read_timeout is None or read_timeout <= 0:
         raise ValueError(f"The rendezvous option 'read_timeout' ({read_timeout}) must be positive.")

@@ -33,6 +33,7 @@ from rdzv.core import (
 from rdzv.dynamic.backend import RendezvousBackend
 from rdzv.dynamic.executor import Clock, RendezvousOpExecutor, wall_clock
 from rdzv.dynamic.keepalive import Heartbeats
+from rdzv.options import refuse_none
 from rdzv.store.base import Store, StoreError, StoreTimeoutError
 from rdzv.store.prefix import PrefixStore
 
@@ -310,10 +311,16 @@ def create_handler(
     keep_alive_max_attempt missed heartbeats before a node is dead       3
     ====================== ============================================= =======
 
-    Seconds may be fractions. Raises ``ValueError`` naming an invalid option.
-    ``backend_name`` is what the handler's ``get_backend()`` returns (default
-    ``backend.name``, as torch's).
+    Seconds may be fractions. A timeout given as ``None`` takes its default, as in
+    torch; ``keep_alive_interval`` or ``keep_alive_max_attempt`` given as ``None``
+    is refused, as torch refuses it. ``backend_name`` is what the handler's
+    ``get_backend()`` returns (default ``backend.name``, as torch's).
+
+    Raises:
+        RendezvousOptionError: a keep-alive option given as ``None``.
+        ValueError: an invalid option, named in the message.
     """
+    refuse_none(params, "keep_alive_interval", "keep_alive_max_attempt")
     timeout = RendezvousTimeout(
         join=_seconds(params, "join_timeout"),
         last_call=_seconds(params, "last_call_timeout"),

@@ -5,6 +5,10 @@ Options are torch's (``timeout``, ``last_call_timeout``, ``etcd_prefix``,
 :func:`rdzv.etcd_client.etcd_client_options` (``read_timeout``, ``username``,
 ``password``; ``ca_cert``, ``ssl_cert``, ``ssl_cert_key`` as other names of the
 three certificate options).
+
+As in torch, ``timeout`` given as ``None`` is refused
+(:class:`~rdzv.api.RendezvousOptionError`); for the other options ``None`` is
+the default.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from rdzv.api import (
 from rdzv.etcd_client import create_etcd_client
 from rdzv.legacy import protocol
 from rdzv.legacy.rendezvous import EtcdRendezvous
+from rdzv.options import refuse_none
 
 __all__ = [
     "DEFAULT_LAST_CALL_TIMEOUT",
@@ -158,9 +163,8 @@ def _client_params(params: RendezvousParameters, **overrides: object) -> Rendezv
 
 
 def _seconds(params: RendezvousParameters, key: str, default: float) -> float:
-    value = params.get_as_float(key, default)
-    assert value is not None  # a default is given
-    return value
+    value = params.get_as_float(key)
+    return default if value is None else value
 
 
 def create_rdzv_handler(params: RendezvousParameters) -> EtcdRendezvousHandler:
@@ -174,7 +178,10 @@ def create_rdzv_handler(params: RendezvousParameters) -> EtcdRendezvousHandler:
         RendezvousConnectionError: etcd did not answer within ``read_timeout``,
             refused the request, or serves no v2 API; the message says what to do.
     """
-    prefix = params.get("etcd_prefix", protocol.DEFAULT_ETCD_PREFIX)
+    refuse_none(params, "timeout")
+    prefix = params.get("etcd_prefix")
+    if prefix is None:
+        prefix = protocol.DEFAULT_ETCD_PREFIX
     if not isinstance(prefix, str):
         raise ValueError(f"The rendezvous option 'etcd_prefix' ({prefix!r}) must be a string.")
     client_params = _client_params(params)
