@@ -18,7 +18,7 @@ from rdzv.core import (
     drop_dead_nodes,
     num_nodes_waiting,
 )
-from rdzv.core.liveness import confirmed_dead
+from rdzv.core.liveness import confirmed_dead, watcher
 
 SETTINGS = RendezvousSettings(
     "run", 2, 3, keep_alive_interval=timedelta(seconds=5), keep_alive_max_attempt=3
@@ -281,3 +281,19 @@ def test_a_node_never_counts_itself_dead() -> None:
     survivor, dropped = drop_dead_nodes(state, settings, 100.0, spare=me)
     assert dropped == (other,)
     assert set(survivor.participants) == {me}
+
+
+def test_a_chain_of_members_that_look_dead_is_read_at_once_before_the_watcher() -> None:
+    """Found by the simulator (seed 30084): four participants of a complete round died;
+    each waiting node read one of them per decision, two decisions an interval, and the
+    confirmations expired before the chain was through: the survivors waited for ever."""
+    state = make_state(participants=[A, B, C], waiting=[D, E], complete=True, dead=[A, B, C])
+    assert watcher(state, E, SETTINGS, NOW) == (A, (), (A, B, C))
+    # Once read and found dead, they are dropped, and the first live member watches.
+    checked = dict.fromkeys((A, B, C), NOW)
+    assert watcher(state, E, SETTINGS, NOW, checked=checked) == (D, (A, B, C), ())
+    # A member alive by a newer reading ends the chain: it is the watcher.
+    observed = {B: ALIVE}
+    assert watcher(state, E, SETTINGS, NOW, observed=observed) == (A, (), (A,))
+    assert watcher(state, E, SETTINGS, NOW, observed, checked) == (B, (A,), ())
+    assert watcher(state, A, SETTINGS, NOW) == (A, (), ())  # a node is alive to itself

@@ -135,8 +135,9 @@ def watcher(
     now: float,
     observed: Mapping[NodeDesc, float] = _NOTHING_OBSERVED,
     checked: Mapping[NodeDesc, float] = _NOTHING_OBSERVED,
-) -> tuple[NodeDesc | None, tuple[NodeDesc, ...], bool]:
-    """Who watches everyone's heartbeats; the members before it, dead; whether to check it.
+) -> tuple[NodeDesc | None, tuple[NodeDesc, ...], tuple[NodeDesc, ...]]:
+    """Who watches everyone's heartbeats; the members before it known dead; whose board
+    records to read before that is sure.
 
     Members in :attr:`~rdzv.core.RendezvousState.members_in_order`; the first one
     not known to be dead watches all the others (``node`` is alive to itself).
@@ -150,24 +151,30 @@ def watcher(
     ``checked`` holds when each node's board record was last read: a member whose
     heartbeat looks expired is dead only if its record, read after the expiry,
     had nothing newer (see :func:`confirmed_dead`). The last element of the result
-    says that the watcher looks dead but is not known to be: its record must be read.
+    lists every member that looks dead but is not known to be, up to the first that
+    looks alive: the watcher is the first of them. They are read together: read one
+    at a time, a chain of dead watchers longer than the reads a node makes in an
+    interval was never resolved, each confirmation expiring before the next (seed
+    30084).
     """
     expiry = settings.heartbeat_expiry
     expired_before = now - expiry
     dead: list[NodeDesc] = []
+    unsure: list[NodeDesc] = []
     for member in state.members_in_order:
         if member == node:
-            return node, tuple(dead), False
+            return (unsure[0] if unsure else node), tuple(dead), tuple(unsure)
         beat = state.last_heartbeats[member]
         seen = observed.get(member)
         if seen is not None and seen > beat:
             beat = seen
         if beat >= expired_before:
-            return member, tuple(dead), False
-        if not confirmed_dead(checked.get(member), beat, now, settings):
-            return member, tuple(dead), True
-        dead.append(member)
-    return None, tuple(dead), False
+            return (unsure[0] if unsure else member), tuple(dead), tuple(unsure)
+        if confirmed_dead(checked.get(member), beat, now, settings):
+            dead.append(member)
+        else:
+            unsure.append(member)
+    return (unsure[0] if unsure else None), tuple(dead), tuple(unsure)
 
 
 def confirmed_dead(

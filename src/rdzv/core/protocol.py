@@ -295,9 +295,9 @@ def _view(
             return state, (), ReadBeats(dead_nodes(state, settings, soon, node, ctx.observed))
         return drop_nodes(state, suspects, settings), suspects, None
     # Only the members up to the watcher: usually just the watcher's own record, once
-    # it looks dead.
-    if unsure and may_read and watching is not None:
-        return state, (), ReadBeats((watching,))
+    # it looks dead; the whole chain when several before it do.
+    if unsure and may_read:
+        return state, (), ReadBeats(unsure)
     return drop_nodes(state, head, settings), head, None
 
 
