@@ -403,6 +403,21 @@ def test_a_withdrawal_takes_a_participant_out_of_a_complete_round() -> None:
     assert B not in state.last_heartbeats
 
 
+def test_withdrawals_all_leave_before_the_next_round_takes_in_the_wait_list() -> None:
+    """Simulator seed 30268: the last participant's withdrawal started the next round,
+    which took in a waiting node whose own withdrawal came later in the batch; that
+    node then left the round just completed, leaving a gap in its ranks."""
+    state = admit(joined(A, B, complete=True), [intent(D), intent(E), intent(F)], 3, SETTINGS, NOW)
+    assert (set(state.participants), state.wait_list) == ({A, B}, {D, E, F})
+    # One by one, B's leave would start round 1 with D, E and F, complete at max_nodes,
+    # and D's leave would then take rank 0 out of it.
+    state = admit(
+        state, [Withdrawal(A, NOW), Withdrawal(B, NOW), Withdrawal(D, NOW)], 6, SETTINGS, NOW
+    )
+    assert (state.round, set(state.participants), state.complete) == (1, {E, F}, False)
+    assert D not in state.last_heartbeats
+
+
 def test_a_withdrawal_of_a_stranger_changes_nothing_but_the_cursor() -> None:
     state = joined(A)
     assert admit(state, [Withdrawal(D, NOW)], 7, SETTINGS, NOW) == attrs.evolve(

@@ -208,9 +208,10 @@ def admit(
         # completes a round with a node that is leaving it. Its intents before its last
         # withdrawal are void; those after count again.
         last_withdrawal = {r.node: i for i, r in enumerate(records) if isinstance(r, Withdrawal)}
-        for node in last_withdrawal:
-            if node in draft.beats:
-                draft.leave(node, settings, now)
+        # All of them are out before the next round takes in the wait list: one by one,
+        # the last participant's leave would start it with a waiting node whose own
+        # withdrawal comes later, and that node would leave a gap in its ranks.
+        draft.drop([node for node in last_withdrawal if node in draft.beats], settings)
         if not draft.complete and draft.wait_list:
             draft.promote(settings, now)
         for i, record in enumerate(records):

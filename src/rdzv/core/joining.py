@@ -52,7 +52,7 @@ from rdzv.core.progress import (
     wait,
     write,
 )
-from rdzv.core.transitions import Draft, apply_action
+from rdzv.core.transitions import apply_action
 
 __all__ = ["end", "join_step", "withdraw"]
 
@@ -275,13 +275,12 @@ def withdraw(
     if not visible and segment_of(view.intent_cursor) > p.withdrawn_segment:
         # Posted to a segment that rolled over: post it again, where the log is now.
         return p, Post(Withdrawal(node, now), view.intent_cursor)
-    # This node leaves first, then the others' records are admitted: its leave and
-    # their joins are concurrent, so either order is one the nodes could have had,
-    # and this one never completes a round with a node that is leaving it.
-    draft = Draft.of(view)
-    draft.leave(node, settings, now)
-    others = [r for r in records if r.node != node]
-    return write(p, admit(draft.build(view), others, p.log.end, settings, now), ctx)
+    # This node's withdrawal is admitted with the others' records, so it leaves with
+    # every other withdrawn node before anyone joins: its leave and their joins are
+    # concurrent, so that order is one the nodes could have had, and the one that never
+    # completes a round with a node that is leaving it.
+    records = [*(r for r in records if r.node != node), Withdrawal(node, now)]
+    return write(p, admit(view, records, p.log.end, settings, now), ctx)
 
 
 def _ended(

@@ -166,7 +166,8 @@ class Draft:
             self.promote(settings, now)
 
     def drop(self, nodes: Iterable[NodeDesc], settings: RendezvousSettings) -> None:
-        """Take out nodes found dead (no promotion: the waiting nodes join themselves)."""
+        """Take out nodes found dead or withdrawn, with no promotion: the waiting nodes join
+        the next round themselves, or the caller promotes them once all are out."""
         for node in nodes:
             self.remove(node, settings)
 
