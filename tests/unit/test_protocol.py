@@ -96,19 +96,45 @@ def snap(state: RendezvousState, token: int = 1) -> Snapshot:
 # -- joining ---------------------------------------------------------------------------
 
 
-def test_a_lone_node_posts_reads_the_log_and_admits_itself_at_once() -> None:
+def test_a_lone_node_holds_its_admission_for_an_interval_then_admits_itself() -> None:
     node = Node(protocol.join(NOW + 60))
     assert node.then(Started()) == ReadState()
     assert node.then(StateRead(None)) == Post(JoinIntent(A, NOW), 0)
     assert node.then(Posted()) == ReadLog(0)
+    # The first pending node, alone: the round could not reach min_nodes with it, so it
+    # holds the admission and reads the log again at the steward's pace.
     effect = node.then(LogRead([JoinIntent(A, NOW)], 1))
-    assert isinstance(effect, CompareAndSet)
+    assert effect == WaitForChange(None, NOW + pacing.STEWARD_POLL)
+    interval = SETTINGS.keep_alive_interval.total_seconds()
+    while not isinstance(effect, CompareAndSet):
+        assert node.now <= NOW + interval + pacing.HOLD_POLL
+        if isinstance(effect, WaitForChange):
+            effect = node.then(Changed(None), at=effect.until)
+        elif isinstance(effect, ReadState):
+            effect = node.then(StateRead(None))
+        else:
+            assert isinstance(effect, ReadLog)
+            effect = node.then(LogRead([JoinIntent(A, NOW)], 1))
+    # One interval on, nobody came: it admits itself.
+    assert node.now >= NOW + interval
     assert effect.token is None  # no state yet: written only if there is none
     assert set(effect.state.participants) == {A}
     assert effect.state.intent_cursor == 1
-    # Alone, the round cannot complete: the node waits in it (and, as its steward,
-    # reads the log for newcomers).
-    assert isinstance(node.then(Written(snap(effect.state), True)), ReadLog)
+    # Its heartbeat is its intent's time, an interval old by now: it beats at once.
+    assert effect.state.last_heartbeats[A] == NOW
+    assert node.then(Written(snap(effect.state), True)) == WriteBeat(node.now)
+
+
+def test_the_first_pending_node_admits_at_once_when_the_round_can_reach_min_nodes() -> None:
+    node = Node(protocol.join(NOW + 60))
+    node.then(Started())
+    node.then(StateRead(None))
+    node.then(Posted())
+    # A second intent arrived with ours: one write places both.
+    effect = node.then(LogRead([JoinIntent(A, NOW), JoinIntent(B, NOW)], 2))
+    assert isinstance(effect, CompareAndSet)
+    assert set(effect.state.participants) == {A, B}
+    assert effect.state.intent_cursor == 2
 
 
 def test_a_pending_node_waits_for_the_steward_then_admits_itself() -> None:

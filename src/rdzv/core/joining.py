@@ -181,7 +181,10 @@ def _pending(
     if chosen is not None and chosen != node and patient:
         # Waiting: post again before the intent would expire.
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
-    polled = chosen != node or now < p.log_at + pacing.steward_poll(p.polls)
+    # The steward reads the log at its pace; so does the first pending node while it
+    # holds the first admission (hold_since set).
+    reads_at_pace = chosen == node or (chosen is None and p.hold_since is not None)
+    polled = not reads_at_pace or now < p.log_at + pacing.steward_poll(p.polls)
     if not log_is_current(p, p.posted) or not polled:
         return p, ReadLog(view.intent_cursor)
     assert p.log is not None
@@ -192,9 +195,12 @@ def _pending(
         # segment that rolled over. Post it again, where the log is now.
         return p, post
     first = next(iter(pending))
-    if node == chosen and patient and _holds(p, view, ctx):
+    holder = (node == chosen and patient) or (chosen is None and node == first)
+    if holder and _holds(p, view, ctx):
         # The steward rejoins too, and holds the survivors' admission until the last
-        # of them leaves the round (see should_hold).
+        # of them leaves the round; or, with no steward yet, the first pending node
+        # holds the first admission while the round could not reach min_nodes with it
+        # (see should_hold): one write then places the nodes that arrived together.
         p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, min(now + pacing.steward_poll(p.polls), repost_at))
     if (
