@@ -25,6 +25,7 @@ __all__ = [
     "RendezvousHandler",
     "RendezvousInfo",
     "RendezvousOptionError",
+    "RendezvousOptionWarning",
     "RendezvousParameters",
     "RendezvousStateError",
     "RendezvousStoreInfo",
@@ -52,6 +53,13 @@ class RendezvousStateError(RendezvousError):
     """The rendezvous state in the backend is corrupt or of an unknown format."""
 
 
+class RendezvousGracefulExitError(RendezvousError):
+    """This node was not needed (it was redundant) and the rendezvous closed.
+
+    Raised to unwind the caller's stack; it is not a failure.
+    """
+
+
 class RendezvousOptionError(ValueError, TypeError):
     """An option of :class:`RendezvousParameters` is given as ``None`` where it needs a value.
 
@@ -63,10 +71,13 @@ class RendezvousOptionError(ValueError, TypeError):
     """
 
 
-class RendezvousGracefulExitError(RendezvousError):
-    """This node was not needed (it was redundant) and the rendezvous closed.
+class RendezvousOptionWarning(UserWarning):
+    """An option of :class:`RendezvousParameters` is read by none of rdzv's backends.
 
-    Raised to unwind the caller's stack; it is not a failure.
+    Usually a misspelt name (``join_timout``); the option has no effect. The
+    message names the closest known option. Turn it into an error in tests with
+    ``warnings.simplefilter("error", RendezvousOptionWarning)`` or pytest's
+    ``-W error::rdzv.RendezvousOptionWarning``.
     """
 
 

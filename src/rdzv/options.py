@@ -2,7 +2,8 @@
 
 One table, :data:`KNOWN_OPTIONS`, lists each option that one of rdzv's backends
 reads, torch's names included (and the two that ``torchrun`` adds on its own,
-``timeout`` and, for ``static``, ``rank``), and how ``None`` is taken for it.
+``timeout`` and, for ``static``, ``rank``). It says how ``None`` is taken for
+each, and which names are known at all.
 
 torch takes an option given as ``None`` as "not given" for some options (the
 four rendezvous timeouts, ``is_host``, the certificate paths, the legacy
@@ -14,18 +15,26 @@ option by option, and refuses with one error,
 give instead. Where torch's backends disagree (``protocol``, ``etcd_prefix``,
 ``last_call_timeout``) ``None`` is the default: no code that works on torch
 breaks, and no option means one thing here and another there.
+
+An option that no backend reads has no effect, which hides a typo:
+:func:`warn_unknown_options` warns with
+:class:`~rdzv.api.RendezvousOptionWarning`, naming the closest known option.
+The registry runs it for rdzv's own backends only: a third-party backend may
+read options that rdzv cannot know.
 """
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from collections.abc import Mapping
 from typing import Final
 
 import attrs
 
-from rdzv.api import RendezvousOptionError, RendezvousParameters
+from rdzv.api import RendezvousOptionError, RendezvousOptionWarning, RendezvousParameters
 
-__all__ = ["KNOWN_OPTIONS", "OptionInfo", "refuse_none"]
+__all__ = ["KNOWN_OPTIONS", "OptionInfo", "refuse_none", "warn_unknown_options"]
 
 
 @attrs.frozen
@@ -98,4 +107,30 @@ def refuse_none(params: RendezvousParameters, *keys: str) -> None:
             f"The rendezvous option '{key}' ({info.meaning}) is None, which is not a value "
             f"of it (torch refuses it too). Give it a value, or leave it out for the "
             f"default ({info.default})."
+        )
+
+
+def warn_unknown_options(params: RendezvousParameters, stacklevel: int = 2) -> None:
+    """Warn once for each option of ``params`` that no backend of rdzv reads.
+
+    Each warning names the option and the closest known name, if one is close.
+    Python's default warning filter shows a given message once per place.
+
+    Warns:
+        RendezvousOptionWarning: an unknown option; it has no effect.
+    """
+    for key in params.config:
+        if key in KNOWN_OPTIONS:
+            continue
+        close = difflib.get_close_matches(key, KNOWN_OPTIONS, n=1)
+        hint = (
+            f"did you mean '{close[0]}'?"
+            if close
+            else "see the options of each backend in rdzv's documentation (backends)."
+        )
+        warnings.warn(
+            f"The rendezvous option '{key}' is read by no backend of rdzv and has no "
+            f"effect; {hint}",
+            RendezvousOptionWarning,
+            stacklevel=stacklevel + 1,
         )

@@ -5,6 +5,11 @@ that ``import rdzv`` stays light and a missing optional dependency only matters
 to the backend that needs it. Third-party backends register through the
 entry-point group ``rdzv.handlers``: the entry point names the backend and loads
 to a handler creator (a callable taking :class:`RendezvousParameters`).
+
+Building a handler of one of rdzv's own backends warns about options that no
+backend reads (:func:`rdzv.options.warn_unknown_options`), a typo being the
+usual cause; a handler of a third-party backend is not checked, since its
+options are its own.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from rdzv.api import RendezvousHandler, RendezvousParameters
+from rdzv.options import warn_unknown_options
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -46,6 +52,8 @@ class RendezvousHandlerRegistry:
     def __init__(self) -> None:
         self._registry: dict[str, RendezvousHandlerCreator] = {}
         self._lazy: dict[str, str] = dict(_BUILTIN)
+        self._builtin: dict[str, RendezvousHandlerCreator] = {}
+        """The built-in creators loaded so far, whose options rdzv knows."""
         self._lock = threading.Lock()
 
     def register(self, backend: str, creator: RendezvousHandlerCreator) -> None:
@@ -77,8 +85,22 @@ class RendezvousHandlerRegistry:
 
         Raises:
             ValueError: no backend of that name is registered, or its plug-in failed to load.
+            RuntimeError: the handler's ``get_backend()`` is not the requested name
+                (torch's check: a creator registered under a name reports that name).
+
+        Warns:
+            RendezvousOptionWarning: an option that no backend of rdzv reads (only
+                for rdzv's own backends).
         """
+        return self._create(params, stacklevel=3)
+
+    def _create(self, params: RendezvousParameters, stacklevel: int) -> RendezvousHandler:
+        """:meth:`create_handler`; ``stacklevel`` is the caller's frame, for the warning."""
         creator = self._creator(params.backend)
+        with self._lock:
+            builtin = self._builtin.get(params.backend) is creator
+        if builtin:
+            warn_unknown_options(params, stacklevel=stacklevel)
         handler = creator(params)
         if handler.get_backend() != params.backend:
             raise RuntimeError(
@@ -97,6 +119,8 @@ class RendezvousHandlerRegistry:
             module_name, _, attr = path.partition(":")
             loaded: RendezvousHandlerCreator = getattr(importlib.import_module(module_name), attr)
             self.register(backend, loaded)
+            with self._lock:
+                self._builtin[backend] = loaded
             return loaded
         for ep in entry_points(group=ENTRY_POINT_GROUP, name=backend):
             return self._load_plugin(backend, ep.value, ep.load)
@@ -136,5 +160,8 @@ def get_rendezvous_handler(params: RendezvousParameters) -> RendezvousHandler:
 
     Raises:
         ValueError: the backend is unknown or its parameters are invalid.
+
+    Warns:
+        RendezvousOptionWarning: an option that no backend of rdzv reads.
     """
-    return rendezvous_handler_registry.create_handler(params)
+    return rendezvous_handler_registry._create(params, stacklevel=3)

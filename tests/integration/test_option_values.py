@@ -1,5 +1,5 @@
 """Options on the real backends: ``None`` refused or taken as the default (as torch does,
-option by option).
+option by option), and no warning for an option a backend reads.
 
 The rules themselves are in ``rdzv.options``; tests/unit/test_options.py checks them on
 the in-process backend.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+import warnings
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from rdzv import (
     RendezvousHandler,
     RendezvousOptionError,
+    RendezvousOptionWarning,
     RendezvousParameters,
     get_rendezvous_handler,
 )
@@ -111,3 +113,31 @@ def test_none_for_an_option_with_an_unset_default_is_that_default(
         assert (info.rank, info.world_size) == (0, 1)
     finally:
         _close(handler)
+
+
+@pytest.mark.parametrize(
+    ("backend", "options"),
+    [
+        # torchrun adds `timeout` to every backend's options, and `rank` for static.
+        ("c10d", {"timeout": 900, "read_timeout": 30, "is_host": True, "heartbeat_timeout": 5}),
+        ("tcp", {"timeout": 900, "connect_timeout": 5, "join_timeout": 60}),
+        ("etcd-v2", {"timeout": 900, "etcd_prefix": "/rdzv-options", "ttl": 60}),
+        ("etcd-v3", {"timeout": 900, "protocol": "http", "read_timeout": 20}),
+        ("etcd", {"timeout": 900, "last_call_timeout": 1, "protocol": "http"}),
+        ("static", {"timeout": 900, "rank": 0}),
+    ],
+)
+def test_options_a_backend_reads_raise_no_warning(
+    endpoint: str, backend: str, options: dict[str, Any]
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        handler = get_rendezvous_handler(run_params(backend, endpoint, **options))
+    _close(handler)
+
+
+@pytest.mark.parametrize("backend", ["c10d"])
+def test_a_misspelt_option_of_a_network_backend_warns(endpoint: str, backend: str) -> None:
+    with pytest.warns(RendezvousOptionWarning, match="'read_timout'.*did you mean 'read_timeout'"):
+        handler = get_rendezvous_handler(run_params(backend, endpoint, read_timout=5))
+    _close(handler)

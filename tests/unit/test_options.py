@@ -1,4 +1,4 @@
-"""Options of RendezvousParameters: None where a value is needed, and every name read.
+"""Options of RendezvousParameters: None where a value is needed, and names no backend reads.
 
 The handlers here are the in-process ``memory`` backend's; the same checks on the
 network backends are in tests/integration/test_option_values.py.
@@ -7,6 +7,7 @@ network backends are in tests/integration/test_option_values.py.
 from __future__ import annotations
 
 import ast
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +16,16 @@ import pytest
 import rdzv
 from rdzv import (
     DynamicRendezvousHandler,
+    InMemoryStore,
+    RendezvousHandler,
+    RendezvousHandlerRegistry,
     RendezvousParameters,
     RendezvousTimeout,
+    create_handler,
     get_rendezvous_handler,
 )
-from rdzv.options import KNOWN_OPTIONS
+from rdzv.backends.memory import InMemoryBackend
+from rdzv.options import KNOWN_OPTIONS, warn_unknown_options
 
 SRC = Path(rdzv.__file__).parent
 
@@ -62,6 +68,59 @@ def test_every_option_refused_as_none_says_what_it_is_and_its_default() -> None:
         "timeout",
         "rank",
     }
+
+
+def test_a_misspelt_option_warns_naming_the_closest_known_one() -> None:
+    with pytest.warns(rdzv.RendezvousOptionWarning, match="'join_timout'") as caught:
+        get_rendezvous_handler(memory_params(join_timout=30))
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "did you mean 'join_timeout'?" in message
+    assert "has no effect" in message
+    assert caught[0].filename == __file__  # points at the caller, not at rdzv
+
+
+def test_each_unknown_option_warns_once() -> None:
+    with pytest.warns(rdzv.RendezvousOptionWarning) as caught:
+        get_rendezvous_handler(memory_params(keep_alive_intervall=1, xyzzy=1, join_timeout=60))
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert "'keep_alive_intervall'" in messages[0]
+    assert "did you mean 'keep_alive_interval'?" in messages[0]
+    assert "'xyzzy'" in messages[1]
+    assert "did you mean" not in messages[1]
+
+
+def test_the_registry_warns_too_when_called_directly() -> None:
+    registry = RendezvousHandlerRegistry()
+    with pytest.warns(rdzv.RendezvousOptionWarning, match="'clsoe_timeout'") as caught:
+        registry.create_handler(memory_params(clsoe_timeout=1))
+    assert caught[0].filename == __file__
+
+
+def test_known_options_do_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_unknown_options(memory_params(**dict.fromkeys(KNOWN_OPTIONS, "1")))
+        get_rendezvous_handler(
+            memory_params(join_timeout=60, keep_alive_interval=1, timeout=900, heartbeat=2)
+        )
+
+
+def test_a_third_party_backend_is_not_checked() -> None:
+    """Its options are its own: rdzv cannot know them."""
+    registry = RendezvousHandlerRegistry()
+    built: list[RendezvousParameters] = []
+
+    def create(params: RendezvousParameters) -> RendezvousHandler:
+        built.append(params)
+        return create_handler(InMemoryStore(), InMemoryBackend(), params, backend_name="mine")
+
+    registry.register("mine", create)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registry.create_handler(RendezvousParameters("mine", "", "options-run", 1, 1, my_option=1))
+    assert built
 
 
 _GETTERS = {"get", "get_as_bool", "get_as_int", "get_as_float"}
