@@ -73,7 +73,8 @@ def torch(session: nox.Session) -> None:
     The pin goes into the same install as the ``torch`` extra, so that pip cannot
     resolve the extra's floor to a newer torch (and its CUDA wheels).
     """
-    session.install("torch==2.13.0", "-e", ".[test,torch]")
+    # etcd3: the rdzv-etcd-v3 job runs here, on an etcd without the v2 API.
+    session.install("torch==2.13.0", "-e", ".[test,torch,etcd3]")
     session.run("pip", "show", "torch")
     version = session.run(
         "python", "-c", "import importlib.metadata as m; print(m.version('torch'))", silent=True

@@ -1,8 +1,9 @@
 """The torchrun plug-in: torch's launcher runs its rendezvous on rdzv's backends.
 
 torch discovers the plug-in through its entry-point group ``torchrun.handlers``,
-where rdzv registers ``rdzv-c10d``, ``rdzv-etcd-v2`` and ``rdzv-etcd`` (rdzv's
-``c10d``, ``etcd-v2`` and ``etcd`` backends)::
+where rdzv registers ``rdzv-c10d``, ``rdzv-etcd-v2``, ``rdzv-etcd-v3`` and
+``rdzv-etcd`` (rdzv's ``c10d``, ``etcd-v2``, ``etcd-v3`` and ``etcd`` backends;
+``rdzv-etcd-v3`` is the one for etcd 3.6 and later, which have no v2 API)::
 
     torchrun --nnodes=1:4 --nproc-per-node=8 --rdzv-backend=rdzv-c10d \\
         --rdzv-endpoint=host0:29400 --rdzv-id=job42 train.py
@@ -64,6 +65,7 @@ __all__ = [
     "create_torch_handler",
     "etcd_handler_creator",
     "etcd_v2_handler_creator",
+    "etcd_v3_handler_creator",
 ]
 
 TorchHandlerCreator = Callable[[torch_api.RendezvousParameters], "TorchRendezvousHandler"]
@@ -71,6 +73,7 @@ TorchHandlerCreator = Callable[[torch_api.RendezvousParameters], "TorchRendezvou
 TORCHRUN_BACKENDS: dict[str, str] = {
     "rdzv-c10d": "c10d",
     "rdzv-etcd-v2": "etcd-v2",
+    "rdzv-etcd-v3": "etcd-v3",
     "rdzv-etcd": "etcd",
 }
 """torchrun backend name -> the rdzv backend it runs on."""
@@ -323,6 +326,10 @@ def _create_etcd_v2(params: torch_api.RendezvousParameters) -> TorchRendezvousHa
     return create_torch_handler(params, "etcd-v2")
 
 
+def _create_etcd_v3(params: torch_api.RendezvousParameters) -> TorchRendezvousHandler:
+    return create_torch_handler(params, "etcd-v3")
+
+
 def _create_etcd(params: torch_api.RendezvousParameters) -> TorchRendezvousHandler:
     # rdzv's legacy etcd rendezvous, looked up by name so that it is imported only here.
     return create_torch_handler(params, "etcd")
@@ -340,6 +347,14 @@ def c10d_handler_creator() -> TorchHandlerCreator:
 def etcd_v2_handler_creator() -> TorchHandlerCreator:
     """Entry point ``rdzv-etcd-v2``: the creator of handlers on rdzv's ``etcd-v2`` backend."""
     return _create_etcd_v2
+
+
+def etcd_v3_handler_creator() -> TorchHandlerCreator:
+    """Entry point ``rdzv-etcd-v3``: the creator of handlers on rdzv's ``etcd-v3`` backend.
+
+    For etcd 3.6 and later, where torch's etcd backends cannot run (no v2 API).
+    """
+    return _create_etcd_v3
 
 
 def etcd_handler_creator() -> TorchHandlerCreator:

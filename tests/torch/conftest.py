@@ -25,6 +25,17 @@ def etcd_server() -> Iterator[EtcdServer]:
         server.stop(kill=True)
 
 
+@pytest.fixture(scope="session")
+def etcd_v3_server() -> Iterator[EtcdServer]:
+    """A started etcd with the v2 API off, as etcd 3.6 and later are (for rdzv-etcd-v3)."""
+    server = EtcdServer(enable_v2=False)
+    server.start(timeout=30)
+    try:
+        yield server
+    finally:
+        server.stop(kill=True)
+
+
 @pytest.fixture
 def run_id() -> str:
     return f"torch-{uuid.uuid4().hex[:12]}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -160,15 +162,18 @@ def test_an_unreachable_store_raises_torchs_connection_error() -> None:
 
 
 def test_a_backend_rdzv_does_not_provide_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="rdzv-c10d, rdzv-etcd, rdzv-etcd-v2"):
+    with pytest.raises(ValueError, match="rdzv-c10d, rdzv-etcd, rdzv-etcd-v2, rdzv-etcd-v3"):
         create_torch_handler(torch_params("rdzv-nope", "127.0.0.1:1"))
 
 
-@pytest.mark.parametrize("backend", ["rdzv-etcd-v2", "rdzv-etcd"])
-def test_etcd_backends_run_a_round(etcd_server: EtcdServer, backend: str) -> None:
-    if TORCHRUN_BACKENDS[backend] not in rendezvous_handler_registry.names():
-        pytest.skip(f"rdzv has no '{TORCHRUN_BACKENDS[backend]}' backend yet")
-    handler = get_rendezvous_handler(torch_params(backend, etcd_server.get_endpoint()))
+@pytest.mark.parametrize("backend", ["rdzv-etcd-v2", "rdzv-etcd", "rdzv-etcd-v3"])
+def test_etcd_backends_run_a_round(request: pytest.FixtureRequest, backend: str) -> None:
+    assert TORCHRUN_BACKENDS[backend] in rendezvous_handler_registry.names()
+    # rdzv-etcd-v3 runs on an etcd without the v2 API, as etcd 3.6 and later.
+    server: EtcdServer = request.getfixturevalue(
+        "etcd_v3_server" if backend == "rdzv-etcd-v3" else "etcd_server"
+    )
+    handler = get_rendezvous_handler(torch_params(backend, server.get_endpoint()))
     try:
         assert handler.get_backend() == backend
         info = handler.next_rendezvous()
@@ -185,3 +190,10 @@ def test_importing_rdzv_and_building_a_handler_imports_no_torch() -> None:
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_etcd_of_rdzv_etcd_v3_serves_no_v2_api(etcd_v3_server: EtcdServer) -> None:
+    """The etcd-v3 jobs run where torch's etcd backends cannot: v2 requests get a 404."""
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(f"http://{etcd_v3_server.get_endpoint()}/v2/keys/", timeout=10)
+    assert raised.value.code == 404

@@ -44,14 +44,18 @@ def torchrun_args(
 @pytest.fixture
 def endpoint(backend: str, request: pytest.FixtureRequest) -> str:
     """Where the agents rendezvous: a free port for c10d (the first agent hosts the
-    store there), the session's etcd for the etcd backends."""
+    store there), the session's etcd for the etcd backends (for rdzv-etcd-v3, an
+    etcd with the v2 API off, as etcd 3.6 and later)."""
     if backend in ("rdzv-etcd-v2", "rdzv-etcd"):
         server: EtcdServer = request.getfixturevalue("etcd_server")
         return server.get_endpoint()
+    if backend == "rdzv-etcd-v3":
+        v3_server: EtcdServer = request.getfixturevalue("etcd_v3_server")
+        return v3_server.get_endpoint()
     return f"127.0.0.1:{free_port()}"
 
 
-@pytest.mark.parametrize("backend", ["rdzv-c10d", "rdzv-etcd-v2", "rdzv-etcd"])
+@pytest.mark.parametrize("backend", ["rdzv-c10d", "rdzv-etcd-v2", "rdzv-etcd-v3", "rdzv-etcd"])
 def test_two_nodes_all_reduce_their_ranks(
     job: Job, backend: str, endpoint: str, run_id: str
 ) -> None:
