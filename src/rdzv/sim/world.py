@@ -209,6 +209,8 @@ class Result:
     """Node index -> true time its last join returned a rank."""
     ended_at: float
     """True time when the run stopped."""
+    stopped: bool = False
+    """Given up on by the caller's ``stop`` (see :meth:`World.run`) before it ended."""
 
 
 class World:
@@ -289,9 +291,14 @@ class World:
 
     # -- running -------------------------------------------------------------------
 
-    def run(self, at_least: float = 0.0) -> Result:
+    def run(self, at_least: float = 0.0, stop: Callable[[], bool] | None = None) -> Result:
         """Play the run; whether the nodes are at rest is checked from the moment the
-        faults stop and every node has started (or ``at_least``, if later)."""
+        faults stop and every node has started (or ``at_least``, if later).
+
+        ``stop`` is asked every ten thousand events whether to give up (a benchmark's
+        budget of wall time: the world itself reads no clock); a run given up is
+        :attr:`Result.stopped`, and its liveness is not judged.
+        """
         s, f = self.scenario, self.scenario.faults
         starts = [self.rng.uniform(0, s.arrival) for _ in range(s.nodes)] + list(s.late)
         for node, start in zip(self.nodes, starts, strict=True):
@@ -308,7 +315,13 @@ class World:
         end = quiet + s.liveness_bound()
         converged_at: float | None = None
         check_at = quiet
+        stopped = False
+        events = 0
         while True:
+            events += 1
+            if stop is not None and events % 10_000 == 0 and stop():
+                stopped = True
+                break
             when = self._events[0][0] if self._events else end
             if min(when, end) >= check_at:
                 self.now = check_at
@@ -323,7 +336,7 @@ class World:
             self.now = when
             fn(*args)
         violations = list(self.checker.violations)
-        if converged_at is None:
+        if converged_at is None and not stopped:
             violations.append(
                 f"liveness: the live nodes were not at rest {s.liveness_bound():.1f} s after the "
                 f"faults stopped at {quiet:.1f} s"
@@ -339,6 +352,7 @@ class World:
             dict(self.done_at),
             dict(self.last_done_at),
             self.now,
+            stopped,
         )
 
     def _at_rest(self) -> bool:
