@@ -5,8 +5,8 @@ and again when the log rolled over to a new segment without placing it. The
 *steward* (:func:`~rdzv.core.intents.steward`) reads the log at a growing pace and
 writes the *admission*; it *holds* it while the round cannot reach ``min_nodes``,
 for one keep-alive interval at most. When the state names no steward, the first
-pending intent's node admits at once. Every other pending node waits for the
-steward's write, for its *patience*; then it admits itself.
+pending intent's node admits, and holds alike. Every other pending node waits
+for that write, for its *patience*; then it admits itself.
 
 A join that ends without a rank (timeout, or a failure in the shell) *withdraws*:
 it posts a withdrawal, reads the state again, and writes it once more unless
