@@ -166,10 +166,10 @@ def decode_records(chunks: Iterable[bytes]) -> tuple[list[LogRecord], int]:
     return records, bad
 
 
-def _is_fresh(record: LogRecord, settings: RendezvousSettings, now: float) -> bool:
-    """Whether a join intent is young enough to admit: its node posted it within the
-    heartbeat expiry, so it was alive then, as a heartbeat would say."""
-    return record.posted >= now - settings.heartbeat_expiry
+def _fresh_since(settings: RendezvousSettings, now: float) -> float:
+    """The oldest posting time of a join intent still young enough to admit: its node
+    posted it within the heartbeat expiry, so it was alive then, as a heartbeat would say."""
+    return now - settings.heartbeat_expiry
 
 
 def admit(
@@ -214,11 +214,12 @@ def admit(
         draft.drop([node for node in last_withdrawal if node in draft.beats], settings)
         if not draft.complete and draft.wait_list:
             draft.promote(settings, now)
+        oldest = _fresh_since(settings, now)
         for i, record in enumerate(records):
             if (
                 isinstance(record, JoinIntent)
+                and record.posted >= oldest
                 and i > last_withdrawal.get(record.node, -1)
-                and _is_fresh(record, settings, now)
             ):
                 _join(draft, record, settings, now)
     if not draft.changed:
@@ -259,11 +260,16 @@ def pending_joins(
     pending: dict[NodeDesc, JoinIntent] = {}
     if state.closed:
         return pending
-    oldest = now - settings.heartbeat_expiry  # what _is_fresh says, once for the whole log
+    oldest = _fresh_since(settings, now)
+    members = state.last_heartbeats  # every member: a stranger's intent always moves it
     for record in records:
         if isinstance(record, Withdrawal):
             pending.pop(record.node, None)
-        elif record.posted >= oldest and record.node not in pending and moves(state, record):
+        elif (
+            record.posted >= oldest
+            and record.node not in pending
+            and (record.node not in members or moves(state, record))
+        ):
             pending[record.node] = record
     return pending
 
@@ -307,8 +313,12 @@ def should_hold(
     records: Sequence[LogRecord],
     settings: RendezvousSettings,
     now: float,
+    pending: Mapping[NodeDesc, JoinIntent] | None = None,
 ) -> bool:
     """Whether admitting ``records`` now would be a write for nothing.
+
+    ``pending``: :func:`pending_joins` of the same arguments, when the caller has it
+    (a scan of the whole log: at a thousand nodes, most of a pending node's step).
 
     An admission that changes no decision of any node only wakes every node of the
     round to read a larger state. The steward holds it (for one keep-alive interval
@@ -326,7 +336,8 @@ def should_hold(
     """
     if state.closed:
         return False
-    pending = pending_joins(state, records, settings, now)
+    if pending is None:
+        pending = pending_joins(state, records, settings, now)
     if state.complete:
         leaving = {n for n, i in pending.items() if i.leaves == state.round}
         if len(leaving) < len(pending):

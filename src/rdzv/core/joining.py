@@ -17,6 +17,8 @@ those of the glossary in ``docs/concepts.rst``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
 from rdzv.core import pacing
@@ -41,7 +43,7 @@ from rdzv.core.intents import (
     should_hold,
     steward,
 )
-from rdzv.core.model import RendezvousSettings, RendezvousState
+from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 from rdzv.core.progress import (
     Context,
     Progress,
@@ -196,7 +198,7 @@ def _pending(
         return p, post
     first = next(iter(pending))
     holder = (node == chosen and patient) or (chosen is None and node == first)
-    if holder and _holds(p, view, ctx):
+    if holder and _holds(p, view, ctx, pending):
         # The steward rejoins too, and holds the survivors' admission until the last
         # of them leaves the round; or, with no steward yet, the first pending node
         # holds the first admission while the round could not reach min_nodes with it
@@ -206,7 +208,7 @@ def _pending(
     if (
         node not in (chosen, first)
         and not patient
-        and should_hold(view, log.records, settings, now)
+        and should_hold(view, log.records, settings, now, pending)
     ):
         # The steward (or the first pending node, which admits the first batch) is late,
         # but an admission would change no decision: writing it anyway, every pending
@@ -219,15 +221,21 @@ def _pending(
     return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
 
 
-def _holds(p: Progress, view: RendezvousState, ctx: Context) -> bool:
-    """Whether the steward holds the admission of the log it read (one interval at most)."""
+def _holds(
+    p: Progress,
+    view: RendezvousState,
+    ctx: Context,
+    pending: Mapping[NodeDesc, JoinIntent] | None = None,
+) -> bool:
+    """Whether the steward holds the admission of the log it read (one interval at most);
+    ``pending``, the log's pending joins, when the caller has them."""
     assert p.log is not None
     interval = ctx.settings.keep_alive_interval.total_seconds()
     if p.hold_since is not None and ctx.now - p.hold_since >= interval:
         return False
     if any(isinstance(r, Withdrawal) and view.role_of(r.node) for r in p.log.records):
         return False  # a leave is written at once
-    return should_hold(view, p.log.records, ctx.settings, ctx.now)
+    return should_hold(view, p.log.records, ctx.settings, ctx.now, pending)
 
 
 def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress, Effect]:
@@ -245,7 +253,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
         if p.dropped:
             return write(p, view, ctx)  # the removal of the dead, so that everyone sees it
         return wait(attrs.evolve(p, hold_since=None), view, ctx, next_read)
-    if _holds(p, view, ctx):
+    if _holds(p, view, ctx, pending):
         p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, next_read)
     new = admit(view, records, end, settings, now)
