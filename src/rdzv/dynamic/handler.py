@@ -107,9 +107,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
             keep_alive_interval: seconds between heartbeats.
             keep_alive_max_attempt: missed heartbeats before a node counts as dead.
             clock: source of the time, seconds since the epoch (tests inject one).
-            backend_name: what :meth:`get_backend` returns; by default, as in torch,
-                ``backend.name``. A creator registered under another name (``tcp``,
-                the alias of ``c10d``) passes that name, which the registry checks.
+            backend_name: what :meth:`get_backend` returns (as torch's, ``backend.name``
+                by default): the name the registry was asked for, which it checks.
 
         Raises:
             ValueError: invalid settings (empty run id, bad bounds or intervals).
@@ -122,7 +121,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
             keep_alive_interval=timedelta(seconds=keep_alive_interval),
             keep_alive_max_attempt=keep_alive_max_attempt,
         )
-        name = backend.name if backend_name is None else backend_name
+        name = backend_name or backend.name
         return cls(_new_node(local_addr), settings, name, store, backend, clock)
 
     @property
@@ -160,7 +159,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         """
         run_id = self._settings.run_id
         logger.info("Node %s joins the next round of rendezvous '%s'.", self._node, run_id)
-        self._stop_heartbeats()
+        self._heartbeats.stop()
         deadline = self._deadline(self._settings.timeout.join)
         try:
             state = self._executor.run(protocol.join(deadline, leaving=self._joined))
@@ -178,7 +177,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
             addr = self._node.addr
             bootstrap = _bootstrap_info(rank, state.round, store, addr, run_id, wait)
         except BaseException as e:
-            self._stop_heartbeats()
+            self._heartbeats.stop()
             if not isinstance(e, RendezvousConnectionError):
                 self._leave()
             raise
@@ -234,7 +233,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
 
     def shutdown(self) -> bool:
         """Stop heartbeats and close the rendezvous (torch's semantics); False on failure."""
-        self._stop_heartbeats()
+        self._heartbeats.stop()
         try:
             with self._heartbeat_lock:
                 self._close()
@@ -251,9 +250,6 @@ class DynamicRendezvousHandler(RendezvousHandler):
     def _close(self) -> None:
         self._executor.run(protocol.close(self._deadline(self._settings.timeout.close)))
         logger.info("Node %s closed rendezvous '%s'.", self._node, self._settings.run_id)
-
-    def _stop_heartbeats(self) -> None:
-        self._heartbeats.stop()
 
 
 def _bootstrap_info(
