@@ -75,7 +75,7 @@ def make_run() -> Iterator[Callable[..., Run]]:
     yield make
     for run in runs:
         for handler in run.handlers:
-            handler._heartbeats.stop()
+            handler._stop_heartbeats()
 
 
 def join_all(handlers: list[DynamicRendezvousHandler]) -> list[RendezvousInfo]:
@@ -166,7 +166,7 @@ def test_bootstrap_info_follows_the_new_rank_zero_of_each_round(
     first_round = join_all([run.handler("10.0.0.5"), run.handler("10.0.0.6")])
     assert {i.bootstrap_store_info.master_addr for i in first_round} == {"10.0.0.5"}
     for handler in run.handlers:
-        handler._heartbeats.stop()
+        handler._stop_heartbeats()
     # Both die; two new nodes form round 1 and must not read round 0's address.
     second_round = join_all([run.handler("10.0.0.7"), run.handler("10.0.0.8")])
     assert {i.bootstrap_store_info.master_addr for i in second_round} == {"10.0.0.7"}

@@ -67,7 +67,7 @@ def make(request: pytest.FixtureRequest, etcd_prefix: str) -> Iterator[Make]:
 
     yield handler
     for h in made:
-        h._heartbeats.stop()
+        h._stop_heartbeats()
 
 
 def test_a_node_that_timed_out_is_not_admitted_by_a_later_round(make: Make) -> None:
@@ -107,7 +107,7 @@ def test_a_node_dropped_while_it_did_not_beat_learns_it_and_all_meet_again(make:
     assert len(next_round(nodes)) == 3
     first_round = nodes[0].round
     stopped, others = nodes[2], nodes[:2]  # nodes[0] hosts the c10d store
-    stopped._heartbeats.stop()  # as SIGSTOP would; its process keeps its handler
+    stopped._stop_heartbeats()  # as SIGSTOP would; its process keeps its handler
     _wait_for(lambda: others[0].num_nodes_waiting() > 0, 10, "the others to see the loss")
     assert len(next_round(others)) == 2
     assert others[0].round > first_round

@@ -159,7 +159,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         """
         run_id = self._settings.run_id
         logger.info("Node %s joins the next round of rendezvous '%s'.", self._node, run_id)
-        self._heartbeats.stop()
+        self._stop_heartbeats()
         deadline = self._deadline(self._settings.timeout.join)
         try:
             state = self._executor.run(protocol.join(deadline, leaving=self._joined))
@@ -177,7 +177,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
             addr = self._node.addr
             bootstrap = _bootstrap_info(rank, state.round, store, addr, run_id, wait)
         except BaseException as e:
-            self._heartbeats.stop()
+            self._stop_heartbeats()
             if not isinstance(e, RendezvousConnectionError):
                 self._leave()
             raise
@@ -192,13 +192,9 @@ class DynamicRendezvousHandler(RendezvousHandler):
         return RendezvousInfo(store, rank, world_size, bootstrap)
 
     def _leave(self) -> None:
-        """Take this node out of the rendezvous after ``next_rendezvous`` failed.
-
-        A node left in the state would be counted by its peers (they could complete
-        a round with it, then wait for its address) until its heartbeat expired.
-        Best effort, for a few seconds at most: when the backend is unreachable
-        the heartbeat expiry removes the node instead.
-        """
+        """Take this node out of the rendezvous after ``next_rendezvous`` failed, lest its
+        peers complete a round with it and wait for its address until its heartbeat
+        expires. Best effort, a few seconds at most: else the expiry removes it."""
         try:
             self._executor.run(protocol.leave(self._clock() + pacing.LEAVE_TIMEOUT))
         except RendezvousError as e:
@@ -233,7 +229,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
 
     def shutdown(self) -> bool:
         """Stop heartbeats and close the rendezvous (torch's semantics); False on failure."""
-        self._heartbeats.stop()
+        self._stop_heartbeats()
         try:
             with self._heartbeat_lock:
                 self._close()
@@ -246,6 +242,10 @@ class DynamicRendezvousHandler(RendezvousHandler):
             )
             return False
         return True
+
+    def _stop_heartbeats(self) -> None:
+        """Stop this node's keep-alive (torch's private name, which harnesses call)."""
+        self._heartbeats.stop()
 
     def _close(self) -> None:
         self._executor.run(protocol.close(self._deadline(self._settings.timeout.close)))
