@@ -120,10 +120,13 @@ def _decode_record(line: bytes) -> LogRecord | None:
     return None if len(line) > MAX_RECORD_SIZE else _parse_record(line)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1 << 16)
 def _parse_record(line: bytes) -> LogRecord | None:
     """One line's record (memoised: every node of a process that admits reads the
-    same pending lines, a thousand of them at a large rendezvous)."""
+    same pending lines, a thousand of them at a large rendezvous). Room for a log of
+    65,536 lines (a few MB): a smaller cache thrashed once the log outgrew it, and the
+    ten thousand nodes of a simulation each kept their own copy of every record
+    (24 GB at 10,000 nodes, until the kernel killed it)."""
     try:
         fields = json.loads(line)
     except (ValueError, RecursionError):
