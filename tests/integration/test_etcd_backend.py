@@ -15,7 +15,7 @@ from typing import Any
 import etcd
 import pytest
 import trustme
-from _silent import closed_endpoint, silent_endpoint
+from _silent import closed_endpoint
 from _threads import next_round
 from _threads import rendezvous as threaded_rendezvous
 
@@ -68,26 +68,6 @@ def test_creation_contacts_etcd_and_a_refused_connection_fails_at_once() -> None
         create_backend(params)
     assert time.monotonic() - started < 5
     assert "Check that etcd runs there" in str(failure.value)
-
-
-def test_creation_fails_within_read_timeout_when_etcd_does_not_answer() -> None:
-    with silent_endpoint() as endpoint:
-        params = RendezvousParameters("etcd-v2", endpoint, "run", 1, 1, read_timeout=1)
-        started = time.monotonic()
-        with pytest.raises(RendezvousConnectionError, match="read_timeout"):
-            get_rendezvous_handler(params)
-        elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 2.5, f"failed after {elapsed:.2f} s with read_timeout=1"
-
-
-def test_creation_on_an_etcd_without_the_v2_api_says_to_use_etcd_v3(
-    etcd_v3_server: EtcdServer,
-) -> None:
-    endpoint = etcd_v3_server.get_endpoint()
-    params = RendezvousParameters("etcd-v2", endpoint, "run", 1, 1, read_timeout=5)
-    with pytest.raises(RendezvousConnectionError, match="v2 API") as failure:
-        create_backend(params)
-    assert "etcd-v3" in str(failure.value) and endpoint in str(failure.value)
 
 
 def test_etcd_prefix_moves_the_state_and_the_store(etcd_server: EtcdServer) -> None:
