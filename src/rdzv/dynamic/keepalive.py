@@ -48,9 +48,17 @@ class Heartbeats:
         self._thread = KeepAliveThread(self.beat, first, f"rdzv-keep-alive-{self._node}")
 
     def stop(self) -> None:
-        """Stop, and wait for a heartbeat in flight."""
+        """Stop, and wait for a heartbeat in flight: no longer than its own timeout (a beat
+        never outlasts it), plus a second for the thread to notice."""
         if self._thread is not None:
-            self._thread.stop()
+            wait = self._settings.timeout.heartbeat.total_seconds() + 1.0
+            if not self._thread.stop(wait):
+                logger.warning(
+                    "Node %s: a heartbeat was still in flight %.0f s after the keep-alive "
+                    "was stopped; it is left to end on its own.",
+                    self._node,
+                    wait,
+                )
             self._thread = None
 
     def beat(self) -> float:
@@ -110,8 +118,11 @@ class KeepAliveThread:
             delay = beat()
             del beat
 
-    def stop(self) -> None:
-        """Stop and wait for the thread (unless called from it)."""
+    def stop(self, timeout: float) -> bool:
+        """Stop, and wait up to ``timeout`` seconds for the thread (unless called from it);
+        whether it has ended (or is the caller)."""
         self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        if threading.current_thread() is self._thread:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
