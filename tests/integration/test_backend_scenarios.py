@@ -6,7 +6,6 @@ backend lost mid-job. Node 0 is started first, so on c10d it hosts the store.
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,15 +13,9 @@ from typing import Any
 
 import pytest
 from _nodes import Node, wait_until
+from _ports import free_port
 
 from rdzv.etcd_server import EtcdServer
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(params=["etcd-v2", "etcd-v3", "c10d"])

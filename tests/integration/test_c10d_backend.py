@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import threading
 import time
@@ -10,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from _ports import free_port
 from _threads import next_round
 
 from rdzv import (
@@ -23,13 +23,6 @@ from rdzv.core import decode_state
 from rdzv.core.intents import segment_of
 from rdzv.dynamic.handler import create_handler
 from rdzv.store.tcp import TCPStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def params(endpoint: str, **options: object) -> RendezvousParameters:

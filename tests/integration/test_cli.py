@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import IO, Any
 
 import pytest
 from _nodes import Node, wait_until
+from _ports import free_port
 
 from rdzv.etcd_server import EtcdServer
 from rdzv.store.tcp import TCPStore
@@ -25,13 +25,6 @@ from rdzv.store.tcp_protocol import StoreAuthenticationError
 from rdzv.store.tcp_server import TCPStoreServer
 
 RDZV = [sys.executable, "-m", "rdzv"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rdzv(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

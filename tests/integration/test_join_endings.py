@@ -7,7 +7,6 @@ backend a real etcd, and memory the in-process backend.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _ports import free_port
 from _threads import next_round
 
 from rdzv import (
@@ -36,20 +36,13 @@ BACKENDS = ["memory", "c10d", "etcd-v2"]
 Make = Callable[..., DynamicRendezvousHandler]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(params=BACKENDS)
 def make(request: pytest.FixtureRequest, etcd_prefix: str) -> Iterator[Make]:
     """Handlers of one new run on the backend under test: ``make(min, max, **options)``."""
     backend = request.param
     options: dict[str, Any] = {}
     if backend == "c10d":
-        endpoint = f"127.0.0.1:{_free_port()}"
+        endpoint = f"127.0.0.1:{free_port()}"
     elif backend == "etcd-v2":
         server: EtcdServer = request.getfixturevalue("etcd_server")
         endpoint, options = server.get_endpoint(), {"etcd_prefix": etcd_prefix}
@@ -173,7 +166,7 @@ def test_a_node_whose_writes_always_lose_times_out_without_overflow(
     options: dict[str, Any] = {"join_timeout": 1}
     if backend == "c10d":
         params = RendezvousParameters(
-            backend, f"127.0.0.1:{_free_port()}", "losing", 2, 2, "127.0.0.1", **options
+            backend, f"127.0.0.1:{free_port()}", "losing", 2, 2, "127.0.0.1", **options
         )
         inner, store = create_c10d_backend(params)
     elif backend == "etcd-v2":

@@ -7,12 +7,12 @@ the in-process backend.
 
 from __future__ import annotations
 
-import socket
 import uuid
 import warnings
 from typing import Any
 
 import pytest
+from _ports import free_port
 
 from rdzv import (
     RendezvousHandler,
@@ -22,13 +22,6 @@ from rdzv import (
     get_rendezvous_handler,
 )
 from rdzv.etcd_server import EtcdServer
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def run_params(backend: str, endpoint: str, **options: Any) -> RendezvousParameters:

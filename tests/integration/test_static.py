@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
-import socket
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 
 import _static_workers
 import pytest
+from _ports import free_port
 
 from rdzv import RendezvousParameters, get_rendezvous_handler
 from rdzv.static import StaticTCPRendezvous
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def params(endpoint: str = "127.0.0.1:29500", **options: object) -> RendezvousParameters:
