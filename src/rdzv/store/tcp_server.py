@@ -71,6 +71,8 @@ _STOP_JOIN_TIMEOUT = 10.0
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _OK_EMPTY = encode_frame(Status.OK)
 _TRUE, _FALSE = b"\x01", b"\x00"
+_START_TIMEOUT = 30.0
+"""Seconds the server's loop thread may take to start listening before start() fails."""
 
 
 def resolve_auth_token(auth_token: str | bytes | None) -> bytes | None:
@@ -679,7 +681,12 @@ class _Runner:
 
     def start(self) -> None:
         self._thread.start()
-        self._ready.wait()
+        if not self._ready.wait(_START_TIMEOUT):
+            self.stop()
+            raise StoreError(
+                f"The TCP store server did not start within {_START_TIMEOUT:.0f} s (its event "
+                "loop thread never became ready). Check the machine's load and report it."
+            )
         if self._error is not None:
             self._thread.join()
             raise StoreError(f"The TCP store server could not start: {self._error}") from (
