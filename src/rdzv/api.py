@@ -21,6 +21,7 @@ __all__ = [
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
+    "RendezvousEventError",
     "RendezvousGracefulExitError",
     "RendezvousHandler",
     "RendezvousInfo",
@@ -51,6 +52,13 @@ class RendezvousConnectionError(RendezvousError):
 
 class RendezvousStateError(RendezvousError):
     """The rendezvous state in the backend is corrupt or of an unknown format."""
+
+
+class RendezvousEventError(RendezvousError, ValueError):
+    """A document is not a rendezvous event of a format this rdzv reads (see rdzv.core.event_json).
+
+    Also a ``ValueError``: it is a bad value handed in, like a malformed argument.
+    """
 
 
 class RendezvousGracefulExitError(RendezvousError):

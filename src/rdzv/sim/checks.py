@@ -7,6 +7,8 @@ Safety (checked on every state a compare-and-set writes):
 - a round completes with ``min_nodes`` to ``max_nodes`` participants ranked
   ``0..n-1`` once each, and afterwards only loses participants, keeping ranks;
 - every rank a node was given is the one its round completed with;
+- the events derived from each pair of successive states, replayed, give the
+  second state (:mod:`rdzv.sim.replay`);
 - a node whose join ended without a rank, and that took itself out, is in no
   round completed afterwards (until it joins again); one that could not (it
   crashed, or the backend was unreachable) is in none completed by a write
@@ -25,6 +27,7 @@ import attrs
 
 from rdzv.core import NodeDesc, RendezvousSettings, RendezvousState, num_nodes_waiting
 from rdzv.core.codec import MAX_ENCODED_SIZE
+from rdzv.sim.replay import EventReplay
 
 __all__ = ["Absence", "Checker"]
 
@@ -51,8 +54,14 @@ class Checker:
     """Collects violations; ``violations`` is empty when the run was sound."""
 
     def __init__(
-        self, settings: RendezvousSettings, skew: float, size_of: Callable[[RendezvousState], int]
+        self,
+        settings: RendezvousSettings,
+        skew: float,
+        size_of: Callable[[RendezvousState], int],
+        *,
+        epoch: float = 0.0,
     ) -> None:
+        """``epoch``: the nodes' clock reading at simulated time 0 (their heartbeats use it)."""
         self._settings = settings
         self._ghost_bound = settings.heartbeat_expiry + 2 * skew + _EPSILON
         self._size_of = size_of
@@ -61,6 +70,7 @@ class Checker:
         self._absences: dict[NodeDesc, list[Absence]] = {}
         self.violations: list[str] = []
         self.rounds_completed = 0
+        self.replay = EventReplay(settings.heartbeat_expiry, epoch)
 
     def _fail(self, message: str) -> None:
         self.violations.append(message)
@@ -101,6 +111,9 @@ class Checker:
         if size > MAX_ENCODED_SIZE:
             self._fail(f"the encoded state is {size} bytes, above {MAX_ENCODED_SIZE}")
         self._consistent(state)
+        replayed = self.replay.written(state, at)
+        if replayed is not None:
+            self._fail(replayed)
         if state.complete:
             self._complete(state, at, decided)
 

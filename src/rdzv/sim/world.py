@@ -242,7 +242,7 @@ class World:
         )
         self.server = Server(scenario.latency)
         self.settings = scenario.settings
-        self.checker = Checker(self.settings, scenario.max_skew, size_of)
+        self.checker = Checker(self.settings, scenario.max_skew, size_of, epoch=EPOCH)
         self._watchers: dict[int, tuple[_Node, _Run, WaitForChange]] = {}
         self._watch_ids = 0
         self.steps = 0
