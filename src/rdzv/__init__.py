@@ -16,6 +16,7 @@ from rdzv.api import (
     RendezvousClosedError,
     RendezvousConnectionError,
     RendezvousError,
+    RendezvousEventError,
     RendezvousGracefulExitError,
     RendezvousHandler,
     RendezvousInfo,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from rdzv.legacy.handler import EtcdRendezvousHandler
     from rdzv.static import StaticTCPRendezvous
     from rdzv.store import EtcdStore, FileStore, StoreAuthenticationError, TCPStore
+    from rdzv.watching import Snapshot, Watcher, WatchStatus, watch
 
 _LAZY = {
     "C10dRendezvousBackend": "rdzv.backends.c10d",
@@ -66,6 +68,10 @@ _LAZY = {
     "StaticTCPRendezvous": "rdzv.static",
     "StoreAuthenticationError": "rdzv.store.tcp_protocol",
     "TCPStore": "rdzv.store.tcp",
+    "Snapshot": "rdzv.watching",
+    "WatchStatus": "rdzv.watching",
+    "Watcher": "rdzv.watching",
+    "watch": "rdzv.watching",
 }
 """Public names whose module is imported when the name is first used."""
 
@@ -86,6 +92,7 @@ __all__ = [
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
+    "RendezvousEventError",
     "RendezvousGracefulExitError",
     "RendezvousHandler",
     "RendezvousHandlerCreator",
@@ -99,14 +106,18 @@ __all__ = [
     "RendezvousStoreInfo",
     "RendezvousTimeout",
     "RendezvousTimeoutError",
+    "Snapshot",
     "StaticTCPRendezvous",
     "Store",
     "StoreAuthenticationError",
     "StoreError",
     "StoreTimeoutError",
     "TCPStore",
+    "WatchStatus",
+    "Watcher",
     "create_handler",
     "get_rendezvous_handler",
     "parse_rendezvous_endpoint",
     "rendezvous_handler_registry",
+    "watch",
 ]

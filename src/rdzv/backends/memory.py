@@ -15,7 +15,7 @@ from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend, T
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.store.memory import InMemoryStore
 
-__all__ = ["InMemoryBackend", "create_memory_handler"]
+__all__ = ["InMemoryBackend", "create_memory_handler", "shared_backend"]
 
 
 class InMemoryBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
@@ -91,8 +91,21 @@ _runs: dict[str, tuple[InMemoryBackend, InMemoryStore]] = {}
 _runs_lock = threading.Lock()
 
 
+def _shared(run_id: str) -> tuple[InMemoryBackend, InMemoryStore]:
+    with _runs_lock:
+        return _runs.setdefault(run_id, (InMemoryBackend(), InMemoryStore()))
+
+
+def shared_backend(run_id: str) -> InMemoryBackend:
+    """The backend that the ``memory`` handlers of ``run_id`` share in this process.
+
+    A watcher (:func:`rdzv.watch`) reads it; one that starts before the first node
+    creates it, and the nodes then use the same.
+    """
+    return _shared(run_id)[0]
+
+
 def create_memory_handler(params: RendezvousParameters) -> DynamicRendezvousHandler:
     """Handler creator for the ``memory`` backend (the endpoint is ignored)."""
-    with _runs_lock:
-        backend, store = _runs.setdefault(params.run_id, (InMemoryBackend(), InMemoryStore()))
+    backend, store = _shared(params.run_id)
     return create_handler(store, backend, params)

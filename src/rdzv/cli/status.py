@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
 import attrs
 
 from rdzv.api import RendezvousConnectionError, RendezvousStateError
-from rdzv.cli._common import CommandError, ExitStatus, Output, add_common_arguments, positive_float
+from rdzv.cli._common import (
+    CommandError,
+    ExitStatus,
+    Output,
+    add_common_arguments,
+    non_negative_int,
+    positive_float,
+)
 from rdzv.cli._target import (
     Target,
     add_keep_alive_arguments,
@@ -34,15 +40,9 @@ from rdzv.core import (
     drop_dead_nodes,
     num_nodes_waiting,
 )
-from rdzv.core.intents import (
-    JoinIntent,
-    Withdrawal,
-    decode_beat,
-    decode_records,
-    merge_heartbeats,
-    moves,
-)
-from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, Token
+from rdzv.core.intents import JoinIntent, decode_beat, merge_heartbeats
+from rdzv.dynamic.backend import HeartbeatBoard, RendezvousBackend, Token
+from rdzv.watching import reading
 
 __all__ = [
     "FORMAT_VERSION",
@@ -59,22 +59,20 @@ __all__ = [
 FORMAT_VERSION = 1
 """Version of the ``--json`` document; it changes only when a field changes meaning or goes."""
 
-DEFAULT_WATCH_INTERVAL = 2.0
-_MIN_REFRESH_GAP = 0.25
-"""Shortest time between two refreshes of ``--watch``: heartbeats of many nodes would
-otherwise redraw the screen continuously."""
-
-_CLEAR_SCREEN = "\x1b[H\x1b[2J"
+DEFAULT_PAGE_PORT = 8229
 
 EPILOG = """\
 examples:
   rdzv status --backend c10d --endpoint node0:29400 --run-id job42
   rdzv status --backend etcd-v2 --endpoint etcd1:2379 --run-id job42 --json
-  rdzv status --backend c10d --endpoint node0:29400 --run-id job42 --watch 1
+  rdzv status --backend c10d --endpoint node0:29400 --run-id job42 --watch
+  rdzv status --backend etcd-v2 --endpoint etcd1:2379 --run-id job42 --watch --json
+  rdzv status --backend c10d --endpoint node0:29400 --run-id job42 --serve --port 8229
 
 exit status: 0 the state was shown, 3 the state does not decode (the reason is
 printed), 4 there is no state for this run id, 1 the backend cannot be reached,
-2 a mistake on the command line. With --watch: 0 when stopped by Ctrl-C.
+2 a mistake on the command line. With --watch or --serve: 0 when stopped by
+Ctrl-C or SIGTERM (a backend that cannot be read is shown, and watched on).
 """
 
 
@@ -126,31 +124,20 @@ def read_state(target: Target) -> Reading:
     return Reading(_with_heartbeat_records(target.backend, state), token=token, pending=pending)
 
 
-def read_pending(backend: object, state: RendezvousState) -> tuple[JoinIntent, ...]:
+def read_pending(backend: RendezvousBackend, state: RendezvousState) -> tuple[JoinIntent, ...]:
     """The join intents after the state's cursor that would still place their node.
 
     The nodes of a round that cannot reach ``min_nodes`` yet wait there, outside
     the state (see :func:`rdzv.core.intents.should_hold`): without them a job whose
-    nodes are still arriving would look empty. The freshness of an intent is not
-    judged here (that needs the run's settings); the caller shows its age.
+    nodes are still arriving would look empty (see :func:`rdzv.watching.reading.read_pending`).
 
     Raises:
         CommandError: the backend cannot be reached.
     """
-    if not isinstance(backend, IntentLog):
-        return ()
     try:
-        records, _ = backend.read_intents(state.intent_cursor)
+        return reading.read_pending(backend, state)
     except RendezvousConnectionError as e:
         raise CommandError(str(e)) from e
-    decoded, _ = decode_records(records)
-    latest: dict[NodeDesc, JoinIntent] = {}
-    for record in decoded:
-        if isinstance(record, Withdrawal):
-            latest.pop(record.node, None)  # its join ended: it waits no more
-        elif moves(state, record):
-            latest[record.node] = record
-    return tuple(sorted(latest.values(), key=lambda i: i.node))
 
 
 def _with_heartbeat_records(backend: object, state: RendezvousState) -> RendezvousState:
@@ -401,10 +388,34 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--watch",
         nargs="?",
         type=positive_float,
-        const=DEFAULT_WATCH_INTERVAL,
+        const=0.0,
         metavar="SECONDS",
-        help=f"refresh on every change and at least every SECONDS "
-        f"(default {DEFAULT_WATCH_INTERVAL:g}) until Ctrl-C",
+        help="follow the rendezvous: redraw on every change of the state (with --json: one "
+        "event per line) until Ctrl-C; heartbeats and pending joins are read every SECONDS "
+        "(default: the keep-alive interval)",
+    )
+    page = parser.add_argument_group("web page (read-only, live)")
+    page.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve a live page of the rendezvous on http://HOST:PORT/ until Ctrl-C",
+    )
+    page.add_argument(
+        "--port",
+        type=non_negative_int,
+        default=DEFAULT_PAGE_PORT,
+        help=f"port of the page (default {DEFAULT_PAGE_PORT}; 0: a free one)",
+    )
+    page.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; any other needs --token)",
+    )
+    page.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="a secret the page's URL must carry (?token=TOKEN); required off loopback "
+        "(default: $RDZV_STATUS_TOKEN)",
     )
     return parser
 
@@ -416,13 +427,19 @@ def run(args: argparse.Namespace, out: Output) -> int:
         CommandError: the backend cannot be reached or an option is invalid.
     """
     settings = keep_alive_settings(args)
+    if args.serve:
+        from rdzv.cli.status_page import run_page  # noqa: PLC0415 - it imports this module
+
+        return run_page(args, settings, out)
+    if args.watch is not None:
+        from rdzv.cli.status_watch import run_watch  # noqa: PLC0415 - it imports this module
+
+        return run_watch(args, settings, out)
     target = open_target(args)
     try:
-        if args.watch is None:
-            reading = read_state(target)
-            out(_render(_document(reading, settings, args, target), args.json, compact=False))
-            return _status_of(reading)
-        return _watch(target, settings, args, out)
+        reading = read_state(target)
+        out(_render(_document(reading, settings, args, target), args.json, compact=False))
+        return _status_of(reading)
     finally:
         target.close()
 
@@ -438,45 +455,3 @@ def _document(
         endpoint=args.endpoint,
         where=target.where,
     )
-
-
-def _refresh(
-    target: Target, settings: RendezvousSettings, args: argparse.Namespace
-) -> tuple[str, Reading | None]:
-    try:
-        reading = read_state(target)
-    except CommandError as e:
-        # The host may be restarting: the watch goes on and says what failed.
-        if args.json:
-            return json.dumps({"format": FORMAT_VERSION, "result": "error", "error": str(e)}), None
-        return f"error: {e}", None
-    return _render(_document(reading, settings, args, target), args.json, compact=True), reading
-
-
-def _watch(
-    target: Target, settings: RendezvousSettings, args: argparse.Namespace, out: Output
-) -> int:
-    interval: float = args.watch
-    clear = not args.json and sys.stdout.isatty()
-    try:
-        while True:
-            started = time.monotonic()
-            text, reading = _refresh(target, settings, args)
-            if clear:
-                out(f"{_CLEAR_SCREEN}every {interval:g} s and on change; Ctrl-C to stop\n{text}")
-            elif args.json:
-                out(text)
-            else:
-                out(f"--- {time.strftime('%H:%M:%S')}\n{text}")
-            if reading is not None and reading.state is not None:
-                try:
-                    target.backend.wait_for_change(reading.token, interval)
-                except RendezvousConnectionError:
-                    time.sleep(interval)
-            else:
-                time.sleep(interval)
-            pause = _MIN_REFRESH_GAP - (time.monotonic() - started)
-            if pause > 0:
-                time.sleep(pause)
-    except KeyboardInterrupt:
-        return ExitStatus.OK
