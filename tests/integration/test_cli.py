@@ -430,7 +430,7 @@ def test_serve_etcd_on_a_chosen_port_until_ctrl_c(
     assert process_gone(etcd_pid)
 
 
-def test_status_watch_prints_a_json_line_per_refresh_until_ctrl_c(
+def test_status_watch_json_prints_a_line_per_change_of_status_until_ctrl_c(
     tcp_server: tuple[subprocess.Popen[str], int, Path],
     stop_later: Callable[[subprocess.Popen[str]], subprocess.Popen[str]],
 ) -> None:
@@ -441,11 +441,11 @@ def test_status_watch_prints_a_json_line_per_refresh_until_ctrl_c(
     stdout = watch.stdout
     assert stdout is not None
     first = json.loads(stdout.readline())
-    assert first["result"] == "no_state"
+    assert (first["type"], first["status"]) == ("watch_status", "no_state")
     with TCPStore("127.0.0.1", port, auth_token="s3cret") as store:
         store.set("rdzv.rendezvous.later", b"bm90IGEgc3RhdGU=")
     wait_until(
-        lambda: json.loads(stdout.readline())["result"] == "corrupt",
+        lambda: json.loads(stdout.readline())["status"] == "corrupt",
         20,
         "the watch to see the new value",
     )

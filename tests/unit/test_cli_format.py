@@ -256,9 +256,10 @@ def test_durations_must_be_positive_finite_numbers(text: str) -> None:
         positive_float(text)
 
 
-def test_watch_without_a_value_refreshes_every_two_seconds() -> None:
+def test_watch_without_a_value_refreshes_heartbeats_every_keep_alive_interval() -> None:
+    """0 stands for "the keep-alive interval" (the watcher's default refresh)."""
     common = ["status", "--backend", "c10d", "--endpoint", "h", "--run-id", "j"]
-    assert build_parser().parse_args([*common, "--watch"]).watch == 2.0
+    assert build_parser().parse_args([*common, "--watch"]).watch == 0.0
     assert build_parser().parse_args([*common, "--watch", "0.5"]).watch == 0.5
     assert build_parser().parse_args(common).watch is None
 

@@ -15,7 +15,7 @@ so that a web page elsewhere cannot read this one through DNS rebinding.
 
 Every wait is bounded: a stream sends a comment every 15 s and ends within
 half a second of the server stopping; stopping (Ctrl-C, SIGTERM) stops the
-watcher and the server, then waits at most the watcher's refresh period for it.
+watcher and the server, then gives the watcher's thread one second.
 """
 
 from __future__ import annotations
@@ -256,6 +256,8 @@ def run_page(args: argparse.Namespace, settings: RendezvousSettings, out: Output
         if serving.is_alive():
             server.shutdown()  # (it waits for serve_forever, which must be running)
         server.server_close()
-        feeding.join(timeout=watcher.refresh + args.read_timeout)
+        # A watcher blocked in a request (a store that does not answer) is a daemon
+        # that reads only: it is given a moment, not the request's whole timeout.
+        feeding.join(timeout=1.0)
         watcher.close()
     return ExitStatus.OK

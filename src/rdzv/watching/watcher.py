@@ -43,15 +43,19 @@ __all__ = ["Watcher"]
 
 _FIRST_RETRY = 0.5
 _SHORTEST_WAIT = 0.05
+LONGEST_WAIT = 5.0
+"""Longest single wait for a change: :meth:`Watcher.stop` takes effect within it (a wait
+in flight is not interrupted), whatever the refresh period."""
 
 
 class Watcher:
     """Yields events, status changes and snapshots of one run until :meth:`stop`.
 
     Iterate it (in one thread); :meth:`stop` may be called from any thread and
-    ends the iteration within ``refresh`` seconds (a wait for a change in flight
-    is not interrupted) or the backend's request timeout. A
-    snapshot follows every change; with no change, one per ``refresh``.
+    ends the iteration within :data:`LONGEST_WAIT` or ``refresh`` seconds,
+    whichever is shorter (a wait for a change in flight is not interrupted), or
+    the backend's request timeout. A snapshot follows every change; with no
+    change, one per ``refresh``.
 
     Raises (from iteration):
         ValueError: an invalid option, found when the backend is opened.
@@ -152,7 +156,9 @@ class Watcher:
             state = None if fetched is None else decode_state(fetched[0])
         except RendezvousStateError as e:
             self._token = fetched[1] if fetched is not None else source.raw_token()
-            self._set_status("corrupt", f"{e} The watcher shows the state again once it decodes.")
+            self._set_status(
+                "corrupt", f"{source.where}: {e} The watcher shows the state once it decodes."
+            )
             return ()
         if fetched is None or state is None:
             self._token = None
@@ -239,7 +245,7 @@ class Watcher:
             self._stopped.wait(self._retry)
             self._retry = min(self._retry * 2, self._refresh)
             return
-        timeout = max(self._next_refresh - time.monotonic(), _SHORTEST_WAIT)
+        timeout = max(min(self._next_refresh - time.monotonic(), LONGEST_WAIT), _SHORTEST_WAIT)
         try:
             self._fetched = self._source.backend.wait_for_change(self._token, timeout)
         except (RendezvousConnectionError, RendezvousStateError):
