@@ -204,7 +204,7 @@ class Watcher:
     def _no_state_message(self) -> str:
         waiting = f" {len(self._pending)} join(s) are pending." if self._pending else ""
         return (
-            f"There is no rendezvous state for run id '{self.settings.run_id}' at {self.where}: "
+            f"There is no rendezvous state for run id '{self.settings.run_id}' ({self.where}): "
             "no round has formed yet, the state expired (etcd TTL), or the c10d store was "
             f"restarted.{waiting} Check the run id and the endpoint; the watcher shows the "
             "round as soon as one forms."

@@ -17,11 +17,17 @@ function now() {
   return Date.now() / 1000 + clockOffset;
 }
 
+// Late: more than two intervals without a heartbeat (the page learns of beats once per
+// interval, so a healthy node's age reaches about two). Dead: past the expiry.
+function lateAfter() {
+  const ka = snapshot.keep_alive;
+  return Math.min(2 * ka.interval, ka.dead_after);
+}
+
 function liveness(beat) {
-  const dead = snapshot.keep_alive.dead_after;
   const age = now() - beat;
-  if (age >= dead) return ["dead", age];
-  if (age >= dead / 2) return ["late", age];
+  if (age >= snapshot.keep_alive.dead_after) return ["dead", age];
+  if (age >= lateAfter()) return ["late", age];
   return ["fresh", age];
 }
 
@@ -97,7 +103,7 @@ function render() {
   }
   const ka = snapshot.keep_alive;
   document.getElementById("legend").textContent =
-    "heartbeat every " + ka.interval + " s; late after " + (ka.dead_after / 2) + " s; dead after " + ka.dead_after + " s";
+    "heartbeat every " + ka.interval + " s; late after " + lateAfter() + " s; dead after " + ka.dead_after + " s";
   renderTable();
   const pending = document.getElementById("pending");
   pending.replaceChildren();
@@ -126,7 +132,8 @@ function describe(e) {
 function addEvent(e) {
   const list = document.getElementById("timeline");
   const time = e.at ? new Date(e.at * 1000).toLocaleTimeString() : "";
-  list.prepend(el("li", time + "  " + describe(e), e.type));
+  const kind = e.type === "watch_status" ? "watch_status " + e.status : e.type;
+  list.prepend(el("li", time + "  " + describe(e), kind));
   while (list.children.length > 500) list.lastChild.remove();
 }
 
