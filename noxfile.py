@@ -15,8 +15,10 @@ def tests(session: nox.Session) -> None:
     """The test suite: unit tests of the core, integration tests on real backends."""
     # etcd3: the etcd-v3 backend's tests run here, never skipped for want of etcd3gw.
     session.install("-e", ".[test,etcd3]")
-    # tests/interop needs torch: it runs in its own session.
-    session.run("pytest", "--ignore=tests/interop", *(session.posargs or ["-q"]))
+    # tests/interop needs torch, tests/browser a browser: each runs in its own session.
+    session.run(
+        "pytest", "--ignore=tests/interop", "--ignore=tests/browser", *(session.posargs or ["-q"])
+    )
 
 
 @nox.session(python=PYTHON)
@@ -97,6 +99,17 @@ def interop(session: nox.Session) -> None:
     if not str(version).strip().startswith("2.13.0"):
         session.error(f"torch 2.13.0 is required, the session has {version!r}")
     session.run("pytest", *(session.posargs or ["-q"]), "tests/interop")
+
+
+@nox.session(python=PYTHON)
+def browser(session: nox.Session) -> None:
+    """``rdzv status --serve`` in a headless Chromium (tests/browser), driven by selenium.
+
+    Needs Debian's ``chromium`` and ``chromium-driver`` (/usr/bin/chromium,
+    /usr/bin/chromedriver), which ``.ci/run`` installs; nothing is downloaded.
+    """
+    session.install("-e", ".[test]", "selenium>=4.20")
+    session.run("pytest", *(session.posargs or ["-q"]), "tests/browser")
 
 
 @nox.session(python=PYTHON)
