@@ -164,7 +164,9 @@ class Watcher:
             self._token = None
             if due:
                 self._pending = read_pending(source.backend, RendezvousState())
-            self._set_status("no_state", self._no_state_message())
+            self._set_status(
+                "no_state", _no_state_message(self.settings.run_id, self.where, self._pending)
+            )
             return ()
         changed = fetched[1] != self._token or self._state is None or self._status != "ok"
         self._token = fetched[1]
@@ -200,15 +202,6 @@ class Watcher:
     @property
     def _expiry(self) -> float:
         return self.settings.heartbeat_expiry
-
-    def _no_state_message(self) -> str:
-        waiting = f" {len(self._pending)} join(s) are pending." if self._pending else ""
-        return (
-            f"There is no rendezvous state for run id '{self.settings.run_id}' ({self.where}): "
-            "no round has formed yet, the state expired (etcd TTL), or the c10d store was "
-            f"restarted.{waiting} Check the run id and the endpoint; the watcher shows the "
-            "round as soon as one forms."
-        )
 
     _status_changed = False
 
@@ -250,3 +243,13 @@ class Watcher:
             self._fetched = self._source.backend.wait_for_change(self._token, timeout)
         except (RendezvousConnectionError, RendezvousStateError):
             self._fetched = None  # the next read says what it is
+
+
+def _no_state_message(run_id: str, where: str, pending: tuple[JoinIntent, ...]) -> str:
+    waiting = f" {len(pending)} join(s) are pending." if pending else ""
+    return (
+        f"There is no rendezvous state for run id '{run_id}' ({where}): "
+        "no round has formed yet, the state expired (etcd TTL), or the c10d store was "
+        f"restarted.{waiting} Check the run id and the endpoint; the watcher shows the "
+        "round as soon as one forms."
+    )
