@@ -10,8 +10,9 @@ from their first call) forces ``gc.collect()`` at random calls. Nothing is close
 by hand.
 
 The last line printed is a JSON object: what was created, the collections forced,
-and the threads, file descriptors and store servers before and after. A hang
-makes ``faulthandler`` print every thread's stack and exit with status 1.
+the errors raised, and the threads, file descriptors and store servers before and
+after; the exit status is 1 if there was an error. A hang makes ``faulthandler``
+print every thread's stack and exit with status 1.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Stress:
         self.directory = directory
         self.created: Counter[str] = Counter()
         self.collections = 0
+        self.errors: list[str] = []
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -83,10 +85,15 @@ class Stress:
         rng = random.Random(f"{self.seed}-worker-{index}")
         actions = [self.tcp_host, self.tcp_shared, self.tcp_client, self.file, self.c10d]
         while time.monotonic() < self.deadline:
-            rng.choice(actions)(rng)
+            try:
+                rng.choice(actions)(rng)
+            except Exception as e:
+                with self._lock:
+                    self.errors.append(f"{type(e).__name__}: {e}")
 
     def tcp_host(self, rng: random.Random) -> None:
-        self.drop("tcp host", TCPStore(LOOPBACK, 0, is_master=True, multi_tenant=rng.random() < 0.5))
+        shared = rng.random() < 0.5
+        self.drop("tcp host", TCPStore(LOOPBACK, 0, is_master=True, multi_tenant=shared))
 
     def tcp_shared(self, rng: random.Random) -> None:
         first = TCPStore(LOOPBACK, 0, is_master=True, multi_tenant=True)
@@ -151,12 +158,13 @@ def main() -> int:
     report = {
         "created": dict(stress.created),
         "collections": stress.collections,
+        "errors": stress.errors,
         "before": before,
         "after": after,
         "left": {k: v for k, v in _threads().items() if k != "MainThread"},
     }
     print(json.dumps(report), flush=True)
-    return 0
+    return 1 if stress.errors else 0
 
 
 if __name__ == "__main__":
