@@ -27,12 +27,13 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import etcd
+
+from rdzv._reaper import track
 
 __all__ = [
     "BINARY_ENV_VARS",
@@ -142,7 +143,7 @@ def _port_is_free(port: int) -> bool:
 class _Resources:
     """What an ``EtcdServer`` must release: its process and the paths it created.
 
-    Kept apart from the server so that ``weakref.finalize`` can release them
+    Kept apart from the server so that the reaper can release them
     without holding the server alive.
     """
 
@@ -261,7 +262,7 @@ class EtcdServer:
         # do), but the next start() picks new ones.
         self._ports_released = False
         self._resources = _Resources()
-        self._finalizer = weakref.finalize(self, self._resources.release)
+        self._release = track(self, self._resources.release, "EtcdServer")
 
     @property
     def enable_v2(self) -> bool:

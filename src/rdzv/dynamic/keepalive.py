@@ -8,6 +8,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
+from rdzv._reaper import track
 from rdzv.api import RendezvousError
 from rdzv.core import NodeDesc, RendezvousSettings, pacing, protocol
 from rdzv.dynamic.executor import Clock, RendezvousOpExecutor
@@ -103,8 +104,7 @@ class KeepAliveThread:
         self._thread = threading.Thread(
             target=self._run, args=(method, first, self._stop), name=name, daemon=True
         )
-        self._finalizer = weakref.finalize(beat.__self__, self._stop.set)  # type: ignore[attr-defined]
-        self._finalizer.atexit = False
+        self._release = track(beat.__self__, self._stop.set, "keep-alive thread")  # type: ignore[attr-defined]
         self._thread.start()
 
     @staticmethod
@@ -121,7 +121,7 @@ class KeepAliveThread:
     def stop(self, timeout: float) -> bool:
         """Stop, and wait up to ``timeout`` seconds for the thread (unless called from it);
         whether it has ended (or is the caller)."""
-        self._stop.set()
+        self._release()
         if threading.current_thread() is self._thread:
             return True
         self._thread.join(timeout)

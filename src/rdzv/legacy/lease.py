@@ -18,10 +18,11 @@ import logging
 import random
 import threading
 import time
-import weakref
 from typing import Final
 
 import etcd
+
+from rdzv._reaper import track
 
 __all__ = ["MAX_RETRY_DELAY", "LeaseRenewal"]
 
@@ -79,7 +80,7 @@ class LeaseRenewal:
             daemon=True,
         )
         self._join_timeout = client.read_timeout + 1.0
-        self._finalizer = weakref.finalize(self, self._stop.set)
+        self._release = track(self, self._stop.set, "lease keeper")
 
     def start(self) -> LeaseRenewal:
         """Start renewing (the first renewal happens at once); return ``self``."""
@@ -95,7 +96,7 @@ class LeaseRenewal:
 
         The key is left as it is: it expires one TTL after its last renewal.
         """
-        self._stop.set()
+        self._release()
         if (
             wait
             and self._thread.ident is not None

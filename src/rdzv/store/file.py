@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import struct
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
+from rdzv._reaper import track
 from rdzv.store.base import (
     DEFAULT_STORE_TIMEOUT,
     Store,
@@ -237,7 +238,7 @@ class FileStore(Store):
         except BaseException:
             log.close()
             raise
-        self._finalizer = weakref.finalize(self, _release, log, world_size)
+        self._release = track(self, functools.partial(_release, log, world_size), "FileStore")
 
     @property
     def path(self) -> str:
@@ -380,7 +381,7 @@ class FileStore(Store):
 
     def close(self) -> None:
         """Count this instance out (see the class) and close the file. Idempotent."""
-        self._finalizer()
+        self._release()
 
     def __enter__(self) -> FileStore:
         return self

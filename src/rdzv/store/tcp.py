@@ -19,10 +19,10 @@ import secrets
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from rdzv._reaper import track
 from rdzv.store.base import (
     DEFAULT_STORE_TIMEOUT,
     Store,
@@ -279,7 +279,7 @@ def _connect(host: str, port: int, token: bytes | None, connect_timeout: float) 
 class _Pool:
     """The connections of one ``TCPStore`` (and its server, on the master).
 
-    Kept apart from the store so that ``weakref.finalize`` can close it.
+    Kept apart from the store so that the reaper can close it once the store is dropped.
     """
 
     def __init__(
@@ -463,7 +463,7 @@ class TCPStore(Store):
         self._host = host_name
         self._port = port
         self._pool = _Pool(connect_host, port, token, connect_timeout, release)
-        self._finalizer = weakref.finalize(self, self._pool.close)
+        self._release = track(self, self._pool.close, "TCPStore")
         try:
             self._pool.release(self._pool.acquire(), reusable=True)
             if world_size is not None and wait_for_workers:
@@ -709,7 +709,7 @@ class TCPStore(Store):
 
     def close(self) -> None:
         """Close this client's connections; on the master, also stop the server. Idempotent."""
-        self._finalizer()
+        self._release()
 
     def __enter__(self) -> TCPStore:
         return self

@@ -24,10 +24,10 @@ import os
 import secrets
 import socket
 import threading
-import weakref
 from collections.abc import Callable
 from typing import cast
 
+from rdzv._reaper import Release, track
 from rdzv.store.base import StoreError
 from rdzv.store.tcp_protocol import (
     AUTH_TOKEN_ENV,
@@ -658,8 +658,8 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
 
 
 class _Runner:
-    """The loop thread, apart from :class:`TCPStoreServer` so that ``weakref.finalize`` can stop
-    it without keeping the server object alive."""
+    """The loop thread, apart from :class:`TCPStoreServer` so that the reaper can stop it
+    without keeping the server object alive."""
 
     def __init__(self, sock: socket.socket, token: bytes | None, handshake: float, backlog: int):
         self._sock = sock
@@ -769,7 +769,7 @@ class TCPStoreServer:
         self._listen_fd = listen_fd
         self._backlog = backlog
         self._runner: _Runner | None = None
-        self._finalizer: weakref.finalize[[], TCPStoreServer] | None = None
+        self._release: Release | None = None
 
     @property
     def host(self) -> str:
@@ -820,7 +820,7 @@ class TCPStoreServer:
         runner = _Runner(sock, self._token, self._handshake_timeout, self._backlog)
         runner.start()
         self._runner = runner
-        self._finalizer = weakref.finalize(self, runner.stop)
+        self._release = track(self, runner.stop, "TCPStoreServer")
         return self
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -834,8 +834,8 @@ class TCPStoreServer:
 
     def stop(self) -> None:
         """Close every connection and the listening socket, and join the thread. Idempotent."""
-        if self._finalizer is not None:
-            self._finalizer()
+        if self._release is not None:
+            self._release()
 
     def __enter__(self) -> TCPStoreServer:
         if self._runner is None:
