@@ -52,6 +52,8 @@ BINARY_ENV_VARS = ("RDZV_ETCD_BINARY_PATH", "TORCHELASTIC_ETCD_BINARY_PATH")
 _HOST = "127.0.0.1"
 _READY_POLL_INTERVAL = 0.02
 _STOP_GRACE_PERIOD = 10.0
+_KILL_WAIT = 10.0
+"""Seconds to wait for etcd to exit after SIGKILL: only a process stuck in the kernel is slower."""
 _LOG_TAIL_LINES = 15
 
 # A one-member cluster has nobody to hear from, so the only effect of the default
@@ -74,7 +76,7 @@ class EtcdBinaryNotFoundError(EtcdServerError):
 
 
 class EtcdServerTimeoutError(EtcdServerError, TimeoutError):
-    """etcd was started but did not answer within the start timeout."""
+    """etcd did not answer within the start timeout, or did not exit when stopped."""
 
 
 def find_etcd_binary() -> str:
@@ -153,18 +155,30 @@ class _Resources:
         self.owned_paths: list[str] = []
 
     def stop_process(self, kill: bool = False) -> None:
+        """Stop etcd: SIGTERM then SIGKILL after the grace period, or SIGKILL at once.
+
+        Raises:
+            EtcdServerTimeoutError: etcd is still there ``_KILL_WAIT`` s after SIGKILL.
+        """
         process, self.process = self.process, None
-        if process is not None and process.poll() is None and kill:
-            process.kill()
-            process.wait()
-        elif process is not None and process.poll() is None:
+        if process is None or process.poll() is not None:
+            return
+        if not kill:
             process.terminate()
             try:
                 process.wait(_STOP_GRACE_PERIOD)
+                return
             except subprocess.TimeoutExpired:
                 logger.warning("etcd (pid %d) ignored SIGTERM; killing it.", process.pid)
-                process.kill()
-                process.wait()
+        process.kill()
+        try:
+            process.wait(_KILL_WAIT)
+        except subprocess.TimeoutExpired:
+            raise EtcdServerTimeoutError(
+                f"etcd (pid {process.pid}) did not exit within {_KILL_WAIT:.0f} s of SIGKILL: "
+                "it is stuck in the kernel (`ps -o stat= -p PID` shows D for a stuck disk). "
+                "It is left to the operating system; its data directory is kept."
+            ) from None
 
     def remove_paths(self) -> None:
         for path in self.owned_paths:
@@ -438,6 +452,10 @@ class EtcdServer:
             kill: SIGKILL instead of a graceful shutdown.
 
         Does nothing more if already stopped; never raises for a dead process.
+
+        Raises:
+            EtcdServerTimeoutError: etcd did not exit within 10 s of SIGKILL (a process
+                stuck in the kernel); it is left running and its data kept.
         """
         self._resources.stop_process(kill)
         if keep_data:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -276,3 +278,33 @@ def test_a_forked_child_gets_its_own_lock_and_does_not_count_itself_out(path: st
     assert os.path.exists(path)
     parent.close()
     assert not os.path.exists(path)
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_file_locked_by_a_stuck_process_times_out_within_the_store_timeout(
+    path: str, open_store: Callable[..., FileStore]
+) -> None:
+    store = open_store(timeout=0.5)
+    store.set("key", b"value")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, path], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(StoreTimeoutError, match=r"stayed locked by another process for 0\.5 s"):
+            store.get("key")
+        store.set_timeout(timedelta(seconds=0.2))
+        with pytest.raises(StoreTimeoutError, match=r"for 0\.2 s"):
+            store.set("key", b"other")
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert store.get("key") == b"value"

@@ -55,8 +55,9 @@ def _record(kind: bytes, key: bytes, value: bytes = b"") -> bytes:
 class _Log:
     """The open file, the records read so far, and the locks; shared with the finalizer."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lock_timeout: float) -> None:
         self.path = path
+        self.lock_timeout = lock_timeout
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.owner_pid = self._fd_pid = os.getpid()
         self.data: dict[bytes, bytes] = {}
@@ -72,7 +73,9 @@ class _Log:
             StoreClosedError: the store was closed.
             StoreError: the file is not a file store, or is corrupt.
         """
-        with self._mutex:
+        deadline = time.monotonic() + self.lock_timeout
+        self._acquire_mutex()
+        try:
             if self.fd < 0:
                 raise StoreClosedError("This FileStore was closed; create a new one.")
             if os.getpid() != self._fd_pid:
@@ -81,12 +84,35 @@ class _Log:
                 os.close(self.fd)
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 self._fd_pid = os.getpid()
-            fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            self._flock(fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, deadline)
             try:
                 self._refresh(exclusive)
                 yield self.data
             finally:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
+
+    def _flock(self, mode: int, deadline: float) -> None:
+        """Lock the file, polling: a blocking ``flock`` would wait for ever on a stopped peer."""
+        delay = _POLL_MIN / 10
+        while True:
+            try:
+                fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._locked_too_long("another process") from None
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, _POLL_MAX)
+
+    def _locked_too_long(self, holder: str) -> StoreTimeoutError:
+        return StoreTimeoutError(
+            f"The file store at {self.path} stayed locked by {holder} for "
+            f"{self.lock_timeout:g} s (the store timeout). A process that holds it may be "
+            "stopped or hung; find it with `fuser` and end it, or raise the timeout."
+        )
 
     def write(self, *records: tuple[bytes, bytes, bytes]) -> None:
         """Append records and apply them to ``data``; call only inside ``locked(True)``."""
@@ -167,10 +193,17 @@ class _Log:
         return pos
 
     def close(self) -> None:
-        with self._mutex:
+        self._acquire_mutex()
+        try:
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
+        finally:
+            self._mutex.release()
+
+    def _acquire_mutex(self) -> None:
+        if not self._mutex.acquire(timeout=min(self.lock_timeout, threading.TIMEOUT_MAX)):
+            raise self._locked_too_long("another thread of this process")
 
 
 def _add(log: _Log, key: bytes, amount: int) -> int:
@@ -230,7 +263,7 @@ class FileStore(Store):
         super().__init__(timeout)
         self._path = os.fspath(file_name)
         self._world_size = world_size
-        log = _Log(self._path)
+        log = _Log(self._path, self.timeout.total_seconds())
         self._log = log
         try:
             with log.locked(exclusive=True):
@@ -239,6 +272,10 @@ class FileStore(Store):
             log.close()
             raise
         self._release = track(self, functools.partial(_release, log, world_size), "FileStore")
+
+    def set_timeout(self, timeout: timedelta) -> None:
+        super().set_timeout(timeout)
+        self._log.lock_timeout = timeout.total_seconds()
 
     @property
     def path(self) -> str:
