@@ -235,7 +235,17 @@ class _Node:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        self.reap()
+
+    def reap(self) -> None:
+        """Wait for the process to end; it was killed or said it exits."""
+        try:
+            self.process.wait(_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise CommandError(
+                f"demo node (pid {self.process.pid}) did not exit within {_STOP_TIMEOUT:.0f} s; "
+                "end it by hand."
+            ) from None
 
     def stderr_tail(self) -> str:
         if self._stderr is None:
@@ -357,7 +367,7 @@ class _Demo:
                 raise CommandError(message)
             self.say(message)
         elif kind == "exit" and not (node.killed or node.phase == "stopped"):
-            node.process.wait()
+            node.reap()
             tail = node.stderr_tail()
             message = f"node {index} (pid {node.pid}) exited with status {node.process.returncode}"
             if not self.holding:

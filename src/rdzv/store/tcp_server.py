@@ -20,6 +20,7 @@ import contextlib
 import enum
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 import socket
@@ -63,6 +64,8 @@ __all__ = [
     "is_loopback_host",
     "resolve_auth_token",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BACKLOG = 2048
 """Pending connections the kernel queues: a whole job's nodes may connect at once."""
@@ -688,7 +691,7 @@ class _Runner:
                 "loop thread never became ready). Check the machine's load and report it."
             )
         if self._error is not None:
-            self._thread.join()
+            self._thread.join(_STOP_JOIN_TIMEOUT)
             raise StoreError(f"The TCP store server could not start: {self._error}") from (
                 self._error
             )
@@ -702,6 +705,13 @@ class _Runner:
                 loop.call_soon_threadsafe(event.set)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(_STOP_JOIN_TIMEOUT)
+            if self._thread.is_alive():
+                logger.warning(
+                    "The TCP store server thread %s did not stop within %.0f s; it is a "
+                    "daemon and ends with the process.",
+                    self._thread.name,
+                    _STOP_JOIN_TIMEOUT,
+                )
 
     def join(self, timeout: float | None) -> bool:
         self._thread.join(timeout)
