@@ -4,7 +4,8 @@ Every decision is the core's (:mod:`rdzv.core.protocol`); this loop only fetches
 the next effect, performs it against the backend and the clock, and feeds the
 outcome back: ``step -> perform -> step``, until the operation finishes or fails.
 Waits block in ``backend.wait_for_change``, so a waiting node wakes when the
-state moves instead of polling. The events a step returns become log lines.
+state moves instead of polling. The events a step returns become log lines; an
+:mod:`observer <rdzv.dynamic.observer>`, when set, sees each write and each end.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rdzv.api import (
 from rdzv.core import NodeDesc, RendezvousSettings, RendezvousState
 from rdzv.core.effects import (
     Changed,
+    CompareAndSet,
     Effect,
     Event,
     Fail,
@@ -35,9 +37,11 @@ from rdzv.core.effects import (
     Started,
     Unreachable,
     WaitForChange,
+    Written,
 )
 from rdzv.core.protocol import Context, Progress, step
 from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend
+from rdzv.dynamic.observer import Observer, OperationEnded, StateWritten, notify
 from rdzv.dynamic.perform import Memory, perform, snapshot_of
 
 __all__ = ["Clock", "RendezvousOpExecutor", "wall_clock"]
@@ -66,7 +70,10 @@ class RendezvousOpExecutor:
     checked by the backend, so no lock is held across an operation (a join that
     waits minutes must not block ``is_closed`` in another thread). The last state
     seen is kept so that the handler can read ranks without another request.
+    ``observer`` (``None``: none) is called as :mod:`rdzv.dynamic.observer` says.
     """
+
+    observer: Observer | None = None
 
     def __init__(
         self,
@@ -107,6 +114,16 @@ class RendezvousOpExecutor:
             RendezvousStateError: the stored state is corrupt.
             RendezvousError: the backend or rdzv failed in an unexpected way.
         """
+        op = progress.op
+        try:
+            state = self._run(progress)
+        except RendezvousError as e:
+            notify(self.observer, OperationEnded(op, self.state, e), self._node)
+            raise
+        notify(self.observer, OperationEnded(op, state), self._node)
+        return state
+
+    def _run(self, progress: Progress) -> RendezvousState:
         outcome: Outcome = Started()
         while True:
             try:
@@ -123,6 +140,15 @@ class RendezvousOpExecutor:
             if isinstance(effect, Fail):
                 raise _ERRORS[effect.failure](effect.message)
             outcome = self._perform(effect)
+            if isinstance(effect, CompareAndSet) and isinstance(outcome, Written):
+                self._wrote(progress, effect.state, outcome.written)
+
+    def _wrote(self, progress: Progress, state: RendezvousState, written: bool) -> None:
+        if self.observer is not None:
+            before = progress.snap.state if progress.snap is not None else RendezvousState()
+            beats = self._memory.observed
+            wrote = StateWritten(progress.op, before, state, written, self._clock(), beats)
+            notify(self.observer, wrote, self._node)
 
     def _context(self) -> Context:
         return Context(

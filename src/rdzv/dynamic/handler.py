@@ -33,6 +33,7 @@ from rdzv.core import (
 from rdzv.dynamic.backend import RendezvousBackend
 from rdzv.dynamic.executor import Clock, RendezvousOpExecutor, wall_clock
 from rdzv.dynamic.keepalive import Heartbeats
+from rdzv.dynamic.observer import Observer
 from rdzv.options import refuse_none
 from rdzv.store.base import Store, StoreError, StoreTimeoutError
 from rdzv.store.prefix import PrefixStore
@@ -71,7 +72,6 @@ class DynamicRendezvousHandler(RendezvousHandler):
         self._settings = settings
         self._backend_name = backend_name
         self._store = store
-        self._backend = backend
         self._clock = clock
         self._executor = RendezvousOpExecutor(node, backend, settings, clock)
         self._heartbeat_lock = threading.Lock()
@@ -139,14 +139,15 @@ class DynamicRendezvousHandler(RendezvousHandler):
         """The round of the state this node saw last (after ``next_rendezvous``: its round)."""
         return self._executor.state.round
 
+    def observe(self, observer: Observer | None) -> None:
+        """Call ``observer`` with this node's writes and operation ends (``None``: stop)."""
+        self._executor.observer = observer
+
     def get_backend(self) -> str:
         return self._backend_name
 
     def get_run_id(self) -> str:
         return self._settings.run_id
-
-    def _deadline(self, timeout: timedelta) -> float:
-        return self._clock() + timeout.total_seconds()
 
     def next_rendezvous(self) -> RendezvousInfo:
         """Leave the previous round (if any) and join until a round includes this node.
@@ -160,7 +161,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         run_id = self._settings.run_id
         logger.info("Node %s joins the next round of rendezvous '%s'.", self._node, run_id)
         self._stop_heartbeats()
-        deadline = self._deadline(self._settings.timeout.join)
+        deadline = self._clock() + self._settings.timeout.join.total_seconds()
         try:
             state = self._executor.run(protocol.join(deadline, leaving=self._joined))
         except RendezvousError:
@@ -248,7 +249,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
         self._heartbeats.stop()
 
     def _close(self) -> None:
-        self._executor.run(protocol.close(self._deadline(self._settings.timeout.close)))
+        deadline = self._clock() + self._settings.timeout.close.total_seconds()
+        self._executor.run(protocol.close(deadline))
         logger.info("Node %s closed rendezvous '%s'.", self._node, self._settings.run_id)
 
 
