@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import etcd
 import pytest
 
+from rdzv.etcd.cluster import EtcdCluster
 from rdzv.etcd_server import EtcdServer
 
 
@@ -50,3 +51,30 @@ def etcd_v3_server() -> Iterator[EtcdServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster_session() -> Iterator[EtcdCluster]:
+    """A 3-member etcd cluster (v2 and v3 API) on loopback, for the whole session."""
+    cluster = EtcdCluster(3)
+    cluster.start(timeout=60)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def etcd_cluster(etcd_cluster_session: EtcdCluster) -> Iterator[EtcdCluster]:
+    """The session's 3-member cluster, whole again after the test: every member that a
+    test killed is restarted, every paused one resumed."""
+    cluster = etcd_cluster_session
+    try:
+        yield cluster
+    finally:
+        for member in cluster.members:
+            if member.paused:
+                cluster.resume(member.index)
+            elif not member.is_running():
+                cluster.restart(member.index)
+        cluster.wait_until_ready(60)

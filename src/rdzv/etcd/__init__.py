@@ -1,0 +1,1 @@
+"""etcd as rdzv's distributed engine: reaching a cluster's members, and running one locally."""
