@@ -21,6 +21,10 @@ torch's own handler does with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``. The agen
 store cannot be shared: trainers would connect to it with torch's C++ ``TCPStore``
 client, which does not speak rdzv's protocol (nor etcd's).
 
+The handler records its rendezvous in torch's event stream
+(``torch.distributed.elastic.events``) as torch's own handler does: see
+:mod:`rdzv.torch_events`.
+
 This module imports torch; ``import rdzv`` never imports this module.
 """
 
@@ -56,6 +60,7 @@ from rdzv.api import (
 from rdzv.registry import get_rendezvous_handler
 from rdzv.store.base import Store, StoreError, StoreTimeoutError
 from rdzv.store.tcp_protocol import StoreConnectionError
+from rdzv.torch_events import TorchEventRecorder, record_creation_failure
 
 __all__ = [
     "TORCHRUN_BACKENDS",
@@ -230,6 +235,7 @@ class TorchRendezvousHandler(torch_api.RendezvousHandler):
     def __init__(self, handler: RendezvousHandler, backend: str) -> None:
         self._handler = handler
         self._backend = backend
+        self._events = TorchEventRecorder.attach(handler)
 
     @property
     def rdzv_handler(self) -> RendezvousHandler:
@@ -252,8 +258,10 @@ class TorchRendezvousHandler(torch_api.RendezvousHandler):
             ``RendezvousConnectionError``, ``RendezvousStateError`` or
             ``RendezvousGracefulExitError``, from rdzv's error of the same name.
         """
-        with _torch_rendezvous_errors():
+        self._events.joining()
+        with self._failures("next_rendezvous"):
             info = self._handler.next_rendezvous()
+        self._events.joined(info.rank, info.world_size)
         bootstrap = info.bootstrap_store_info
         return torch_api.RendezvousInfo(
             TorchStoreAdapter(info.store),
@@ -263,23 +271,36 @@ class TorchRendezvousHandler(torch_api.RendezvousHandler):
         )
 
     def is_closed(self) -> bool:
-        with _torch_rendezvous_errors():
+        with self._failures("is_closed"):
             return self._handler.is_closed()
 
     def set_closed(self) -> None:
-        with _torch_rendezvous_errors():
+        with self._failures("set_closed"):
             self._handler.set_closed()
 
     def num_nodes_waiting(self) -> int:
-        with _torch_rendezvous_errors():
+        with self._failures("num_nodes_waiting"):
             return self._handler.num_nodes_waiting()
 
     def get_run_id(self) -> str:
         return self._handler.get_run_id()
 
     def shutdown(self) -> bool:
-        with _torch_rendezvous_errors():
-            return self._handler.shutdown()
+        with self._failures("shutdown"):
+            closed = self._handler.shutdown()
+        if not closed:
+            self._events.shutdown_failed()
+        return closed
+
+    @contextlib.contextmanager
+    def _failures(self, method: str) -> Iterator[None]:
+        """torch's errors for rdzv's, each recorded as torch's ``method`` records it."""
+        try:
+            with _torch_rendezvous_errors():
+                yield
+        except Exception as e:
+            self._events.failed(method, e)
+            raise
 
     def __repr__(self) -> str:
         return f"TorchRendezvousHandler({self._backend!r}, {self._handler!r})"
@@ -313,8 +334,12 @@ def create_torch_handler(
         local_addr=params.local_addr,
         **params.config,
     )
-    with _torch_rendezvous_errors():
-        handler = get_rendezvous_handler(rdzv_params)
+    try:
+        with _torch_rendezvous_errors():
+            handler = get_rendezvous_handler(rdzv_params)
+    except Exception as e:
+        record_creation_failure(params.run_id, e)
+        raise
     return TorchRendezvousHandler(handler, params.backend)
 
 
