@@ -1,11 +1,11 @@
-"""Parsing ``<host>[:<port>]`` rendezvous endpoints."""
+"""Parsing ``<host>[:<port>]`` rendezvous endpoints, and comma-separated lists of them."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 
-__all__ = ["parse_rendezvous_endpoint"]
+__all__ = ["parse_endpoint_list", "parse_rendezvous_endpoint"]
 
 _HOST = re.compile(r"^[\w.:-]+$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
@@ -68,3 +68,34 @@ def parse_rendezvous_endpoint(endpoint: str | None, default_port: int) -> tuple[
             "labels, an IPv4 address, or an IPv6 address."
         )
     return host, port
+
+
+def parse_endpoint_list(endpoint: str | None, default_port: int) -> list[tuple[str, int]]:
+    """Split ``host1[:port1],host2[:port2],...`` into ``(host, port)`` pairs, in order.
+
+    Each item is read as :func:`parse_rendezvous_endpoint` reads one endpoint (so
+    a single endpoint gives a list of one). The members of an etcd cluster are
+    written so: every etcd path of rdzv takes such a list.
+
+    Raises:
+        ValueError: an item is empty or invalid, or one member is listed twice;
+            the message names the item.
+    """
+    text = (endpoint or "").strip()
+    if "," not in text:
+        return [parse_rendezvous_endpoint(text, default_port)]
+    members: list[tuple[str, int]] = []
+    for item in text.split(","):
+        if not item.strip():
+            raise ValueError(
+                f"The rendezvous endpoint '{text}' has an empty item; write the members of a "
+                "cluster as host1:port1,host2:port2 with no empty place between commas."
+            )
+        member = parse_rendezvous_endpoint(item, default_port)
+        if member in members:
+            raise ValueError(
+                f"The rendezvous endpoint '{text}' lists {item.strip()} twice; list each member "
+                "of the cluster once."
+            )
+        members.append(member)
+    return members

@@ -3,7 +3,10 @@
 python-etcd hands requests to urllib3, whose default retry policy repeats a
 request that timed out three more times: a failing etcd would take four times
 ``read_timeout`` to report. The client built here makes one attempt per request,
-so a failure surfaces within ``read_timeout``.
+so a failure surfaces within ``read_timeout``. An endpoint that lists several
+members (``host1:2379,host2:2379,host3:2379``) gets a
+:class:`~rdzv.etcd.v2_client.ClusterClient`, which moves a failed request to the
+next member within that same ``read_timeout``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import etcd
 import urllib3
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
-from rdzv.endpoint import parse_rendezvous_endpoint
+from rdzv.endpoint import parse_endpoint_list
+from rdzv.etcd.v2_client import ClusterClient, OneAttemptClient
 from rdzv.options import refuse_none
 
 __all__ = [
@@ -24,6 +28,7 @@ __all__ = [
     "connection_error",
     "create_etcd_client",
     "etcd_client_options",
+    "etcd_members",
 ]
 
 DEFAULT_ETCD_PORT = 2379
@@ -47,7 +52,7 @@ def _without_v2_api(error: BaseException) -> bool:
 
 
 def connection_error(endpoint: str, error: BaseException) -> RendezvousConnectionError:
-    """A ``RendezvousConnectionError`` that names the endpoint and the cause."""
+    """A ``RendezvousConnectionError`` that names the endpoint (every member) and the cause."""
     if _without_v2_api(error):
         return RendezvousConnectionError(
             f"etcd at {endpoint} does not serve the v2 API that the etcd-v2 and etcd backends "
@@ -78,17 +83,6 @@ def check_etcd_v2(client: etcd.Client, key: str) -> None:
         raise connection_error(str(client.base_uri), e) from e
 
 
-class _OneAttemptClient(etcd.Client):
-    """An ``etcd.Client`` whose HTTP pool never repeats a request on its own."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        assert self.http is not None  # python-etcd always makes one in __init__
-        pool_options: dict[str, Any] = dict(self.http.connection_pool_kw)
-        pool_options.pop("retries", None)
-        self.http = urllib3.PoolManager(num_pools=10, retries=False, **pool_options)
-
-
 def _positive(params: RendezvousParameters, key: str, default: float) -> float:
     value = params.get_as_float(key, default)
     assert value is not None
@@ -106,8 +100,20 @@ def _existing_file(params: RendezvousParameters, key: str) -> str | None:
     return path
 
 
+def etcd_members(params: RendezvousParameters) -> list[tuple[str, int]]:
+    """``(host, port)`` of each etcd member that ``params.endpoint`` lists (default port 2379).
+
+    Raises:
+        ValueError: the endpoint or an item of its list is invalid.
+    """
+    return parse_endpoint_list(params.endpoint, DEFAULT_ETCD_PORT)
+
+
 def etcd_client_options(params: RendezvousParameters) -> dict[str, Any]:
     """Validate the etcd options of ``params`` and return ``etcd.Client`` keyword arguments.
+
+    ``host`` and ``port`` are those of the first member (see :func:`etcd_members`
+    for all of them); every other option applies to every member.
 
     Options (torch's names): ``read_timeout`` (seconds, default 60), ``protocol``
     (``http`` or ``https``), ``ssl_cert``/``ssl_cert_key`` (client certificate),
@@ -119,7 +125,7 @@ def etcd_client_options(params: RendezvousParameters) -> dict[str, Any]:
         ValueError: an option is invalid; the message names it.
     """
     refuse_none(params, "read_timeout")
-    host, port = parse_rendezvous_endpoint(params.endpoint, DEFAULT_ETCD_PORT)
+    host, port = etcd_members(params)[0]
     given = params.get("protocol")
     protocol = "http" if given is None else str(given).strip().lower()
     if protocol not in ("http", "https"):
@@ -150,6 +156,8 @@ def etcd_client_options(params: RendezvousParameters) -> dict[str, Any]:
 def create_etcd_client(params: RendezvousParameters) -> etcd.Client:
     """A client for the etcd at ``params.endpoint`` (default port 2379).
 
+    An endpoint listing several members gives a
+    :class:`~rdzv.etcd.v2_client.ClusterClient`, whose ``base_uri`` names them all.
     No request is sent (:func:`check_etcd_v2` sends one).
 
     Raises:
@@ -157,10 +165,14 @@ def create_etcd_client(params: RendezvousParameters) -> etcd.Client:
         RendezvousConnectionError: python-etcd refused to build the client.
     """
     options = etcd_client_options(params)
-    endpoint = f"{options['protocol']}://{options['host']}:{options['port']}"
+    members = etcd_members(params)
+    endpoint = ",".join(f"{options['protocol']}://{host}:{port}" for host, port in members)
     try:
         # allow_reconnect=False: with it, the constructor asks etcd for its members
-        # and a request that fails would be retried on each of them in turn.
-        return _OneAttemptClient(allow_reconnect=False, **options)
+        # and a request that fails would be retried on each of them without bound.
+        if len(members) > 1:
+            del options["host"], options["port"]
+            return ClusterClient(members, allow_reconnect=False, **options)
+        return OneAttemptClient(allow_reconnect=False, **options)
     except ETCD_ERRORS as e:
         raise connection_error(endpoint, e) from e

@@ -3,9 +3,15 @@
 The ``etcd-v3`` backend and :class:`rdzv.store.etcd_v3.EtcdV3Store` share it. It
 speaks only the v3 API, so it works on etcd 3.6 and later, which have no v2 API.
 
-etcd3gw (the maintained client of etcd's gateway) supplies the HTTP session, TLS,
-the per-request timeout, the mapping of HTTP failures to exceptions, lease grants
-and transactions. Three things it lacks are done here, on its session:
+etcd3gw (the maintained client of etcd's gateway) supplies, for each member, the
+per-request timeout, the mapping of HTTP failures to exceptions and transactions,
+all on one shared ``requests`` session (TLS, credentials). Four things it lacks
+are done here:
+
+- **Several members.** Given the members of a cluster, each request goes through
+  a :class:`~rdzv.etcd.members.MemberPool`: a member that fails (refused, reset,
+  timed out, without a leader) hands the request to the next, within the same
+  ``read_timeout``.
 
 - **Authentication.** etcd3gw 2.7 has no username/password: this client asks
   ``/v3/auth/authenticate`` for a token, sends it in the ``Authorization`` header,
@@ -46,7 +52,8 @@ except ImportError as _missing:  # pragma: no cover - the message is the point
     ) from _missing
 
 from rdzv.api import RendezvousParameters
-from rdzv.etcd_client import etcd_client_options
+from rdzv.etcd.members import MemberPool
+from rdzv.etcd_client import etcd_client_options, etcd_members
 
 __all__ = [
     "MAX_TXN_OPS",
@@ -71,6 +78,13 @@ _GIVE_UP = "give up"
 
 _API_PATH = "/v3/"
 """The gateway's path on etcd 3.4 and later; set, not discovered, to spare a request."""
+
+_UNAVAILABLE = frozenset({408, 503, 504})
+"""HTTP statuses of etcd's gateway for a member that cannot serve now (gRPC Unavailable,
+DeadlineExceeded), as etcd3gw reads them for other requests."""
+
+_MEMBER_TROUBLE = ("etcdserver: request timed out", "leader changed", "no leader")
+"""etcd's words for a member that lost its leader, whatever the status it came with."""
 
 
 class EtcdV3Error(RuntimeError):
@@ -201,6 +215,7 @@ class EtcdV3Client:
         ca_cert: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        other_members: Sequence[tuple[str, int]] = (),
     ) -> None:
         if bool(username) != bool(password):
             raise ValueError("Give both username and password for etcd auth, or neither.")
@@ -213,13 +228,27 @@ class EtcdV3Client:
             session.verify = ca_cert
         if cert is not None:
             session.cert = cert
-        self._gateway = etcd3gw.Etcd3Client(
-            host=host,
-            port=port,
-            protocol=protocol,
-            timeout=read_timeout,
-            api_path=_API_PATH,
-            session=session,
+        self._session = session
+        members = [(host, port), *other_members]
+        # One gateway a member, sharing the session; each request gets an equal
+        # share of read_timeout, so that a hung member leaves time for the others.
+        share = read_timeout / len(members)
+        gateways = [
+            etcd3gw.Etcd3Client(
+                host=h,
+                port=p,
+                protocol=protocol,
+                timeout=share,
+                api_path=_API_PATH,
+                session=session,
+            )
+            for h, p in members
+        ]
+        self._gateways = {gateway.base_url: gateway for gateway in gateways}
+        self._pool = MemberPool(
+            [gateway.base_url for gateway in gateways],
+            _is_member_failure,
+            lambda failures: _exhausted(self.endpoint, failures),
         )
         self._read_timeout = read_timeout
         self._credentials = (username, password) if username and password else None
@@ -231,12 +260,17 @@ class EtcdV3Client:
 
     @property
     def endpoint(self) -> str:
-        """``protocol://host:port`` of etcd."""
-        return self._gateway.base_url
+        """``protocol://host:port`` of etcd; of every member, joined by commas, for a cluster."""
+        return self._pool.describe()
+
+    @property
+    def pool(self) -> MemberPool:
+        """The members and their health."""
+        return self._pool
 
     @property
     def read_timeout(self) -> float:
-        """Seconds a request other than a watch may take."""
+        """Seconds a request other than a watch may take (on all members together)."""
         return self._read_timeout
 
     def __repr__(self) -> str:
@@ -346,39 +380,55 @@ class EtcdV3Client:
         ``seen`` is the mod revision of that version, ``None`` when the key was
         absent. Returns the key's new version (or its deletion) at once if it moved
         already, else the first change etcd reports; ``None`` when the timeout
-        passed or the stream ended (the caller reads the key again).
+        passed or the stream ended (the caller reads the key again). A member that
+        fails while the watch is open hands it to the next member, which reads
+        the key again once its watch is open: no change is missed.
 
         Why not a watch from ``seen + 1``: etcd delivers the events of a watch that
         starts in the past from a loop that runs every 100 ms, and any write to any
         key puts a watch from ``seen + 1`` in the past. A watch from now is served
-        as writes happen; one read once it is open covers what came before.
+        as writes happen; one read once it is open covers what came before (and
+        a compacted history never matters).
         """
         if timeout <= 0:
             return None
         self._ensure_token()
         deadline = time.monotonic() + timeout
+
+        def attempt(url: str, seconds: float) -> WatchEvent | None:
+            return self._watch_on(url, key, seen, deadline)
+
+        return self._pool.call(attempt, timeout, split=False)
+
+    def _watch_on(
+        self, url: str, key: bytes, seen: int | None, deadline: float
+    ) -> WatchEvent | None:
+        """:meth:`watch` on the member at ``url``, until ``deadline``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
         try:
-            response = self._gateway.session.post(
-                self._gateway.get_url("watch"),
+            response = self._session.post(
+                url + _API_PATH + "watch",
                 json={"create_request": {"key": _b64(key)}},
                 stream=True,
                 # Connect within read_timeout; then each read of the stream may
                 # block at most until the deadline.
-                timeout=(self._read_timeout, timeout),
+                timeout=(min(self._read_timeout, remaining), remaining),
             )
         except requests.RequestException as e:
             if _is_read_timeout(e):
                 return None  # no answer before the deadline: the watch timed out
-            raise self._connection_error("watch", e) from e
+            raise self._connection_error(url, "watch", e) from e
         try:
             if response.status_code != requests.codes["ok"]:
-                raise self._http_error("watch", response.status_code, response.text)
+                raise self._status_error(url, "watch", response.status_code, response.text)
             buffer = b""
             for chunk in response.iter_content(chunk_size=None):
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
-                    event = self._watch_line(line)
+                    event = self._watch_line(url, line)
                     if event is _CREATED:
                         current, _ = self.get(key)
                         if current is None and seen is not None:
@@ -391,21 +441,24 @@ class EtcdV3Client:
                         return None
                 if time.monotonic() >= deadline:
                     return None
+            if time.monotonic() < deadline:
+                # The stream ended before the deadline: the member went away.
+                raise EtcdV3ConnectionError(f"etcd at {url} ended a watch stream early.")
             return None
         except requests.RequestException as e:
             if _is_read_timeout(e):
                 return None
-            raise self._connection_error("watch", e) from e
+            raise self._connection_error(url, "watch", e) from e
         finally:
             response.close()
 
     def close(self) -> None:
         """Close the HTTP connections; a later request opens new ones."""
-        self._gateway.session.close()
+        self._session.close()
 
     # -- internals ------------------------------------------------------------------
 
-    def _watch_line(self, line: bytes) -> WatchEvent | str | None:
+    def _watch_line(self, url: str, line: bytes) -> WatchEvent | str | None:
         """One line of a watch stream: an event, :data:`_CREATED`, :data:`_GIVE_UP` ("stop,
         read again") or ``None`` (nothing to act on)."""
         if not line.strip():
@@ -422,7 +475,7 @@ class EtcdV3Client:
             if "invalid auth token" in text and self._credentials is not None:
                 self._authenticate()
                 return _GIVE_UP
-            raise self._http_error("watch", 0, text)
+            raise self._status_error(url, "watch", 0, text)
         result = message.get("result")
         if not isinstance(result, dict):
             return None
@@ -437,7 +490,7 @@ class EtcdV3Client:
             if stale and self._credentials is not None:
                 self._authenticate()
                 return _GIVE_UP
-            raise EtcdV3Error(f"etcd at {self.endpoint} cancelled a watch: {reason or 'no reason'}")
+            raise EtcdV3Error(f"etcd at {url} cancelled a watch: {reason or 'no reason'}")
         if result.get("created"):
             return _CREATED
         events = result.get("events") or []
@@ -488,7 +541,7 @@ class EtcdV3Client:
         assert self._credentials is not None
         name, password = self._credentials
         with self._auth_lock:
-            session = self._gateway.session
+            session = self._session
             session.headers.pop("Authorization", None)
             result = self._request("auth/authenticate", {"name": name, "password": password})
             token = result.get("token")
@@ -512,7 +565,18 @@ class EtcdV3Client:
         return self._request(path, body)
 
     def _request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        gateway = self._gateway
+        """POST ``body`` to ``path`` of the members in turn, within ``read_timeout`` in all."""
+
+        def attempt(url: str, _seconds: float) -> dict[str, Any]:
+            # The gateway's own timeout is the member's share of read_timeout.
+            return self._post_to(self._gateways[url], path, body)
+
+        return self._pool.call(attempt, self._read_timeout, split=True)
+
+    def _post_to(
+        self, gateway: etcd3gw.Etcd3Client, path: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        url = gateway.base_url
         try:
             if path == "kv/txn":
                 result: Any = gateway.transaction(body)
@@ -522,29 +586,46 @@ class EtcdV3Client:
             etcd3gw_exceptions.ConnectionFailedError,
             etcd3gw_exceptions.ConnectionTimeoutError,
         ) as e:
-            raise self._connection_error(path, e) from e
+            raise self._connection_error(url, path, e) from e
         except etcd3gw_exceptions.Etcd3Exception as e:
-            raise self._http_error(path, None, e.detail_text) from e
+            raise self._status_error(url, path, 0, e.detail_text) from e
         except (requests.RequestException, OSError) as e:
-            raise self._connection_error(path, e) from e
+            raise self._connection_error(url, path, e) from e
         if not isinstance(result, dict):
-            raise EtcdV3Error(f"etcd at {self.endpoint} answered {path} with {result!r}.")
+            raise EtcdV3Error(f"etcd at {url} answered {path} with {result!r}.")
         return result
 
-    def _connection_error(self, what: str, error: BaseException) -> EtcdV3ConnectionError:
+    @staticmethod
+    def _connection_error(url: str, what: str, error: BaseException) -> EtcdV3ConnectionError:
         detail = getattr(error, "detail_text", None) or str(error) or type(error).__name__
         return EtcdV3ConnectionError(
-            f"etcd at {self.endpoint} did not answer ({what}): {type(error).__name__}: {detail}"
+            f"etcd at {url} did not answer ({what}): {type(error).__name__}: {detail}"
         )
 
-    def _http_error(self, what: str, status: int | None, detail: str | None) -> EtcdV3Error:
+    @staticmethod
+    def _status_error(url: str, what: str, status: int, detail: str | None) -> EtcdV3Error:
         message = _etcd_message(detail)
         code = f"HTTP {status}: " if status else ""
-        return EtcdV3Error(f"etcd at {self.endpoint} refused {what}: {code}{message}")
+        if status in _UNAVAILABLE:
+            # etcd's gateway answers so when the member cannot serve now: no
+            # leader, a request timed out, the leader changed.
+            return EtcdV3ConnectionError(f"etcd at {url} could not serve {what}: {code}{message}")
+        return EtcdV3Error(f"etcd at {url} refused {what}: {code}{message}")
+
+
+def _is_member_failure(error: BaseException) -> bool:
+    if isinstance(error, EtcdV3ConnectionError):
+        return True
+    return isinstance(error, EtcdV3Error) and any(sign in str(error) for sign in _MEMBER_TROUBLE)
+
+
+def _exhausted(endpoint: str, failures: list[tuple[str, BaseException]]) -> EtcdV3Error:
+    detail = "; ".join(str(e) for _, e in failures)
+    return EtcdV3ConnectionError(f"no member of the etcd cluster {endpoint} answered: {detail}")
 
 
 def create_etcd_v3_client(params: RendezvousParameters) -> EtcdV3Client:
-    """A client for the etcd at ``params.endpoint`` (default port 2379).
+    """A client for the etcd at ``params.endpoint`` (default port 2379; a list for a cluster).
 
     Options are those of the ``etcd-v2`` backend, validated the same way (see
     :func:`rdzv.etcd_client.etcd_client_options`): ``read_timeout``, ``protocol``,
@@ -563,4 +644,5 @@ def create_etcd_v3_client(params: RendezvousParameters) -> EtcdV3Client:
         ca_cert=options["ca_cert"],
         username=options["username"],
         password=options["password"],
+        other_members=etcd_members(params)[1:],
     )

@@ -321,8 +321,8 @@ def test_an_expired_token_is_renewed(auth_etcd: str) -> None:
     backend = EtcdV3RendezvousBackend(client, f"token-{uuid.uuid4().hex[:6]}")
     assert backend.get_state() is None
     # What etcd says of a token it no longer knows (expired, or etcd restarted).
-    client._gateway.session.headers["Authorization"] = "stale.token"
+    client._session.headers["Authorization"] = "stale.token"
     assert backend.set_state(b"one") is not None
-    client._gateway.session.headers["Authorization"] = "stale.token"
+    client._session.headers["Authorization"] = "stale.token"
     assert backend.wait_for_change(None, 0.2) is None
     assert backend.get_state() is not None

@@ -87,7 +87,8 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="HOST[:PORT]",
         help="the nodes' rendezvous endpoint (c10d: the store, default port 29400; "
-        "etcd-v2, etcd-v3: etcd's client URL host, default port 2379)",
+        "etcd-v2, etcd-v3: etcd's client host, default port 2379, or every member of a "
+        "cluster: h1:2379,h2:2379,h3:2379)",
     )
     where.add_argument("--run-id", required=True, type=run_id, help="the job's run id")
     where.add_argument(

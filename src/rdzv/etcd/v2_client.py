@@ -1,0 +1,166 @@
+"""python-etcd clients that make one attempt per member: for one etcd, and for a cluster.
+
+python-etcd hands requests to urllib3, whose default retry policy repeats a
+request that timed out three more times, and its own reconnection (a list of
+hosts with ``allow_reconnect``) asks etcd for its members when the client is
+built, swaps the client's one base URL under every thread that shares it, and
+tries members without bound in time. The clients here send a request once to a
+member, and :class:`ClusterClient` moves it to the next member through a
+:class:`~rdzv.etcd.members.MemberPool`, within the same ``read_timeout``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import etcd
+import urllib3
+from urllib3.exceptions import HTTPError, ReadTimeoutError
+
+from rdzv.etcd.members import MemberPool
+
+__all__ = ["ClusterClient", "OneAttemptClient", "is_member_failure"]
+
+_RAFT_INTERNAL, _LEADER_ELECTION = 300, 301
+"""etcd v2 error codes of a member that cannot serve a write now (no leader, a timeout)."""
+
+
+class _MemberDown(etcd.EtcdConnectionFailed):
+    """A member did not answer (refused, reset, timed out)."""
+
+
+def is_member_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the member failed, so another member should be asked.
+
+    A connection that failed, and etcd's own "cannot serve this now" answers:
+    errors 300 (``etcdserver: request timed out``, leader lost) and 301 (during an
+    election), and any HTTP 5xx.
+    """
+    if isinstance(error, etcd.EtcdWatchTimedOut):
+        return False  # the watch's own timeout: nothing changed
+    if isinstance(error, _MemberDown):
+        return True
+    if not isinstance(error, etcd.EtcdException) or not isinstance(error.payload, dict):
+        return False
+    status = error.payload.get("status")
+    code = error.payload.get("errorCode")
+    return code in (_RAFT_INTERNAL, _LEADER_ELECTION) or (isinstance(status, int) and status >= 500)
+
+
+class OneAttemptClient(etcd.Client):
+    """An ``etcd.Client`` whose HTTP pool never repeats a request on its own."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        assert self.http is not None  # python-etcd always makes one in __init__
+        pool_options: dict[str, Any] = dict(self.http.connection_pool_kw)
+        pool_options.pop("retries", None)
+        self.http = urllib3.PoolManager(num_pools=10, retries=False, **pool_options)
+
+
+def _exhausted(urls: str, failures: list[tuple[str, BaseException]]) -> etcd.EtcdConnectionFailed:
+    detail = "; ".join(f"{url}: {type(e).__name__}: {e}" for url, e in failures)
+    return etcd.EtcdConnectionFailed(
+        f"no member of the etcd cluster {urls} answered ({detail})", cause=failures[-1][1]
+    )
+
+
+class ClusterClient(OneAttemptClient):
+    """An ``etcd.Client`` for the members of one cluster: a failed request goes to the next.
+
+    Each request is sent to one member at a time, in the order of a
+    :class:`~rdzv.etcd.members.MemberPool`, all within the request's timeout
+    (``read_timeout`` unless given). A watch that breaks resumes on the next
+    member from the same ``waitIndex``: etcd v2's index is the cluster's, so no
+    change is missed (an index etcd no longer holds raises
+    ``EtcdEventIndexCleared``, as on one member). :attr:`base_uri` names every
+    member, so that each message built from it does.
+
+    Args:
+        members: ``(host, port)`` of each member, in order; the first is asked first.
+        **kwargs: the other ``etcd.Client`` arguments, which apply to every member.
+    """
+
+    def __init__(self, members: Sequence[tuple[str, int]], **kwargs: Any) -> None:
+        host, port = members[0]
+        protocol = kwargs.get("protocol", "http")
+        urls = [f"{protocol}://{_url_host(h)}:{p}" for h, p in members]
+        # Before the base constructor: it logs base_uri, which names the pool's members.
+        self._pool = MemberPool(
+            urls, is_member_failure, lambda failures: _exhausted(self._pool.describe(), failures)
+        )
+        super().__init__(host=host, port=port, **kwargs)
+
+    @property
+    def base_uri(self) -> str:
+        """Every member's URL, joined by commas."""
+        return self._pool.describe()
+
+    @property
+    def pool(self) -> MemberPool:
+        """The members and their health."""
+        return self._pool
+
+    def api_execute(
+        self,
+        path: str,
+        method: str,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        """Send one request, to the members in turn until one answers (see the class)."""
+        if not path.startswith("/"):
+            raise ValueError("Path does not start with /")
+        watch = (params or {}).get("wait") == "true"
+        budget = self.read_timeout if timeout is None else timeout
+        if not budget:
+            budget = math.inf  # python-etcd: 0 waits without end
+
+        def attempt(url: str, seconds: float) -> urllib3.BaseHTTPResponse:
+            return self._send(url + path, method, params, seconds, watch)
+
+        return self._pool.call(attempt, budget, split=not watch)
+
+    def _send(
+        self, url: str, method: str, params: dict[str, Any] | None, seconds: float, watch: bool
+    ) -> urllib3.BaseHTTPResponse:
+        timeout = None if math.isinf(seconds) else seconds
+        # urllib3's stubs type request_encode_body's keywords as str; the calls are
+        # python-etcd's own (etcd.Client.api_execute).
+        pool: Any = self.http
+        try:
+            if method in (self._MGET, self._MDELETE):
+                response = pool.request(
+                    method,
+                    url,
+                    timeout=timeout,
+                    fields=params,
+                    redirect=self.allow_redirect,
+                    headers=self._get_headers(),
+                    preload_content=False,
+                )
+            else:
+                response = pool.request_encode_body(
+                    method,
+                    url,
+                    fields=params,
+                    timeout=timeout,
+                    encode_multipart=False,
+                    redirect=self.allow_redirect,
+                    headers=self._get_headers(),
+                    preload_content=False,
+                )
+            self._check_cluster_id(response)
+            _ = response.data  # raise the I/O errors of the body here
+        except (HTTPError, http.client.HTTPException, OSError) as e:
+            if watch and isinstance(e, ReadTimeoutError):
+                raise etcd.EtcdWatchTimedOut(f"Watch timed out: {e!r}", cause=e) from e
+            raise _MemberDown(f"{url.split('/v2/', 1)[0]} did not answer: {e!r}", cause=e) from e
+        return self._handle_server_response(response)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
