@@ -86,7 +86,11 @@ class EtcdCluster:
         self._size = size
         self._enable_v2 = enable_v2
         self._binary_path = binary_path
-        self._raft = (f"--heartbeat-interval={heartbeat_ms}", f"--election-timeout={election_ms}")
+        self._flags = (
+            *(["--enable-v2=true"] if enable_v2 else []),
+            f"--heartbeat-interval={heartbeat_ms}",
+            f"--election-timeout={election_ms}",
+        )
         self._resources = _Resources()
         self._release = track(self, self._resources.release, "EtcdCluster")
 
@@ -143,7 +147,7 @@ class EtcdCluster:
             )
         try:
             for member in self._resources.members:
-                member.launch(self._command(binary, member))
+                member.launch(_command(binary, member, self._resources.members, self._flags))
             self.wait_until_ready(timeout)
         except BaseException:
             self.stop()
@@ -177,8 +181,20 @@ class EtcdCluster:
         """
         member = self._member(index)
         member.stop()
-        member.launch(self._command(self._binary_path or find_etcd_binary(), member))
-        self._wait(lambda: member.answers(0.5), timeout, f"member {member.name} to rejoin")
+        member.launch(
+            _command(
+                self._binary_path or find_etcd_binary(),
+                member,
+                self._resources.members,
+                self._flags,
+            )
+        )
+        _wait_for(
+            self._resources.members,
+            lambda: member.answers(0.5),
+            timeout,
+            f"member {member.name} to rejoin",
+        )
 
     def leader(self, timeout: float = 10) -> int:
         """The index of the member that leads now (waiting up to ``timeout`` for one).
@@ -192,7 +208,7 @@ class EtcdCluster:
             found[:] = [i for i in self._leaders() if i is not None][:1]
             return bool(found)
 
-        self._wait(known, timeout, "a leader")
+        _wait_for(self._resources.members, known, timeout, "a leader")
         return found[0]
 
     def wait_until_ready(self, timeout: float = 30) -> None:
@@ -201,7 +217,7 @@ class EtcdCluster:
         def ready() -> bool:
             return all(m.answers(0.5) for m in self._resources.members if self._live(m))
 
-        self._wait(ready, timeout, "every member to answer")
+        _wait_for(self._resources.members, ready, timeout, "every member to answer")
 
     def __enter__(self) -> EtcdCluster:
         if not self._resources.members:
@@ -238,35 +254,42 @@ class EtcdCluster:
                 leaders.append(str(status.get("leader", "0")))
         return [ids.get(leader) for leader in leaders]
 
-    def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            for member in self._resources.members:
-                process = member.process
-                if process is not None and process.poll() is not None:
-                    raise EtcdServerError(
-                        f"etcd member {member.name} exited with code {process.returncode} while "
-                        f"waiting for {what}; its log ({member.log_path}) ends:\n"
-                        + member.log_tail()
-                    )
-            if time.monotonic() >= deadline:
-                raise EtcdServerTimeoutError(
-                    f"The etcd cluster {self.endpoint} did not have {what} within {timeout:g} s."
-                )
-            time.sleep(_POLL)
 
-    def _command(self, binary: str, member: EtcdMember) -> list[str]:
-        peers = ",".join(f"{m.name}={m.peer_url}" for m in self._resources.members)
-        return [
-            binary,
-            f"--name={member.name}",
-            *(["--enable-v2=true"] if self._enable_v2 else []),
-            f"--data-dir={member.data_dir}",
-            f"--listen-client-urls={member.client_url}",
-            f"--advertise-client-urls={member.client_url}",
-            f"--listen-peer-urls={member.peer_url}",
-            f"--initial-advertise-peer-urls={member.peer_url}",
-            f"--initial-cluster={peers}",
-            "--initial-cluster-token=rdzv-local",
-            *self._raft,
-        ]
+def _wait_for(
+    members: list[EtcdMember], done: Callable[[], bool], timeout: float, what: str
+) -> None:
+    """Poll ``done`` until it holds; fail early, with its log, if a member exits."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        for member in members:
+            process = member.process
+            if process is not None and process.poll() is not None:
+                raise EtcdServerError(
+                    f"etcd member {member.name} exited with code {process.returncode} while "
+                    f"waiting for {what}; its log ({member.log_path}) ends:\n" + member.log_tail()
+                )
+        if time.monotonic() >= deadline:
+            endpoint = ",".join(member.endpoint for member in members)
+            raise EtcdServerTimeoutError(
+                f"The etcd cluster {endpoint} did not have {what} within {timeout:g} s."
+            )
+        time.sleep(_POLL)
+
+
+def _command(
+    binary: str, member: EtcdMember, members: list[EtcdMember], flags: tuple[str, ...]
+) -> list[str]:
+    """The etcd command line of ``member`` in a cluster of ``members``."""
+    peers = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    return [
+        binary,
+        f"--name={member.name}",
+        f"--data-dir={member.data_dir}",
+        f"--listen-client-urls={member.client_url}",
+        f"--advertise-client-urls={member.client_url}",
+        f"--listen-peer-urls={member.peer_url}",
+        f"--initial-advertise-peer-urls={member.peer_url}",
+        f"--initial-cluster={peers}",
+        "--initial-cluster-token=rdzv-local",
+        *flags,
+    ]
