@@ -2,6 +2,8 @@
 
     python benchmarks/rendezvous.py                       # everything (long)
     python benchmarks/rendezvous.py --scenario first --backend c10d --nodes 8 256
+    python benchmarks/rendezvous.py --scenario first --backend etcd-v2 etcd-v3 --nodes 256 \
+        --impl rdzv --members 3              # also on a 3-member cluster, and the failover pause
 
 Scenarios (see scenarios.py): ``first``, ``failure``, ``scaleup``, ``steady``; backends
 ``etcd-v2`` (an etcd started here), ``etcd-v3`` (rdzv only: an etcd started here with
@@ -30,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from failover import failover_pauses
 from harness import (
     BACKENDS,
     IMPLS,
@@ -40,6 +43,7 @@ from harness import (
 )
 from scenarios import RUNNERS, SCENARIOS, Options, Run, RunResult, worker_count
 
+from rdzv.etcd.cluster import EtcdCluster
 from rdzv.etcd_server import EtcdServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,6 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torch: each round's rank 0 then "
         "publishes the master address, which a node new in a later round waits for",
     )
+    add(
+        "--members",
+        type=int,
+        default=1,
+        help="above 1: the etcd backends' cells run again on a cluster of that many members "
+        "(rows 'etcd-v2 xN'), and the failover pause is measured",
+    )
+    add("--failover-nodes", type=int, default=32, help="N of the failover pause (--members)")
     add("--nodes-per-worker", type=int, default=64)
     add("--max-workers", type=int, default=4)
     add("--profile", type=Path, help="directory: workers save yappi CPU profiles there")
@@ -102,9 +114,9 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 @contextlib.contextmanager
-def endpoint_for(impl: str, backend: str, etcds: dict[str, EtcdServer]) -> Iterator[str]:
+def endpoint_for(impl: str, backend: str, etcds: dict[str, str]) -> Iterator[str]:
     if backend in etcds:
-        yield etcds[backend].get_endpoint()
+        yield etcds[backend]
     else:
         with store_master(impl) as endpoint:
             yield endpoint
@@ -117,7 +129,7 @@ def run_once(
     n: int,
     limit: float,
     options: Options,
-    etcds: dict[str, EtcdServer],
+    etcds: dict[str, str],
     profile: str | None,
 ) -> RunResult:
     """One repeat on fresh workers; they are killed when it ends, however it ends.
@@ -186,11 +198,13 @@ def run_cell(
     n: int,
     args: argparse.Namespace,
     options: Options,
-    etcds: dict[str, EtcdServer],
+    etcds: dict[str, str],
+    label: str | None = None,
 ) -> dict[str, Any]:
+    """One cell; ``etcds`` maps each etcd backend to its endpoint, ``label`` names the row."""
     cell: dict[str, Any] = {
         "scenario": scenario,
-        "backend": backend,
+        "backend": label or backend,
         "nodes": n,
         "impl": impl,
         "workers": worker_count(n, options),
@@ -215,7 +229,7 @@ def run_cell(
         result = run_once(scenario, impl, backend, n, limit, options, etcds, profile)
         runs.append(result)
         seconds = "DNF" if result.seconds is None else f"{result.seconds:.3f} s"
-        print(f"  {scenario} {backend} N={n} {impl}: {seconds} {result.note}", flush=True)
+        print(f"  {scenario} {label or backend} N={n} {impl}: {seconds} {result.note}", flush=True)
         if not result.finished:
             break  # a run that timed out once is not worth its time limit again
     return summarize(cell, runs)
@@ -424,6 +438,19 @@ def torch_importable() -> str | None:
     return str(torch.__version__)
 
 
+def pauses(backends: list[str], args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    """Measure and print the failover pause of each etcd backend; keep it in ``meta``."""
+    print(f"== failover pause (leader SIGKILLed, {args.members} members) ==")
+    print(f"{'backend':>8}  {'N':>4}  {'median s':>8}  runs")
+    found = []
+    for backend in backends:
+        result = failover_pauses(backend, args.members, args.failover_nodes, args.repeat)
+        found.append(result)
+        runs = " ".join(f"{p:.2f}" for p in result["pauses"])
+        print(f"{backend:>8}  {result['nodes']:>4}  {result['median']:>8.2f}  {runs}", flush=True)
+    meta["failover_pause"] = found
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop workers
 
@@ -445,10 +472,19 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with contextlib.ExitStack() as stack:
             # One etcd per etcd backend: etcd-v3's has no v2 API, as etcd 3.6.
+            etcd_backends = [b for b in ("etcd-v2", "etcd-v3") if b in args.backend]
             etcds = {
-                backend: stack.enter_context(EtcdServer(enable_v2=backend == "etcd-v2"))
-                for backend in ("etcd-v2", "etcd-v3")
-                if backend in args.backend
+                backend: stack.enter_context(
+                    EtcdServer(enable_v2=backend == "etcd-v2")
+                ).get_endpoint()
+                for backend in etcd_backends
+            }
+            clusters = {
+                backend: stack.enter_context(
+                    EtcdCluster(args.members, enable_v2=backend == "etcd-v2")
+                ).endpoint
+                for backend in etcd_backends
+                if args.members > 1
             }
             for scenario in args.scenario:
                 for backend in args.backend:
@@ -457,7 +493,17 @@ def main(argv: list[str] | None = None) -> None:
                             continue
                         for impl in impls:
                             cells.append(run_cell(scenario, impl, backend, n, args, options, etcds))
+                            if backend in clusters:
+                                label = f"{backend} x{args.members}"
+                                cells.append(
+                                    run_cell(
+                                        scenario, impl, backend, n, args, options, clusters, label
+                                    )
+                                )
                 print(table(scenario, cells, impls), flush=True)
+            if clusters:
+                stack.close()  # the clusters' members go before the pauses start their own
+                pauses(etcd_backends, args, meta)
     finally:
         if cells:
             results = targets(cells, args.backend)
