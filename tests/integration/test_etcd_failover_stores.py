@@ -9,13 +9,16 @@ from datetime import timedelta
 
 import pytest
 from _cluster import endpoint_from, params, round_across
-from conftest import unique_etcd_prefix
 
 from rdzv import get_rendezvous_handler
 from rdzv.backends import etcd as etcd_v2
 from rdzv.backends import etcd_v3
 from rdzv.etcd.cluster import EtcdCluster
 from rdzv.store.base import Store
+
+
+def unique_prefix() -> str:
+    return f"/rdzv-test/failover-{uuid.uuid4().hex[:12]}"
 
 
 def test_legacy_etcd_handler_completes_a_round_across_a_leader_kill(
@@ -25,7 +28,7 @@ def test_legacy_etcd_handler_completes_a_round_across_a_leader_kill(
     endpoint = endpoint_from(etcd_cluster, leader)
     run_id = f"legacy-{uuid.uuid4().hex[:8]}"
     options = {
-        "etcd_prefix": unique_etcd_prefix("legacy-failover"),
+        "etcd_prefix": unique_prefix(),
         "last_call_timeout": 1,
         "timeout": 60,
         "read_timeout": 6,
@@ -41,7 +44,7 @@ def test_legacy_etcd_handler_completes_a_round_across_a_leader_kill(
 
 def _store(backend: str, endpoint: str) -> Store:
     create = etcd_v2.create_backend if backend == "etcd-v2" else etcd_v3.create_backend
-    options = {"read_timeout": 6, "etcd_prefix": unique_etcd_prefix("store-failover")}
+    options = {"read_timeout": 6, "etcd_prefix": unique_prefix()}
     _, store = create(params(backend, endpoint, "store", 1, **options))
     store.set_timeout(timedelta(seconds=30))
     return store
