@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from rdzv._reaper import reaper_alive, track
+from rdzv._reaper import track
 
 _BOUND = 10.0
 
@@ -100,11 +100,30 @@ def test_a_failing_release_is_logged_and_the_next_one_still_runs(
 
 
 def test_the_reaper_thread_ends_once_nothing_is_tracked() -> None:
-    owner = Owner()
-    release = track(owner, lambda: None, "owner")
-    assert reaper_alive()
-    release()
-    _eventually(lambda: not reaper_alive(), "the reaper thread ends")
+    # In a fresh interpreter: in this one, other tests' objects may still be tracked.
+    script = textwrap.dedent(
+        """
+        import time
+        from rdzv._reaper import reaper_alive, track
+
+        class Owner:
+            pass
+
+        owner = Owner()
+        release = track(owner, lambda: None, "owner")
+        assert reaper_alive()
+        release()
+        deadline = time.monotonic() + 10
+        while reaper_alive():
+            assert time.monotonic() < deadline, "the reaper still runs 10 s after"
+            time.sleep(0.01)
+        print("ended", flush=True)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout == "ended\n", result.stderr
 
 
 def test_releases_still_pending_run_at_interpreter_exit() -> None:
