@@ -128,8 +128,9 @@ def bench(session: nox.Session) -> None:
     """Rendezvous benchmarks, rdzv against torch 2.13.0 (benchmarks/README.md); not run by CI.
 
     Arguments after ``--`` go to ``benchmarks/rendezvous.py``, e.g.
-    ``nox -s bench -- --scenario first --nodes 8 256``. torch is pinned exactly, in
-    the same install as rdzv, so nothing can pull another one.
+    ``nox -s bench -- --scenario first --nodes 8 256``, unless the first names another
+    script of ``benchmarks/``: ``nox -s bench -- connect_storm.py --clients 4096``.
+    torch is pinned exactly, in the same install as rdzv, so nothing can pull another one.
     """
     session.install("torch==2.13.0", "-e", ".[test,etcd3]")
     version = session.run(
@@ -137,4 +138,6 @@ def bench(session: nox.Session) -> None:
     )
     if not str(version).strip().startswith("2.13.0"):
         session.error(f"torch 2.13.0 is required, the session has {version!r}")
-    session.run("python", "benchmarks/rendezvous.py", *session.posargs)
+    args = list(session.posargs)
+    script = args.pop(0) if args and args[0].endswith(".py") else "rendezvous.py"
+    session.run("python", f"benchmarks/{script}", *args)
