@@ -699,3 +699,20 @@ def test_a_valid_state_with_one_field_replaced_raises_only_rendezvous_state_erro
     document = json.loads(zlib.decompress(encode_state(state)[len(MAGIC) :]))
     document[field] = value
     decode_or_refuse(frame(document))
+
+
+def test_wrong_ranks_of_thousands_of_nodes_are_named_ten_at_most() -> None:
+    participants = [[f"n{i}", 1, 0, T, 0] for i in range(4096)]
+    error = assert_corrupt(
+        with_fields(participants=participants, world_size=4096),
+        "4096 participants hold ranks that are not distinct ranks below the world size 4096",
+        "(duplicated or out of range: 0)",
+    )
+    assert len(str(error)) < 1000
+    participants = [[f"n{i}", 1, 0, T, i + 1] for i in range(4096)]
+    assert_corrupt(with_fields(participants=participants, world_size=4096), "out of range: 4096)")
+    participants = [[f"n{i}", 1, 0, T, 5000 + i] for i in range(20)]
+    assert_corrupt(
+        with_fields(participants=participants, world_size=20),
+        "out of range: 5000, 5001, 5002, 5003, 5004, 5005, 5006, 5007, 5008, 5009, ...)",
+    )

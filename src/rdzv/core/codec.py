@@ -13,6 +13,7 @@ are bounded before anything is allocated for them.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import math
@@ -79,6 +80,9 @@ def _strict(kind: type[Any]) -> Any:
 
     return structure
 
+
+_SHOWN_RANKS = 10
+"""Wrong ranks an error names; a state of thousands of nodes would fill a screen."""
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
 for _kind in (int, float, bool, str):
@@ -162,6 +166,16 @@ def _check_time(value: float | None, what: str) -> None:
         raise _corrupt(f"{what} is not a finite time")
 
 
+def _bad_ranks(ranks: list[int], world_size: int) -> str:
+    counts = collections.Counter(ranks)
+    bad = sorted(r for r, n in counts.items() if n > 1 or not 0 <= r < world_size)
+    shown = ", ".join(map(str, bad[:_SHOWN_RANKS])) + (", ..." if len(bad) > _SHOWN_RANKS else "")
+    return (
+        f"{len(ranks)} participants hold ranks that are not distinct ranks below the world "
+        f"size {world_size} (duplicated or out of range: {shown})"
+    )
+
+
 def _to_state(wire: _WireV1) -> RendezvousState:
     if wire.round < 0 or wire.world_size < 0 or wire.intent_cursor < 0:
         raise _corrupt("the round, the world size and the intent cursor cannot be negative")
@@ -188,10 +202,7 @@ def _to_state(wire: _WireV1) -> RendezvousState:
     ranks = list(participants.values())
     if wire.complete:
         if len(set(ranks)) != len(ranks) or any(not 0 <= r < wire.world_size for r in ranks):
-            raise _corrupt(
-                f"the ranks {sorted(ranks)} are not distinct ranks below the world size "
-                f"{wire.world_size}"
-            )
+            raise _corrupt(_bad_ranks(ranks, wire.world_size))
     elif any(ranks) or wire.world_size:
         raise _corrupt("an incomplete round cannot have ranks or a world size")
     return RendezvousState(
