@@ -1,11 +1,12 @@
 """The status page in a real browser: 4 nodes form a round, one is killed, the next round forms.
 
-The page (``rdzv status --serve``) is opened once, before the store is up, and
-never reloaded: it shows the backend unreachable, then the four nodes of round 0;
-after one is SIGKILLed its row turns dead within the heartbeat expiry, and round 1
-of the three survivors appears. Screenshots go to the test's directory; with
-``$RDZV_DOCS_SCREENSHOT`` set, the one taken while the killed node shows dead is
-copied there too (docs/_static/status-serve.png was made so).
+The page (``rdzv status --serve --token``) is opened once, with its token, before
+the store is up, and never reloaded: it shows the backend unreachable, then the
+four nodes of round 0; after one is SIGKILLed its row turns dead within the
+heartbeat expiry, and round 1 of the three survivors appears. Screenshots go to
+the test's directory; with ``$RDZV_DOCS_SCREENSHOT`` set, the one taken while the
+killed node shows dead is copied there too (docs/_static/status-serve.png was
+made so).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 INTERVAL, ATTEMPTS = 0.5, 3
 EXPIRY = INTERVAL * ATTEMPTS
 KILLED = 2
+TOKEN = "page-token"  # the page must load its script and stream with it
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def job() -> Iterator[dict[str, Any]]:
             sys.executable, "-m", "rdzv", "status", "--backend", "c10d",
             "--endpoint", where["endpoint"], "--run-id", where["run_id"],
             "--keep-alive-interval", str(INTERVAL), "--keep-alive-max-attempt", str(ATTEMPTS),
-            "--read-timeout", "1", "--serve", "--port", "0",
+            "--read-timeout", "1", "--serve", "--port", "0", "--token", TOKEN,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -76,7 +78,8 @@ def job() -> Iterator[dict[str, Any]]:
         assert page.stdout is not None
         line = page.stdout.readline()
         assert " on http://" in line, page.stderr.read() if page.stderr else line
-        yield {"url": line.split(" on ")[1].split()[0], "start_nodes": start_nodes, "page": page}
+        url = line.split(" on ")[1].split()[0].replace("?token=...", f"?token={TOKEN}")
+        yield {"url": url, "start_nodes": start_nodes, "page": page}
     finally:
         for node in reversed(started):
             node.close()

@@ -9,9 +9,11 @@ of ``rdzv status --watch``, :func:`rdzv.cli.status_watch.describe_snapshot`).
 ages itself between snapshots, so no request is made to age a row.
 
 It binds 127.0.0.1 unless ``--host`` says otherwise; any other address needs a
-token, which every request must carry (``?token=`` or ``Authorization: Bearer``),
-compared in constant time. On loopback, requests naming another host are refused,
-so that a web page elsewhere cannot read this one through DNS rebinding.
+token, which every request for data (``/snapshot``, ``/events``) must carry
+(``?token=`` or ``Authorization: Bearer``), compared in constant time; the page
+passes on the token of its own address. The assets hold no data and need none.
+On loopback, requests naming another host are refused, so that a web page
+elsewhere cannot read this one through DNS rebinding.
 
 Every wait is bounded: a stream sends a comment every 15 s and ends within
 half a second of the server stopping; stopping (Ctrl-C, SIGTERM) stops the
@@ -117,7 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
-        refusal = self.server.refusal(self.headers.get("Host", ""), self.headers, url.query)
+        data = url.path not in ASSETS  # the assets hold no data: no token, so the page loads
+        refusal = self.server.refusal(self.headers.get("Host", ""), self.headers, url.query, data)
         if refusal is not None:
             self._send(HTTPStatus.FORBIDDEN, refusal.encode(), "text/plain; charset=utf-8")
             return
@@ -181,13 +184,13 @@ class PageServer(ThreadingHTTPServer):
         self._loopback = is_loopback_host(host)
         super().__init__((host, port), _Handler)
 
-    def refusal(self, host: str, headers: Any, query: str) -> str | None:
-        """Why a request is refused, or ``None``."""
+    def refusal(self, host: str, headers: Any, query: str, data: bool = True) -> str | None:
+        """Why a request is refused, or ``None``; the token is asked only for ``data``."""
         if self._loopback and self._token is None:
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name not in _LOCAL_NAMES:
                 return f"this page answers only to 127.0.0.1 or localhost, not {host!r}\n"
-        if self._token is None:
+        if self._token is None or not data:
             return None
         given = parse_qs(query).get("token", [""])[0]
         bearer = headers.get("Authorization", "")
