@@ -7,6 +7,7 @@ again after each test (see the ``etcd_cluster`` fixture).
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -16,12 +17,14 @@ from _cluster import (
     endpoint_from,
     follower,
     handlers,
+    params,
     round_across,
     watch_waiting,
 )
 
 from rdzv import RendezvousConnectionError
 from rdzv.etcd.cluster import EtcdCluster
+from rdzv.etcd_client import create_etcd_client
 
 BACKENDS = ["etcd-v2", "etcd-v3"]
 READ_TIMEOUT = 3.0
@@ -144,3 +147,36 @@ def test_a_hung_member_listed_first_is_skipped_after_its_share_of_read_timeout(
     assert node.num_nodes_waiting() == 0
     assert time.monotonic() - started < 0.5, "the hung member was asked again"
     node.shutdown()
+
+
+def test_a_v2_write_in_flight_on_a_follower_when_the_leader_dies_moves_on_after_the_election(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    # The follower forwards the write to the leader, which dies with it; etcd answers
+    # "request timed out" only after its own request timeout (7 s here), so the client
+    # must notice the new leader itself, as etcd's v3 API answers "leader changed".
+    leader = etcd_cluster.leader()
+    endpoint = endpoint_from(etcd_cluster, follower(etcd_cluster))
+    client = create_etcd_client(params("etcd-v2", endpoint, "probe", 1, read_timeout=30))
+    killed_at: list[float] = []
+    slowest: list[float] = []
+
+    def write(k: int) -> None:
+        while True:
+            started = time.monotonic()
+            client.write(f"/rdzv-failover-probe/{k}", "x")
+            if killed_at and started < killed_at[0]:
+                slowest.append(time.monotonic() - killed_at[0])
+            if killed_at and started > killed_at[0]:
+                return
+
+    writers = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for writer in writers:
+        writer.start()
+    time.sleep(0.5)
+    killed_at.append(time.monotonic())
+    etcd_cluster.kill(leader)
+    for writer in writers:
+        writer.join(timeout=60)
+    assert slowest, "no write was in flight at the kill"
+    assert max(slowest) < 4.0, f"writes in flight waited {max(slowest):.1f} s after the kill"

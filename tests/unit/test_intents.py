@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rdzv.core import (
@@ -478,3 +478,43 @@ def test_merge_raises_a_members_heartbeat_to_the_newest_seen() -> None:
 def test_merge_never_moves_a_heartbeat_back_nor_adds_a_stranger() -> None:
     state = joined(A)
     assert merge_heartbeats(state, {A: NOW - 5, E: NOW + 5, F: NOW}) is state
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(NODES), st.sampled_from(["join", "rejoin", "withdraw"])),
+        min_size=1,
+        max_size=10,
+    ),
+    st.sampled_from(sorted(_STARTS)),
+    st.data(),
+)
+def test_a_record_posted_twice_is_admitted_as_if_posted_once(
+    moves_: list[tuple[NodeDesc, str]], start: str, data: st.DataObject
+) -> None:
+    # A post retried on another etcd member may have been applied on the first too. The
+    # node posts nothing else before its retry ends, so the copy lands before its next
+    # record, in the same admission or in a later one. Only a participant of a complete
+    # round posts an intent to leave it.
+    initial = _STARTS[start]
+    assume(
+        all(
+            kind != "rejoin" or (initial.complete and node in initial.participants)
+            for node, kind in moves_
+        )
+    )
+    batch = [_record(n, kind, initial.round) for n, kind in moves_]
+    i = data.draw(st.integers(0, len(batch) - 1))
+    node = moves_[i][0]
+    following = [k for k in range(i + 1, len(batch)) if moves_[k][0] == node]
+    j = data.draw(st.integers(i + 1, following[0] if following else len(batch)))
+    doubled = [*batch[:j], batch[i], *batch[j:]]
+    once = admit(initial, batch, len(batch), SETTINGS, NOW)
+    twice = admit(initial, doubled, len(doubled), SETTINGS, NOW)
+    assert attrs.evolve(twice, intent_cursor=0) == attrs.evolve(once, intent_cursor=0)
+    split = data.draw(st.integers(i + 1, j))  # the copy is in the second admission
+    first = admit(initial, batch[:split], split, SETTINGS, NOW)
+    once_split = admit(first, batch[split:], len(batch), SETTINGS, NOW)
+    twice_split = admit(first, doubled[split:], len(doubled), SETTINGS, NOW)
+    assert attrs.evolve(twice_split, intent_cursor=0) == attrs.evolve(once_split, intent_cursor=0)

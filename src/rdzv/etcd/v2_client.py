@@ -7,12 +7,27 @@ built, swaps the client's one base URL under every thread that shares it, and
 tries members without bound in time. The clients here send a request once to a
 member, and :class:`ClusterClient` moves it to the next member through a
 :class:`~rdzv.etcd.members.MemberPool`, within the same ``read_timeout``.
+
+A write sent to a follower is a proposal that the follower forwards to the
+leader. When the leader dies, the proposal dies with it, but etcd's v2 API says
+so only when its own request timeout runs out (5 s plus two election timeouts),
+where the v3 API answers "leader changed" at once. So a write that has not
+answered after :data:`LEADER_CHECK_SECONDS` asks its member, every as long, who
+leads; once the member has lost or changed its leader, the write is given up as
+a failure of that member and sent to the next. That is what a timeout did
+already, only sooner: the write may have been applied all the same, so every
+write of rdzv must be safe to repeat (a compare-and-set that lost re-reads; a
+join intent posted twice is admitted once; a heartbeat is overwritten; a delete
+tolerates a key already gone).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
+import json
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +37,13 @@ from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from rdzv.etcd.members import MemberPool
 
-__all__ = ["ClusterClient", "OneAttemptClient", "is_member_failure"]
+__all__ = ["LEADER_CHECK_SECONDS", "ClusterClient", "OneAttemptClient", "is_member_failure"]
+
+LEADER_CHECK_SECONDS = 0.5
+"""How long a write waits before, and between, asking its member who leads."""
+
+_SETTLED_STATES = ("StateFollower", "StateLeader")
+"""Raft states of a member with a leader (``/v2/stats/self``'s ``state``)."""
 
 _RAFT_INTERNAL, _LEADER_ELECTION = 300, 301
 """etcd v2 error codes of a member that cannot serve a write now (no leader, a timeout)."""
@@ -30,6 +51,10 @@ _RAFT_INTERNAL, _LEADER_ELECTION = 300, 301
 
 class _MemberDown(etcd.EtcdConnectionFailed):
     """A member did not answer (refused, reset, timed out)."""
+
+
+class _LeaderLost(_MemberDown):
+    """A member lost or changed its leader while a write of ours waited on it."""
 
 
 def is_member_failure(error: BaseException) -> bool:
@@ -93,6 +118,11 @@ class ClusterClient(OneAttemptClient):
             urls, is_member_failure, lambda failures: _exhausted(self._pool.describe(), failures)
         )
         super().__init__(host=host, port=port, **kwargs)
+        # Writes wait in a worker so that the caller can ask who leads meanwhile;
+        # workers are made on demand and an abandoned write ends at its own timeout.
+        self._writes = concurrent.futures.ThreadPoolExecutor(
+            max_workers=32, thread_name_prefix="rdzv-etcd-write"
+        )
 
     @property
     def base_uri(self) -> str:
@@ -120,9 +150,50 @@ class ClusterClient(OneAttemptClient):
             budget = math.inf  # python-etcd: 0 waits without end
 
         def attempt(url: str, seconds: float) -> urllib3.BaseHTTPResponse:
-            return self._send(url + path, method, params, seconds, watch)
+            if watch or method == self._MGET:
+                return self._send(url + path, method, params, seconds, watch)
+            return self._write(url, path, method, params, seconds)
 
         return self._pool.call(attempt, budget, split=not watch)
+
+    def _write(
+        self, url: str, path: str, method: str, params: dict[str, Any] | None, seconds: float
+    ) -> urllib3.BaseHTTPResponse:
+        """Send a write to ``url``; give it up once the member's leader goes (see the module)."""
+        pending = self._writes.submit(self._send, url + path, method, params, seconds, False)
+        deadline = time.monotonic() + seconds
+        first: tuple[str, str] | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return pending.result(timeout=max(0.0, min(LEADER_CHECK_SECONDS, remaining)))
+            except concurrent.futures.TimeoutError:
+                if remaining <= LEADER_CHECK_SECONDS:
+                    return pending.result()  # ends at the request's own timeout
+            seen = self._leadership(url)
+            if seen is None:
+                continue  # the member does not say: the write's own timeout decides
+            first = first or seen
+            if seen[0] not in _SETTLED_STATES or seen != first:
+                raise _LeaderLost(
+                    f"{url} lost its leader while a write waited on it ({first[1] or 'none'} "
+                    f"-> {seen[1] or 'none'}, {seen[0]}): etcd drops such a write"
+                )
+
+    def _leadership(self, url: str) -> tuple[str, str] | None:
+        """The member's raft state and leader id, from ``/v2/stats/self``; ``None`` if unknown."""
+        pool: Any = self.http
+        try:
+            response = pool.request(
+                self._MGET,
+                url + "/v2/stats/self",
+                timeout=LEADER_CHECK_SECONDS,
+                headers=self._get_headers(),
+            )
+            stats = json.loads(response.data)
+            return str(stats["state"]), str(stats["leaderInfo"]["leader"])
+        except (HTTPError, http.client.HTTPException, OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _send(
         self, url: str, method: str, params: dict[str, Any] | None, seconds: float, watch: bool
