@@ -28,6 +28,7 @@ from rdzv.core.event_json import EVENT_TYPES, event_from_json, event_to_json, pa
 from rdzv.core.events import (
     EMPTY,
     Event,
+    Membership,
     NodeDeclaredDead,
     NodeJoined,
     NodeLeft,
@@ -228,6 +229,27 @@ def test_a_closed_state_opened_again_is_a_reset() -> None:
     assert between(before, complete(A, B))[0] == StateReset(NOW, 0)
 
 
+def test_a_new_job_in_the_same_round_is_a_reset() -> None:
+    """A restarted c10d host or a re-created key: round 0 again, other nodes complete."""
+    after = complete(C, D)
+    assert between(complete(A, B), after) == (
+        StateReset(NOW, 0),
+        NodeJoined(NOW, 0, C, "participant"),
+        NodeJoined(NOW, 0, D, "participant"),
+        RoundCompleted(NOW, 0, 2, ((0, C), (1, D))),
+    )
+
+
+def test_a_complete_round_whose_ranks_changed_is_a_reset() -> None:
+    before = complete(A, B)
+    after = attrs.evolve(before, participants={A: 1, B: 0})
+    assert between(before, after)[0] == StateReset(NOW, 0)
+
+
+def test_a_complete_round_that_forms_again_is_a_reset() -> None:
+    assert between(complete(A, B), forming(A))[0] == StateReset(NOW, 0)
+
+
 def test_a_watcher_that_missed_states_still_reaches_the_last() -> None:
     """A complete round seen only after a participant died: the ranks seen, the size it had."""
     full = complete(A, B, C)
@@ -248,28 +270,57 @@ NODES = [A, B, C, D]
 ACTIONS = [a for a in Action if a.changes_state and a is not Action.KEEP_ALIVE]
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(st.tuples(st.sampled_from(ACTIONS), st.sampled_from(NODES)), max_size=30),
-    st.lists(st.booleans(), min_size=30, max_size=30),
-)
-def test_replaying_the_events_of_any_run_seen_in_part_gives_its_last_state(
-    steps: list[tuple[Action, NodeDesc]], seen: list[bool]
-) -> None:
+RUNS = st.lists(st.tuples(st.sampled_from(ACTIONS), st.sampled_from(NODES)), max_size=30)
+SEEN = st.lists(st.booleans(), min_size=30, max_size=30)
+
+
+def _run(steps: list[tuple[Action, NodeDesc]]) -> list[RendezvousState]:
     states = [RendezvousState()]
     for i, (action, node) in enumerate(steps):
         try:
             states.append(act(states[-1], action, node, NOW + i))
         except IllegalTransitionError:
             continue
-    watched = [s for s, keep in zip(states, seen, strict=False) if keep] + [states[-1]]
-    view, before = EMPTY, None
+    return states
+
+
+def _watch(watched: list[RendezvousState]) -> tuple[Membership, list[Event]]:
+    view, before, seen = EMPTY, None, []
     for state in watched:
         events = events_between(before, state, at=NOW + 100, expiry=EXPIRY)
         for event in events:
             assert event_from_json(json.loads(json.dumps(event_to_json(event)))) == event
         view, before = replay(view, events), state
+        seen.extend(events)
+    return view, seen
+
+
+@settings(max_examples=200, deadline=None)
+@given(RUNS, SEEN)
+def test_replaying_the_events_of_any_run_seen_in_part_gives_its_last_state(
+    steps: list[tuple[Action, NodeDesc]], seen: list[bool]
+) -> None:
+    states = _run(steps)
+    watched = [s for s, keep in zip(states, seen, strict=False) if keep] + [states[-1]]
+    view, events = _watch(watched)
     assert view == membership_of(states[-1])
+    assert not any(isinstance(e, StateReset) for e in events)  # rdzv never goes back
+
+
+@settings(max_examples=200, deadline=None)
+@given(RUNS, SEEN, RUNS, SEEN)
+def test_replaying_the_events_of_a_run_then_a_reset_and_a_new_run_gives_the_last_state(
+    first: list[tuple[Action, NodeDesc]],
+    seen_first: list[bool],
+    second: list[tuple[Action, NodeDesc]],
+    seen_second: list[bool],
+) -> None:
+    """The state is reset (a restarted c10d host, a re-created key) and a new job starts."""
+    old, new = _run(first), _run(second)
+    watched = [s for s, keep in zip(old, seen_first, strict=False) if keep] + [old[-1]]
+    watched += [s for s, keep in zip(new, seen_second, strict=False) if keep] + [new[-1]]
+    view, _ = _watch(watched)
+    assert view == membership_of(new[-1])
 
 
 # -- the JSON form ---------------------------------------------------------------------

@@ -132,7 +132,8 @@ class RendezvousClosed:
 
 @attrs.frozen
 class StateReset:
-    """The state went back: a lower round, or a closed rendezvous open again.
+    """The state went back: a lower round, a closed rendezvous open again, or a
+    complete round that forms again or has another world size or other ranks.
 
     rdzv never writes that; another writer did (a restarted c10d host, a deleted
     and re-created key). Events after it describe the new state from scratch.
@@ -222,7 +223,8 @@ def events_between(
 ) -> tuple[Event, ...]:
     """The events that lead from ``before`` (``None``: no state) to ``after``, seen at ``at``.
 
-    In order: a reset if the state went back; the nodes gone (left or declared
+    In order: a reset if rdzv's writes cannot lead from ``before`` to ``after``
+    (see :class:`StateReset`); the nodes gone (left or declared
     dead, by their latest heartbeat in ``before`` or ``beats`` against
     ``at - expiry``); the old round abandoned and the new one started if the round
     moved; the nodes that entered a list; the completion; the closing. Within each
@@ -230,7 +232,7 @@ def events_between(
     """
     view = membership_of(before)
     out: list[Event] = []
-    if before is not None and (after.round < before.round or (before.closed and not after.closed)):
+    if before is not None and not _succeeds(view, after):
         out.append(StateReset(at, after.round))
         view = EMPTY
     for node in sorted(view.members() - after.members()):
@@ -257,6 +259,29 @@ def events_between(
     if after.closed and not view.closed:
         out.append(RendezvousClosed(at, after.round))
     return tuple(out)
+
+
+def _succeeds(before: Membership, after: RendezvousState) -> bool:
+    """Whether rdzv's own writes can lead from ``before`` to ``after``.
+
+    The round only goes up; a closed rendezvous stays closed; a complete round
+    stays complete, keeps its world size, and its remaining participants keep
+    their ranks. Anything else
+    was written by someone else: a restarted c10d host, a re-created key.
+    """
+    if after.round != before.round:
+        return after.round > before.round
+    if before.closed and not after.closed:
+        return False
+    if before.complete:
+        return (
+            after.complete
+            and after.world_size == before.world_size
+            and all(
+                before.participants.get(node) == rank for node, rank in after.participants.items()
+            )
+        )
+    return True
 
 
 def _latest_beat(
