@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from rdzv.backends.c10d import C10dRendezvousBackend
     from rdzv.backends.etcd import EtcdRendezvousBackend
     from rdzv.backends.memory import InMemoryBackend
-    from rdzv.etcd_server import EtcdServer
+    from rdzv.etcd.server import EtcdServer
     from rdzv.legacy.handler import EtcdRendezvousHandler
     from rdzv.static import StaticTCPRendezvous
     from rdzv.store import EtcdStore, FileStore, StoreAuthenticationError, TCPStore
@@ -61,7 +61,7 @@ _LAZY = {
     "C10dRendezvousBackend": "rdzv.backends.c10d",
     "EtcdRendezvousBackend": "rdzv.backends.etcd",
     "EtcdRendezvousHandler": "rdzv.legacy.handler",
-    "EtcdServer": "rdzv.etcd_server",
+    "EtcdServer": "rdzv.etcd.server",
     "EtcdStore": "rdzv.store.etcd",
     "FileStore": "rdzv.store.file",
     "InMemoryBackend": "rdzv.backends.memory",

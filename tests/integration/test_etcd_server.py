@@ -15,7 +15,7 @@ from pathlib import Path
 import etcd
 import pytest
 
-import rdzv.etcd_server as etcd_server_module
+import rdzv.etcd.server as etcd_server_module
 from rdzv.etcd_server import (
     EtcdBinaryNotFoundError,
     EtcdServer,
@@ -191,10 +191,10 @@ def test_retries_on_new_ports_when_the_picked_port_is_taken(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        real_free_port = etcd_server_module._free_port
+        real_free_port = etcd_server_module.free_port
         picks = iter([taken])  # the first pick loses the race, the rest are real
         monkeypatch.setattr(
-            etcd_server_module, "_free_port", lambda: next(picks, None) or real_free_port()
+            etcd_server_module, "free_port", lambda: next(picks, None) or real_free_port()
         )
 
         server = EtcdServer()
@@ -211,7 +211,7 @@ def test_failed_start_names_the_kept_log_and_the_cause(monkeypatch: pytest.Monke
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        monkeypatch.setattr(etcd_server_module, "_free_port", lambda: taken)
+        monkeypatch.setattr(etcd_server_module, "free_port", lambda: taken)
 
         server = EtcdServer()
         with pytest.raises(EtcdServerError) as failure:

@@ -27,7 +27,7 @@ from rdzv.dynamic.backend import (
     encode_base64_state,
 )
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
-from rdzv.etcd_client import ETCD_ERRORS, check_etcd_v2, connection_error, create_etcd_client
+from rdzv.etcd.v2_connect import ETCD_ERRORS, check_etcd_v2, connection_error, create_etcd_client
 from rdzv.store.etcd import EtcdStore
 
 __all__ = [
@@ -411,7 +411,7 @@ def etcd_prefixes(params: RendezvousParameters) -> tuple[str, str]:
 def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend, EtcdStore]:
     """The backend and the store for ``params`` (torch's function, rdzv's key prefixes).
 
-    Options: those of :func:`rdzv.etcd_client.etcd_client_options`, plus
+    Options: those of :func:`rdzv.etcd.v2_connect.etcd_client_options`, plus
     ``etcd_prefix`` (default ``/rdzv``) under which the state
     (``<prefix>/rendezvous/<run_id>``) and the store (``<prefix>/store``) live,
     and ``ttl`` (seconds the state outlives its last write, default 7200).

@@ -2,7 +2,7 @@
 
 etcd 3.6 removed the v2 API that ``etcd-v2`` (and torch's etcd backends) need;
 this backend speaks v3 only, through etcd's JSON gateway (see
-:mod:`rdzv.etcd_v3_client`), and keeps the contract of ``etcd-v2``:
+:mod:`rdzv.etcd.v3_client`), and keeps the contract of ``etcd-v2``:
 
 - the value is base64 of the codec's bytes, at ``<prefix>/rendezvous/<run_id>``;
 - the key's mod revision is the fencing token, and compare-and-set is one v3
@@ -32,7 +32,7 @@ from rdzv.dynamic.backend import (
     encode_base64_state,
 )
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
-from rdzv.etcd_v3_client import EtcdV3Client, EtcdV3Error, KeyValue, create_etcd_v3_client
+from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3Error, KeyValue, create_etcd_v3_client
 from rdzv.store.etcd_v3 import EtcdV3Store
 
 __all__ = [
@@ -54,7 +54,7 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Holds the state of ``run_id`` at ``<key_prefix>/<run_id>`` in etcd's v3 key space.
 
     Args:
-        client: the :class:`~rdzv.etcd_v3_client.EtcdV3Client` to use.
+        client: the :class:`~rdzv.etcd.v3_client.EtcdV3Client` to use.
         run_id: the job's id.
         key_prefix: where the key lives (default :data:`DEFAULT_KEY_PREFIX`).
         ttl: seconds the state outlives its last write at least (default two hours).
@@ -202,7 +202,7 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
 def create_backend(params: RendezvousParameters) -> tuple[EtcdV3RendezvousBackend, EtcdV3Store]:
     """The backend and the store for ``params``.
 
-    Options: those of ``etcd-v2`` (:func:`rdzv.etcd_client.etcd_client_options`:
+    Options: those of ``etcd-v2`` (:func:`rdzv.etcd.v2_connect.etcd_client_options`:
     ``read_timeout``, ``protocol``, ``ssl_cert``, ``ssl_cert_key``, ``ca_cert``,
     ``username``, ``password``), ``etcd_prefix`` (default ``/rdzv``, see
     :func:`rdzv.backends.etcd.etcd_prefixes`) and ``ttl`` (seconds the state outlives

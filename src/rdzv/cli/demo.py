@@ -426,7 +426,7 @@ class _Demo:
     def start_backend(self) -> None:
         if self.backend not in _ETCD_BACKENDS:
             return
-        from rdzv.etcd_server import EtcdServer, EtcdServerError  # noqa: PLC0415
+        from rdzv.etcd.server import EtcdServer, EtcdServerError  # noqa: PLC0415
 
         # etcd-v3 gets an etcd without the v2 API, as etcd 3.6 is.
         self.etcd = EtcdServer(enable_v2=self.backend == "etcd-v2")

@@ -3,7 +3,7 @@
 ``serve tcp`` is rdzv's TCP store on its own, for a cluster without etcd where
 no training node should be the store's host (the c10d host is a single point
 of failure: a store that runs apart from the nodes survives any node).
-``serve etcd`` is :class:`rdzv.etcd_server.EtcdServer`: one etcd on loopback,
+``serve etcd`` is :class:`rdzv.etcd.server.EtcdServer`: one etcd on loopback,
 for trying the etcd backends on one machine; ``--members 3`` is
 :class:`rdzv.etcd.cluster.EtcdCluster`, a cluster of three, for trying what
 happens when a member dies (kill one: the rendezvous goes on).
@@ -181,7 +181,7 @@ def _api_words(enable_v2: bool) -> tuple[str, str]:
 
 
 def _serve_etcd(args: argparse.Namespace, out: Output) -> int:
-    from rdzv.etcd_server import EtcdServer, EtcdServerError  # noqa: PLC0415
+    from rdzv.etcd.server import EtcdServer, EtcdServerError  # noqa: PLC0415
 
     if args.members > 1:
         return _serve_etcd_cluster(args, out)
@@ -206,7 +206,7 @@ def _serve_etcd(args: argparse.Namespace, out: Output) -> int:
 
 def _serve_etcd_cluster(args: argparse.Namespace, out: Output) -> int:
     from rdzv.etcd.cluster import EtcdCluster  # noqa: PLC0415
-    from rdzv.etcd_server import EtcdServerError  # noqa: PLC0415
+    from rdzv.etcd.server import EtcdServerError  # noqa: PLC0415
 
     if args.port or args.data_dir:
         raise CommandError(

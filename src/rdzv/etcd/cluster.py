@@ -2,7 +2,7 @@
 
 Production etcd runs as 3 or 5 members, and rdzv's etcd clients move a request
 to another member when one fails. This is where that is checked: the members run
-from the binary :class:`~rdzv.etcd_server.EtcdServer` finds, on free loopback
+from the binary :class:`~rdzv.etcd.server.EtcdServer` finds, on free loopback
 ports, and the cluster knows its leader and can kill (SIGKILL), pause (SIGSTOP),
 resume (SIGCONT) and restart any member. Every process it starts it also stops:
 on :meth:`EtcdCluster.stop`, when the object is collected, at interpreter exit,
@@ -19,12 +19,8 @@ from collections.abc import Callable
 
 from rdzv._reaper import track
 from rdzv.etcd.member import EtcdMember
-from rdzv.etcd_server import (
-    EtcdServerError,
-    EtcdServerTimeoutError,
-    _free_port,
-    find_etcd_binary,
-)
+from rdzv.etcd.process import free_port
+from rdzv.etcd.server import EtcdServerError, EtcdServerTimeoutError, find_etcd_binary
 
 __all__ = ["EtcdCluster"]
 
@@ -62,7 +58,7 @@ class EtcdCluster:
         size: how many members (1 to 9; 3 or 5 is what production runs).
         enable_v2: serve the v2 API too (``etcd-v2``, ``etcd`` and ``EtcdStore``
             need it); ``False`` starts etcd as 3.6 would, v3 only.
-        binary_path: the etcd binary; default: :func:`~rdzv.etcd_server.find_etcd_binary`.
+        binary_path: the etcd binary; default: :func:`~rdzv.etcd.server.find_etcd_binary`.
         heartbeat_ms, election_ms: raft's heartbeat interval and election timeout
             (etcd's defaults): a leader lost is replaced about ``election_ms`` later.
 
@@ -139,8 +135,8 @@ class EtcdCluster:
             self._resources.members.append(
                 EtcdMember(
                     index,
-                    _free_port(),
-                    _free_port(),
+                    free_port(),
+                    free_port(),
                     os.path.join(root, f"m{index}"),
                     os.path.join(root, f"m{index}.log"),
                 )

@@ -15,13 +15,8 @@ import signal
 import subprocess
 from typing import Any
 
-from rdzv.etcd_server import (
-    EtcdServerError,
-    EtcdServerTimeoutError,
-    _child_environment,
-    _die_with_parent_hook,
-    _summarize_log_line,
-)
+from rdzv.etcd.process import child_environment, die_with_parent_hook, summarize_log_line
+from rdzv.etcd.server import EtcdServerError, EtcdServerTimeoutError
 
 __all__ = ["HOST", "EtcdMember"]
 
@@ -99,11 +94,11 @@ class EtcdMember:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    env=_child_environment(command),
+                    env=child_environment(command),
                     close_fds=True,
                     start_new_session=True,
                     # Only prctl and getppid between fork and exec (see EtcdServer).
-                    preexec_fn=_die_with_parent_hook(),  # noqa: PLW1509
+                    preexec_fn=die_with_parent_hook(),  # noqa: PLW1509
                 )
             except OSError as e:
                 raise EtcdServerError(f"Could not run the etcd binary {command[0]!r}: {e}.") from e
@@ -189,4 +184,4 @@ class EtcdMember:
                 lines = f.read().decode("utf-8", "replace").splitlines()
         except OSError:
             return "(no log)"
-        return "\n".join(_summarize_log_line(line) for line in lines[-_LOG_TAIL_LINES:])
+        return "\n".join(summarize_log_line(line) for line in lines[-_LOG_TAIL_LINES:])

@@ -2,7 +2,7 @@
 
 Options are torch's (``timeout``, ``last_call_timeout``, ``etcd_prefix``,
 ``protocol``, ``cacert``, ``cert``, ``key``), plus the etcd client options of
-:func:`rdzv.etcd_client.etcd_client_options` (``read_timeout``, ``username``,
+:func:`rdzv.etcd.v2_connect.etcd_client_options` (``read_timeout``, ``username``,
 ``password``; ``ca_cert``, ``ssl_cert``, ``ssl_cert_key`` as other names of the
 three certificate options).
 
@@ -23,7 +23,7 @@ from rdzv.api import (
     RendezvousParameters,
     RendezvousStoreInfo,
 )
-from rdzv.etcd_client import create_etcd_client
+from rdzv.etcd.v2_connect import create_etcd_client
 from rdzv.legacy import protocol
 from rdzv.legacy.rendezvous import EtcdRendezvous
 from rdzv.options import refuse_none

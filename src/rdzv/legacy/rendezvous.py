@@ -48,7 +48,7 @@ from rdzv.api import (
     RendezvousStateError,
     RendezvousTimeoutError,
 )
-from rdzv.etcd_client import ETCD_ERRORS, connection_error
+from rdzv.etcd.v2_connect import ETCD_ERRORS, connection_error
 from rdzv.legacy import protocol
 from rdzv.legacy.lease import LeaseRenewal
 from rdzv.legacy.protocol import LegacyPaths, LegacyState

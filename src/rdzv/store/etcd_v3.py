@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
-from rdzv.etcd_v3_client import EtcdV3Client, EtcdV3ConnectionError, EtcdV3Error
+from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3ConnectionError, EtcdV3Error
 from rdzv.store.base import (
     DEFAULT_STORE_TIMEOUT,
     Store,
@@ -42,7 +42,7 @@ class EtcdV3Store(Store):
     """A ``Store`` kept in etcd's v3 key space under ``prefix``.
 
     Args:
-        client: the :class:`~rdzv.etcd_v3_client.EtcdV3Client` to use; the store
+        client: the :class:`~rdzv.etcd.v3_client.EtcdV3Client` to use; the store
             does not close it.
         prefix: where the keys live; a trailing ``/`` is added.
         timeout: how long ``get`` and ``wait`` block (default: 300 s, as c10d).

@@ -117,7 +117,7 @@ def _open_etcd(params: RendezvousParameters) -> Source:
     import etcd  # noqa: PLC0415 - python-etcd costs ~0.1 s to import
 
     from rdzv.backends.etcd import create_backend  # noqa: PLC0415
-    from rdzv.etcd_client import (  # noqa: PLC0415
+    from rdzv.etcd.v2_connect import (  # noqa: PLC0415
         ETCD_ERRORS,
         connection_error,
         create_etcd_client,
@@ -141,7 +141,7 @@ def _open_etcd(params: RendezvousParameters) -> Source:
 
 def _open_etcd_v3(params: RendezvousParameters) -> Source:
     from rdzv.backends.etcd_v3 import create_backend  # noqa: PLC0415
-    from rdzv.etcd_v3_client import EtcdV3Error  # noqa: PLC0415
+    from rdzv.etcd.v3_client import EtcdV3Error  # noqa: PLC0415
 
     backend, _ = create_backend(params)
 
