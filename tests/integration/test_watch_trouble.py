@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import pytest
 from _nodes import wait_until
 from _ports import free_port
@@ -26,7 +27,8 @@ import rdzv
 from rdzv import RendezvousParameters
 from rdzv.backends.c10d import C10dRendezvousBackend
 from rdzv.core import NodeDesc, RendezvousState, encode_state
-from rdzv.core.events import NodeJoined
+from rdzv.core.events import NodeDeclaredDead, NodeJoined, NodeLeft, RoundCompleted
+from rdzv.core.intents import encode_beat
 from rdzv.store.tcp import TCPStore, TCPStoreServer
 from rdzv.watching import Snapshot, WatchStatus, watcher
 
@@ -138,6 +140,64 @@ def test_a_corrupt_state_is_reported_and_a_good_one_is_seen_at_once(
         finally:
             watching.watcher.stop()
     watching.stop()  # after the store: its end ends the wait in flight
+
+
+def test_a_node_that_left_while_the_backend_was_unreachable_is_not_called_dead(
+    port: int, run_id: str
+) -> None:
+    """B's heartbeat was fresh on the board when last read; it is gone once the store is back.
+
+    The state's own heartbeats are those of the admission, long expired; the board's
+    reading, taken before the outage, must be kept. The outage lasts longer than the
+    expiry (1 s), so the watcher cannot tell whether B left or was dropped.
+    """
+    b = NodeDesc("10.0.0.2", 200, 0)
+    admitted = time.time() - 60
+    params = RendezvousParameters(
+        "c10d", f"127.0.0.1:{port}", run_id, 1, 2,
+        read_timeout=1, keep_alive_interval=0.5, keep_alive_max_attempt=2,
+    )  # fmt: skip
+    watching = rdzv.watch(params, refresh=0.5)
+    items: list[Any] = []
+    thread = threading.Thread(target=lambda: items.extend(watching), daemon=True)
+
+    def write(state: RendezvousState, beats: dict[NodeDesc, float]) -> None:
+        _write(port, run_id, encode_state(state))
+        with TCPStore("127.0.0.1", port) as store:
+            backend = C10dRendezvousBackend(store, run_id)
+            for node, beat in beats.items():
+                backend.beat(str(node), encode_beat(beat), 60)
+
+    try:
+        with TCPStoreServer("127.0.0.1", port):
+            both = RendezvousState(
+                complete=True, world_size=2, participants={A: 0, b: 1},
+                last_heartbeats={A: admitted, b: admitted},
+            )  # fmt: skip
+            write(both, {A: time.time(), b: time.time()})
+            thread.start()
+            wait_until(lambda: any(isinstance(i, RoundCompleted) for i in items), 15, "round 0")
+        wait_until(
+            lambda: any(isinstance(i, WatchStatus) and i.status == "unreachable" for i in items),
+            15,
+            "the watcher to find the store gone",
+        )
+        time.sleep(1.5)  # longer than the expiry: B's fate is unknown
+        with TCPStoreServer("127.0.0.1", port):
+            write(attrs.evolve(both, participants={A: 0}), {A: time.time()})
+            wait_until(
+                lambda: any(isinstance(i, NodeLeft | NodeDeclaredDead) for i in items),
+                15,
+                "B's departure",
+            )
+            watching.stop()
+            thread.join(timeout=10)
+    finally:
+        watching.close()
+    gone = [i for i in items if isinstance(i, NodeLeft | NodeDeclaredDead)]
+    assert len(gone) == 1 and isinstance(gone[0], NodeLeft), gone
+    assert gone[0].node == b and not gone[0].certain
+    assert gone[0].last_heartbeat is not None and gone[0].last_heartbeat > admitted
 
 
 # -- the same on the command line and on the page ------------------------------------

@@ -173,6 +173,40 @@ def test_a_heartbeat_read_outside_the_state_makes_a_dropped_node_one_that_left()
     )
 
 
+def test_a_node_gone_while_the_watcher_could_not_read_is_not_surely_dead() -> None:
+    """Read at NOW, then not for 60 s: B's heartbeat was fresh when last seen."""
+    before = complete(A, B)
+    after = act(before, Action.REMOVE_FROM_PARTICIPANTS, B)
+    assert between(before, after, at=NOW + 60, before_at=NOW) == (
+        NodeLeft(NOW + 60, 0, B, "participant", NOW, certain=False),
+    )
+
+
+def test_a_node_whose_heartbeat_had_expired_when_last_read_is_surely_dead() -> None:
+    before = complete(A, B)
+    after = act(before, Action.REMOVE_FROM_PARTICIPANTS, B)
+    assert between(before, after, at=NOW + 60, before_at=NOW + EXPIRY + 1) == (
+        NodeDeclaredDead(NOW + 60, 0, B, "participant", NOW),
+    )
+
+
+def test_a_node_whose_heartbeat_is_fresh_after_a_gap_surely_left() -> None:
+    before = complete(A, B)
+    after = act(before, Action.REMOVE_FROM_PARTICIPANTS, B)
+    assert between(before, after, at=NOW + 60, before_at=NOW, beats={B: NOW + 50}) == (
+        NodeLeft(NOW + 60, 0, B, "participant", NOW + 50),
+    )
+
+
+def test_an_uncertain_departure_keeps_its_flag_in_json() -> None:
+    event = NodeLeft(NOW, 0, B, "participant", NOW - 30, certain=False)
+    document = event_to_json(event)
+    assert document["certain"] is False
+    assert event_from_json(document) == event
+    del document["certain"]  # written before the field existed
+    assert event_from_json(document) == attrs.evolve(event, certain=True)
+
+
 def test_a_rejoining_participant_moves_to_the_wait_list() -> None:
     before = complete(A, B)
     assert between(before, act(before, Action.REJOIN, A)) == (

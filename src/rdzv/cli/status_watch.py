@@ -113,7 +113,8 @@ def describe_event(event: Event | WatchStatus) -> str:
         was = f" (was {event.previous})" if event.previous else ""
         return f"{where}: {event.node} joined as {event.role}{was}"
     if isinstance(event, NodeLeft):
-        return f"{where}: {event.node} left ({event.role})"
+        unseen = "" if event.certain else ", or died: gone while the watcher could not read"
+        return f"{where}: {event.node} left ({event.role}{unseen})"
     if isinstance(event, NodeDeclaredDead):
         return f"{where}: {event.node} declared dead ({event.role}, heartbeat expired)"
     if isinstance(event, RoundCompleted):

@@ -65,6 +65,8 @@ def event_to_json(event: Event) -> dict[str, Any]:
         out.update(node=str(event.node), role=event.role, previous=event.previous)
     elif isinstance(event, NodeLeft | NodeDeclaredDead):
         out.update(node=str(event.node), role=event.role, last_heartbeat=event.last_heartbeat)
+        if isinstance(event, NodeLeft):
+            out["certain"] = event.certain
     elif isinstance(event, RoundCompleted):
         out["world_size"] = event.world_size
         out["ranks"] = [{"rank": rank, "node": str(node)} for rank, node in event.ranks]
@@ -116,8 +118,11 @@ def event_from_json(document: Mapping[str, Any]) -> Event:
         )
     if kind is NodeLeft or kind is NodeDeclaredDead:
         beat = None if document.get("last_heartbeat") is None else field.number("last_heartbeat")
-        gone = cast(Callable[..., Event], kind)
-        return gone(at, round_, field.node(), field.role("role"), beat)
+        node, role = field.node(), field.role("role")
+        if kind is NodeDeclaredDead:
+            return NodeDeclaredDead(at, round_, node, role, beat)
+        certain = "certain" not in document or field.boolean("certain")  # a field added later
+        return NodeLeft(at, round_, node, role, beat, certain)
     if kind is RoundCompleted:
         return RoundCompleted(at, round_, field.integer("world_size"), field.ranks())
     simple = cast(Callable[[float, int], Event], kind)
@@ -140,6 +145,12 @@ class _Fields:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise RendezvousEventError(f"{name!r} must be a number, got {value!r}")
         return float(value)
+
+    def boolean(self, name: str) -> bool:
+        value = self._get(name)
+        if not isinstance(value, bool):
+            raise RendezvousEventError(f"{name!r} must be true or false, got {value!r}")
+        return value
 
     def integer(self, name: str) -> int:
         value = self._get(name)

@@ -11,7 +11,9 @@ A node that is gone from the state either *left* (its join ended, it shut down)
 or was *declared dead* (its heartbeat expired and a node dropped it). The state
 does not say which; the heartbeats do: a node whose latest known heartbeat had
 expired when the change was seen is dead, any other left. The caller passes the
-heartbeats it read outside the state (the heartbeat board) as ``beats``.
+heartbeats it read outside the state (the heartbeat board) as ``beats``. A
+watcher that could not read for a while cannot always tell: see
+:func:`events_between`'s ``before_at``.
 
 The JSON form of the events is in :mod:`rdzv.core.event_json`.
 """
@@ -68,13 +70,19 @@ class NodeJoined:
 
 @attrs.frozen
 class NodeLeft:
-    """``node`` is gone from the state while its heartbeat was fresh: it left by itself."""
+    """``node`` is gone from the state while its heartbeat was fresh: it left by itself.
+
+    ``certain`` is false when it went while the watcher could not read: its
+    heartbeat was fresh at the last read but has expired since, so it left or was
+    dropped as dead, and the watcher cannot tell which.
+    """
 
     at: float
     round: int
     node: NodeDesc
     role: Role
     last_heartbeat: float | None = None
+    certain: bool = True
 
 
 @attrs.frozen
@@ -220,8 +228,14 @@ def events_between(
     at: float,
     expiry: float,
     beats: Mapping[NodeDesc, float] = _NO_BEATS,
+    before_at: float | None = None,
 ) -> tuple[Event, ...]:
     """The events that lead from ``before`` (``None``: no state) to ``after``, seen at ``at``.
+
+    ``before_at`` (default ``at``) is until when ``before`` was known to hold: a
+    node whose latest heartbeat had expired by then was declared dead, one whose
+    heartbeat is fresh at ``at`` left, and one in between left or died unseen
+    (``NodeLeft`` with ``certain=False``).
 
     In order: a reset if rdzv's writes cannot lead from ``before`` to ``after``
     (see :class:`StateReset`); the nodes gone (left or declared
@@ -239,8 +253,10 @@ def events_between(
         role = view.role_of(node)
         assert role is not None  # a member has a role
         beat = _latest_beat(node, before, beats)
-        gone = NodeDeclaredDead if beat is None or beat < at - expiry else NodeLeft
-        out.append(gone(at, view.round, node, role, beat))
+        if beat is None or beat < (at if before_at is None else before_at) - expiry:
+            out.append(NodeDeclaredDead(at, view.round, node, role, beat))
+        else:
+            out.append(NodeLeft(at, view.round, node, role, beat, beat >= at - expiry))
     view = replay(view, (e for e in out if not isinstance(e, StateReset)))
     if after.round != view.round:
         if view.participants or view.complete:

@@ -84,6 +84,7 @@ class Watcher:
         self._token: Token | None = None
         self._fetched: tuple[bytes, Token] | None = None
         self._beats: dict[NodeDesc, float] = {}
+        self._known_at: float | None = None  # until when self._state was known to hold
         self._pending: tuple[JoinIntent, ...] = ()
         self._last_complete: RoundCompleted | None = None
         self._gone: dict[NodeDesc, Gone] = {}
@@ -177,17 +178,25 @@ class Watcher:
             self._observe(source, state.members() | gone)
             if changed:
                 events = events_between(
-                    before, state, at=now, expiry=self._expiry, beats=self._beats
+                    before,
+                    state,
+                    at=now,
+                    expiry=self._expiry,
+                    beats=self._beats,
+                    before_at=self._known_at,
                 )
                 self._state = state
                 self._remember(events)
             self._pending = read_pending(source.backend, state)
+        self._known_at = now
         self._set_status("ok", None)
         return events
 
     def _observe(self, source: Source, nodes: frozenset[NodeDesc]) -> None:
         seen = read_board(source.backend, nodes)
-        self._beats = {n: max(b, self._beats.get(n, b)) for n, b in seen.items()}
+        # A record gone from the board (a restarted store) keeps its earlier reading.
+        kept = {n: b for n, b in self._beats.items() if n in nodes}
+        self._beats = kept | {n: max(b, kept.get(n, b)) for n, b in seen.items()}
 
     def _remember(self, events: tuple[Event, ...]) -> None:
         """Keep the last complete round, and how its nodes went."""
@@ -243,6 +252,9 @@ class Watcher:
             self._fetched = self._source.backend.wait_for_change(self._token, timeout)
         except (RendezvousConnectionError, RendezvousStateError):
             self._fetched = None  # the next read says what it is
+            return
+        if self._status == "ok":
+            self._known_at = self._clock()  # unchanged until the wait ended
 
 
 def _no_state_message(run_id: str, where: str, pending: tuple[JoinIntent, ...]) -> str:

@@ -117,7 +117,9 @@ function describe(e) {
   const where = "round " + e.round + ": ";
   switch (e.type) {
     case "node_joined": return where + e.node + " joined as " + e.role + (e.previous ? " (was " + e.previous + ")" : "");
-    case "node_left": return where + e.node + " left (" + e.role + ")";
+    case "node_left":
+      return where + e.node + " left (" + e.role
+        + (e.certain === false ? ", or died: gone while the watcher could not read" : "") + ")";
     case "node_declared_dead": return where + e.node + " declared dead (" + e.role + ", heartbeat expired)";
     case "round_completed": return where + "completed, world size " + e.world_size + ", ranks " + e.ranks.map((r) => r.rank + "=" + r.node).join(" ");
     case "round_abandoned": return where + "abandoned";
