@@ -221,7 +221,7 @@ def test_the_last_participant_to_rejoin_abandons_the_round_and_starts_the_next()
         RoundAbandoned(NOW, 0),
         RoundStarted(NOW, 1),
         NodeJoined(NOW, 1, A, "participant", "waiting"),
-        NodeJoined(NOW, 1, B, "participant"),
+        NodeJoined(NOW, 1, B, "participant", "participant"),  # of round 0
     )
 
 

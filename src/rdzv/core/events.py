@@ -58,7 +58,8 @@ class NodeJoined:
 
     ``previous`` is the list it was in (``None``: it was not in the state). A
     waiting node promoted into a forming round is ``waiting -> participant``; a
-    participant that rejoins a complete round is ``participant -> waiting``.
+    participant that rejoins a complete round is ``participant -> waiting``, and
+    one whose rejoin starts the next round ``participant -> participant``.
     """
 
     at: float
@@ -258,6 +259,7 @@ def events_between(
         else:
             out.append(NodeLeft(at, view.round, node, role, beat, beat >= at - expiry))
     view = replay(view, (e for e in out if not isinstance(e, StateReset)))
+    prior = view  # the lists before the round moves: a participant's rejoin names its list
     if after.round != view.round:
         if view.participants or view.complete:
             out.append(RoundAbandoned(at, view.round))
@@ -265,8 +267,8 @@ def events_between(
         view = _new_round(view, after.round)
     for node in after.members_in_order:
         role = _role_in(after, node)
-        previous = view.role_of(node)
-        if role != previous:
+        previous = prior.role_of(node)
+        if role != view.role_of(node):
             assert role is not None  # a member has a role
             out.append(NodeJoined(at, after.round, node, role, previous))
     if after.complete and not (view.complete and view.round == after.round):
