@@ -6,14 +6,17 @@ backend is involved (``test_watch_trouble.py`` runs the whole command).
 
 from __future__ import annotations
 
+import socket
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from _nodes import wait_until
 
-from rdzv.cli.status_page import Hub, PageServer, _asset
+from rdzv.cli import status_page
+from rdzv.cli.status_page import Hub, PageServer, _asset, _Handler
 
 TOKEN = "s3cret"
 
@@ -84,3 +87,74 @@ def test_on_loopback_every_path_refuses_another_host() -> None:
             assert _status(serving.url(path), Host="attacker.example") == 403, path
     finally:
         serving.stop()
+
+
+# -- bounded waits -----------------------------------------------------------------------
+
+
+def _open_stream(port: int, **options: int) -> socket.socket:
+    """A connection that asked for /events and got its headers, and now reads nothing."""
+    sock = socket.socket()
+    for option, value in options.items():
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, option), value)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, f"the server closed the stream: {head!r}"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def test_an_idle_connection_is_closed_by_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _Handler.timeout is not None  # an idle connection must not hold a thread for ever
+    monkeypatch.setattr(_Handler, "timeout", 0.5)
+    serving = Page()
+    try:
+        with socket.create_connection(("127.0.0.1", serving.port), timeout=10) as sock:
+            assert sock.recv(1) == b""  # closed by the server, well before 10 s
+    finally:
+        serving.stop()
+
+
+def test_streams_beyond_the_cap_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status_page, "MAX_STREAMS", 2, raising=False)
+    serving = Page()
+    streams = [_open_stream(serving.port) for _ in range(2)]
+    try:
+        assert _status(serving.url("/events")) == 503
+        assert _status(serving.url("/snapshot")) == 200  # only streams are capped
+        streams.pop().close()
+
+        def free() -> bool:
+            serving.hub.publish("rdzv", {})  # a write finds the closed page
+            return _status(serving.url("/events")) == 200
+
+        wait_until(free, 10, "a free place")
+    finally:
+        for sock in streams:
+            sock.close()
+        serving.stop()
+
+
+def test_a_stream_whose_reader_stops_reading_ends_and_frees_its_place(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(status_page, "MAX_STREAMS", 1, raising=False)
+    monkeypatch.setattr(_Handler, "timeout", 0.5)
+    serving = Page()
+    stuck = _open_stream(serving.port, SO_RCVBUF=4096)
+    try:
+        big = {"padding": "x" * 65536}
+        for _ in range(400):  # far more than the socket buffers hold
+            serving.hub.publish("rdzv", big)
+        wait_until(lambda: _status(serving.url("/events")) == 200, 15, "the stuck stream to end")
+        while stuck.recv(1 << 20):  # what the server sent before it gave up, then its close
+            pass
+    finally:
+        stuck.close()
+        serving.stop()
+    assert "Traceback" not in capfd.readouterr().err

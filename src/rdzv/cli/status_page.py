@@ -15,8 +15,10 @@ passes on the token of its own address. The assets hold no data and need none.
 On loopback, requests naming another host are refused, so that a web page
 elsewhere cannot read this one through DNS rebinding.
 
-Every wait is bounded: a stream sends a comment every 15 s and ends within
-half a second of the server stopping; stopping (Ctrl-C, SIGTERM) stops the
+Every wait is bounded: a connection that sends nothing, or a page that takes
+nothing, for 30 s is closed; at most :data:`MAX_STREAMS` streams are open at
+once (one more is answered 503); a stream sends a comment every 15 s and ends
+within half a second of the server stopping; stopping (Ctrl-C, SIGTERM) stops the
 watcher and the server, then gives the watcher's thread one second.
 """
 
@@ -51,6 +53,10 @@ ASSETS = {
 }
 """Path -> (file under rdzv/cli/page, content type)."""
 
+MAX_STREAMS = 32
+"""Open ``/events`` streams at most; one more is answered 503."""
+_IDLE = 30.0
+"""Seconds a connection may send nothing, or a page take nothing, before it is closed."""
 _HISTORY = 500
 """Events a page that connects late is sent (the timeline's length)."""
 _PING = 15.0
@@ -113,6 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: PageServer
     protocol_version = "HTTP/1.1"
+    timeout = _IDLE  # of every read and write: an idle or stuck page does not hold a thread
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: a page polls nothing, but a log line per request is noise on a terminal."""
@@ -149,17 +156,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _stream(self) -> None:
-        self._headers(HTTPStatus.OK, "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
+        if not self.server.streams.acquire(blocking=False):
+            busy = f"this page serves at most {MAX_STREAMS} open pages: close one and reload\n"
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, busy.encode(), "text/plain; charset=utf-8")
+            return
         try:
+            self._headers(HTTPStatus.OK, "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
             self.wfile.write(b"retry: 2000\n\n")
             for chunk in self._messages():
                 self.wfile.write(chunk)
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the page was closed
+        except OSError:
+            return  # the page was closed, or took nothing for the idle timeout
+        finally:
+            self.server.streams.release()
 
     def _messages(self) -> Iterator[bytes]:
         hub, seen, quiet = self.server.hub, 0, 0.0
@@ -180,6 +193,7 @@ class PageServer(ThreadingHTTPServer):
 
     def __init__(self, host: str, port: int, hub: Hub, token: str | None) -> None:
         self.hub = hub
+        self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._token = None if token is None else token.encode()
         self._loopback = is_loopback_host(host)
         super().__init__((host, port), _Handler)
