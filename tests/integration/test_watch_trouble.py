@@ -30,7 +30,8 @@ from rdzv.core import NodeDesc, RendezvousState, encode_state
 from rdzv.core.events import NodeDeclaredDead, NodeJoined, NodeLeft, RoundCompleted
 from rdzv.core.intents import encode_beat
 from rdzv.store.tcp import TCPStore, TCPStoreServer
-from rdzv.watching import Snapshot, WatchStatus, watcher
+from rdzv.watching import Snapshot, Watcher, WatchStatus, watch_settings, watcher
+from rdzv.watching.source import Source, open_source
 
 A = NodeDesc("10.0.0.1", 100, 0)
 
@@ -198,6 +199,61 @@ def test_a_node_that_left_while_the_backend_was_unreachable_is_not_called_dead(
     assert len(gone) == 1 and isinstance(gone[0], NodeLeft), gone
     assert gone[0].node == b and not gone[0].certain
     assert gone[0].last_heartbeat is not None and gone[0].last_heartbeat > admitted
+
+
+class Counted:
+    """An opener of the run's real source that counts the sources opened and closed."""
+
+    def __init__(self, params: RendezvousParameters) -> None:
+        self.params, self.opened, self.closed = params, 0, 0
+
+    def __call__(self) -> Source:
+        source = open_source(self.params)
+        self.opened += 1
+        release = source.close
+
+        def close() -> None:
+            self.closed += 1
+            release()
+
+        source.close = close  # type: ignore[method-assign]
+        return source
+
+
+def test_breaking_out_of_the_iteration_closes_the_connection(port: int, run_id: str) -> None:
+    params = _params(port, run_id)
+    opener = Counted(params)
+    with TCPStoreServer("127.0.0.1", port):
+        _write(port, run_id, encode_state(_state(time.time())))
+        watching = Watcher(opener, watch_settings(params), "test", refresh=60)
+        for item in watching:
+            if isinstance(item, Snapshot):
+                break  # no `with`, no close()
+        assert (opener.opened, opener.closed) == (1, 1)
+
+
+def test_a_close_from_another_thread_never_reopens_the_connection(port: int, run_id: str) -> None:
+    """close() lands between the loop's check and the next open (here: in the clock)."""
+    params = _params(port, run_id)
+    opener = Counted(params)
+    armed = threading.Event()
+
+    def clock() -> float:
+        if armed.is_set() and sys._getframe(1).f_code.co_name == "_look":
+            armed.clear()
+            watching.close()  # as another thread would, just before the next open
+        return time.time()
+
+    with TCPStoreServer("127.0.0.1", port):
+        _write(port, run_id, encode_state(_state(time.time())))
+        watching = Watcher(opener, watch_settings(params), "test", refresh=0.1, clock=clock)
+        items = iter(watching)
+        for item in items:
+            if isinstance(item, Snapshot):
+                armed.set()
+                break
+        list(items)  # runs until the close ends it
+        assert (opener.opened, opener.closed) == (1, 1)
 
 
 # -- the same on the command line and on the page ------------------------------------

@@ -48,6 +48,10 @@ LONGEST_WAIT = 5.0
 in flight is not interrupted), whatever the refresh period."""
 
 
+class _Stopped(Exception):
+    """The watcher was stopped before it opened its source."""
+
+
 class Watcher:
     """Yields events, status changes and snapshots of one run until :meth:`stop`.
 
@@ -112,10 +116,13 @@ class Watcher:
         self.close()
 
     def __iter__(self) -> Iterator[WatchItem]:
-        while not self._stopped.is_set():
-            yield from self._look()
-            if not self._stopped.is_set():
-                self._wait()
+        try:
+            while not self._stopped.is_set():
+                yield from self._look()
+                if not self._stopped.is_set():
+                    self._wait()
+        finally:  # also when the caller breaks out of its loop
+            self._release()
 
     # -- one look --------------------------------------------------------------------
 
@@ -125,6 +132,8 @@ class Watcher:
         try:
             source = self._open()
             events = self._read(source, now, due)
+        except _Stopped:
+            return
         except RendezvousConnectionError as e:
             events = ()
             self._set_status("unreachable", f"{e} The watcher tries again every few seconds.")
@@ -145,6 +154,8 @@ class Watcher:
             source.close()
 
     def _open(self) -> Source:
+        if self._stopped.is_set():  # closed from another thread: open nothing it would leak
+            raise _Stopped
         if self._source is None:
             self._source = self._opener()
         return self._source
