@@ -9,7 +9,7 @@ gives the one-line JSON form that ``rdzv status --watch --json`` writes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
@@ -17,10 +17,10 @@ import attrs
 
 from rdzv.core import NodeDesc, RendezvousSettings, RendezvousState
 from rdzv.core.event_json import EVENT_FORMAT, event_to_json
-from rdzv.core.events import Event, NodeDeclaredDead, NodeLeft, RoundCompleted
+from rdzv.core.events import Event, NodeDeclaredDead, NodeJoined, NodeLeft, RoundCompleted
 from rdzv.core.intents import JoinIntent
 
-__all__ = ["Gone", "Snapshot", "Status", "WatchItem", "WatchStatus", "item_to_json"]
+__all__ = ["Gone", "LastRound", "Snapshot", "Status", "WatchItem", "WatchStatus", "item_to_json"]
 
 Status: TypeAlias = Literal["ok", "no_state", "corrupt", "unreachable"]
 """What the last read found: a state, none, a value that does not decode, no backend."""
@@ -79,6 +79,30 @@ class Snapshot:
             return ()
         members = frozenset() if self.state is None else self.state.members()
         return tuple((rank, node) for rank, node in self.last_complete.ranks if node not in members)
+
+
+@attrs.frozen
+class LastRound:
+    """The last complete round seen, and how each of its nodes that is gone went.
+
+    Pure bookkeeping over the events a watcher derives: :meth:`after` returns the
+    record the events lead to.
+    """
+
+    completed: RoundCompleted | None = None
+    gone: Mapping[NodeDesc, Gone] = attrs.field(factory=dict, converter=_frozen)
+
+    def after(self, events: Iterable[Event]) -> LastRound:
+        """This record once ``events`` happened, in order."""
+        completed, gone = self.completed, dict(self.gone)
+        for event in events:
+            if isinstance(event, RoundCompleted):
+                completed, gone = event, {}
+            elif isinstance(event, NodeJoined):
+                gone.pop(event.node, None)
+            elif isinstance(event, NodeLeft | NodeDeclaredDead):
+                gone[event.node] = event
+        return LastRound(completed, gone)
 
 
 WatchItem: TypeAlias = Event | WatchStatus | Snapshot

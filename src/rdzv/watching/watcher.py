@@ -25,18 +25,11 @@ from typing import Any
 
 from rdzv.api import RendezvousConnectionError, RendezvousStateError
 from rdzv.core import NodeDesc, RendezvousSettings, RendezvousState, decode_state
-from rdzv.core.events import (
-    Event,
-    NodeDeclaredDead,
-    NodeJoined,
-    NodeLeft,
-    RoundCompleted,
-    events_between,
-)
+from rdzv.core.events import Event, events_between
 from rdzv.core.intents import JoinIntent, merge_heartbeats
 from rdzv.dynamic.backend import Token
 from rdzv.watching.reading import read_board, read_pending
-from rdzv.watching.records import Gone, Snapshot, Status, WatchItem, WatchStatus
+from rdzv.watching.records import LastRound, Snapshot, Status, WatchItem, WatchStatus
 from rdzv.watching.source import Source
 
 __all__ = ["Watcher"]
@@ -90,8 +83,7 @@ class Watcher:
         self._beats: dict[NodeDesc, float] = {}
         self._known_at: float | None = None  # until when self._state was known to hold
         self._pending: tuple[JoinIntent, ...] = ()
-        self._last_complete: RoundCompleted | None = None
-        self._gone: dict[NodeDesc, Gone] = {}
+        self._last_round = LastRound()
         self._retry = _FIRST_RETRY
         self._next_refresh = 0.0
 
@@ -197,7 +189,7 @@ class Watcher:
                     before_at=self._known_at,
                 )
                 self._state = state
-                self._remember(events)
+                self._last_round = self._last_round.after(events)
             self._pending = read_pending(source.backend, state)
         self._known_at = now
         self._set_status("ok", None)
@@ -208,16 +200,6 @@ class Watcher:
         # A record gone from the board (a restarted store) keeps its earlier reading.
         kept = {n: b for n, b in self._beats.items() if n in nodes}
         self._beats = kept | {n: max(b, kept.get(n, b)) for n, b in seen.items()}
-
-    def _remember(self, events: tuple[Event, ...]) -> None:
-        """Keep the last complete round, and how its nodes went."""
-        for event in events:
-            if isinstance(event, RoundCompleted):
-                self._last_complete, self._gone = event, {}
-            elif isinstance(event, NodeJoined):
-                self._gone.pop(event.node, None)
-            elif isinstance(event, NodeLeft | NodeDeclaredDead):
-                self._gone[event.node] = event
 
     @property
     def _expiry(self) -> float:
@@ -247,8 +229,8 @@ class Watcher:
             self._message,
             state,
             self._pending,
-            self._last_complete,
-            self._gone,
+            self._last_round.completed,
+            self._last_round.gone,
         )
 
     # -- waiting ---------------------------------------------------------------------
