@@ -6,17 +6,23 @@ backend is involved (``test_watch_trouble.py`` runs the whole command).
 
 from __future__ import annotations
 
+import argparse
+import os
+import signal
 import socket
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from _nodes import wait_until
 
 from rdzv.cli import status_page
+from rdzv.cli._common import CommandError
 from rdzv.cli.status_page import Hub, PageServer, _asset, _Handler
+from rdzv.core import RendezvousSettings
 
 TOKEN = "s3cret"
 
@@ -158,3 +164,47 @@ def test_a_stream_whose_reader_stops_reading_ends_and_frees_its_place(
         stuck.close()
         serving.stop()
     assert "Traceback" not in capfd.readouterr().err
+
+
+# -- a watcher that fails ------------------------------------------------------------
+
+
+class _BrokenWatcher:
+    """A watcher whose iteration fails with a bug."""
+
+    def __iter__(self) -> Iterator[object]:
+        raise RuntimeError("a bug in the watcher")
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_page_stops_with_an_error_when_its_watcher_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page that went on would show the last snapshot as live."""
+    published: list[tuple[str, dict[str, Any]]] = []
+    publish = Hub.publish
+
+    def spy(hub: Hub, kind: str, document: dict[str, Any]) -> None:
+        published.append((kind, document))
+        publish(hub, kind, document)
+
+    monkeypatch.setattr(Hub, "publish", spy)
+    monkeypatch.setattr(status_page, "watcher_for", lambda args, settings: _BrokenWatcher())
+    args = argparse.Namespace(host="127.0.0.1", port=0, token=None, run_id="run")
+    # run_page handles signals, so it runs in this (the main) thread; a hang ends by SIGINT.
+    guard = threading.Timer(15, os.kill, (os.getpid(), signal.SIGINT))
+    guard.start()
+    try:
+        with pytest.raises(CommandError) as failed:
+            status_page.run_page(args, RendezvousSettings("run", 1, 1), print)
+    finally:
+        guard.cancel()
+    assert failed.value.status != 0
+    assert "RuntimeError: a bug in the watcher" in str(failed.value)
+    statuses = [d for kind, d in published if d.get("type") == "watch_status"]
+    assert statuses and "a bug in the watcher" in statuses[-1]["message"]

@@ -215,8 +215,12 @@ class PageServer(ThreadingHTTPServer):
         return "a valid token is required: open the page with ?token=TOKEN\n"
 
 
-def _feed(watcher: Watcher, hub: Hub, args: argparse.Namespace) -> None:
-    """The watcher's items into the hub, until the watcher stops."""
+def _feed(watcher: Watcher, hub: Hub, args: argparse.Namespace, failed: list[Exception]) -> None:
+    """The watcher's items into the hub, until the watcher stops.
+
+    Any other failure is published and added to ``failed``: the page must then
+    stop, or it would show the last snapshot as live.
+    """
     try:
         for item in watcher:
             if isinstance(item, Snapshot):
@@ -226,14 +230,18 @@ def _feed(watcher: Watcher, hub: Hub, args: argparse.Namespace) -> None:
     except CommandError as e:  # an invalid option: shown on the page, which stays up
         problem = WatchStatus(time.time(), "unreachable", str(e))
         hub.publish("rdzv", item_to_json(problem))
+    except Exception as e:
+        message = f"the watcher failed ({type(e).__name__}: {e}); the page stops"
+        hub.publish("rdzv", item_to_json(WatchStatus(time.time(), "unreachable", message)))
+        failed.append(e)
 
 
 def run_page(args: argparse.Namespace, settings: RendezvousSettings, out: Output) -> int:
     """Serve the page until Ctrl-C or SIGTERM; exit status 0 then.
 
     Raises:
-        CommandError: no token for an address off loopback (status USAGE), or the
-            port cannot be bound.
+        CommandError: no token for an address off loopback (status USAGE), the
+            port cannot be bound, or the watcher failed (the page then stops).
     """
     token = args.token or os.environ.get("RDZV_STATUS_TOKEN") or None
     if token is None and not is_loopback_host(args.host):
@@ -248,9 +256,10 @@ def run_page(args: argparse.Namespace, settings: RendezvousSettings, out: Output
     except OSError as e:
         raise CommandError(f"cannot serve the page on {args.host}:{args.port}: {e}") from e
     watcher = watcher_for(args, settings)
+    failed: list[Exception] = []
     # Daemons: a watcher blocked in a request must not keep the process alive.
     feeding = threading.Thread(
-        target=_feed, args=(watcher, hub, args), name="rdzv-watch", daemon=True
+        target=_feed, args=(watcher, hub, args, failed), name="rdzv-watch", daemon=True
     )
     serving = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": _TICK}, daemon=True
@@ -263,7 +272,7 @@ def run_page(args: argparse.Namespace, settings: RendezvousSettings, out: Output
             feeding.start()
             serving.start()
             out(f"rdzv status page of '{args.run_id}' on {url}  (Ctrl-C to stop)")
-            while serving.is_alive():
+            while serving.is_alive() and not failed:
                 serving.join(timeout=_TICK)
     except KeyboardInterrupt:
         pass
@@ -277,4 +286,10 @@ def run_page(args: argparse.Namespace, settings: RendezvousSettings, out: Output
         # that reads only: it is given a moment, not the request's whole timeout.
         feeding.join(timeout=1.0)
         watcher.close()
+    if failed:
+        error = failed[0]
+        raise CommandError(
+            f"the page stopped because its watcher failed ({type(error).__name__}: {error}); "
+            "this is a bug in rdzv: please report it with this message"
+        ) from error
     return ExitStatus.OK
