@@ -115,8 +115,8 @@ STATES = {
     ),
     "odd-values": RendezvousState(
         round=2**62,
-        participants={NodeDesc("", 0, 0): 0, NodeDesc('"\\\n\x00', 2**40, 7): 0},
-        last_heartbeats={NodeDesc("", 0, 0): 0.0, NodeDesc('"\\\n\x00', 2**40, 7): -1e-300},
+        participants={NodeDesc("", 0, 0): 0, NodeDesc('"\\ é{}', 2**40, 7): 0},
+        last_heartbeats={NodeDesc("", 0, 0): 0.0, NodeDesc('"\\ é{}', 2**40, 7): -1e-300},
     ),
     "integer-heartbeat": RendezvousState(participants={A: 0}, last_heartbeats={A: 5}),
     "intent-cursor": RendezvousState(
@@ -177,7 +177,7 @@ def test_different_states_encode_to_different_bytes() -> None:
 
 node_descs = st.builds(
     NodeDesc,
-    addr=st.text(max_size=20),
+    addr=st.text(max_size=20).filter(str.isprintable),
     pid=st.integers(min_value=0, max_value=2**40),
     local_id=st.integers(min_value=0, max_value=1000),
 )
@@ -444,6 +444,20 @@ def test_a_last_call_deadline_that_is_not_a_finite_time_is_corrupt(word: str) ->
 )
 def test_a_negative_round_world_size_or_cursor_is_corrupt(field: str, value: int) -> None:
     assert_corrupt(with_fields(**{field: value}), "cannot be negative")
+
+
+@pytest.mark.parametrize(
+    "addr",
+    ["evil\x1b]0;owned\x07", "a\nb", "a\rb", "a\x00", "tab\there", "a\u202eb", "a\x9bb"],
+    ids=["osc", "newline", "return", "nul", "tab", "bidi-override", "c1-csi"],
+)
+@pytest.mark.parametrize("where", ["participants", "wait_list", "redundancy_list"])
+def test_a_node_address_with_a_control_character_is_corrupt(addr: str, where: str) -> None:
+    entry = [addr, 1, 0, T, 0] if where == "participants" else [addr, 1, 0, T]
+    error = assert_corrupt(
+        with_fields(**{where: [entry]}), "a node address holds a character that is not printable"
+    )
+    assert addr not in str(error)  # the message shows it escaped, never raw
 
 
 @pytest.mark.parametrize(

@@ -185,6 +185,9 @@ def _to_state(wire: _WireV1) -> RendezvousState:
     lists: list[set[NodeDesc]] = [set(), set()]
 
     def admit(entry: _Node, where: str) -> NodeDesc:
+        if not entry[0].isprintable():  # it reaches terminals: no escape sequences
+            shown = f"{entry[0]!r} (in {where})"
+            raise _corrupt(f"a node address holds a character that is not printable: {shown}")
         node = NodeDesc(entry[0], entry[1], entry[2])
         if node in heartbeats:
             raise _corrupt(f"node {node} appears twice (again in {where})")
