@@ -93,6 +93,8 @@ def test_several_records_in_one_chunk_are_read_in_order() -> None:
         b'["a", "1", 0, 5.0]',
         b'["a", 1, true, 5.0]',
         b'["", 1, 0, 5.0]',
+        b'["evil\\u001b]0;owned\\u0007", 1, 0, 5.0]',
+        b'["a\\nb", 1, 0, 5.0]',
         b'["a", 1, 0, NaN]',
         b'["a", 1, 0, "soon"]',
         b'["a", 1, 0, 5.0, -1]',

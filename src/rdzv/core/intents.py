@@ -136,6 +136,8 @@ def _parse_record(line: bytes) -> LogRecord | None:
     addr, pid, local_id, posted, *rest = fields
     if not (isinstance(addr, str) and addr and all(type(v) is int for v in (pid, local_id))):
         return None
+    if not addr.isprintable():  # pending joins reach terminals: no escape sequences
+        return None
     if type(posted) not in (int, float) or not math.isfinite(posted):
         return None
     node = NodeDesc(addr, pid, local_id)
