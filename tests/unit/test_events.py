@@ -376,6 +376,16 @@ def test_the_json_form_of_a_completed_round() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["a_\u0661_0", "a_1_\u0661", "a_\u00b2_0", "evil\x1b]0;x\x07_1_0", "a\nb_1_0"],
+    ids=["arabic-indic-pid", "arabic-indic-local-id", "superscript", "escape", "newline"],
+)
+def test_a_node_name_with_other_digits_or_a_control_character_is_refused(name: str) -> None:
+    with pytest.raises(RendezvousEventError, match="a node must be 'addr_pid_localid'"):
+        parse_node(name)
+
+
 def test_a_node_with_underscores_in_its_address_survives_its_name() -> None:
     node = NodeDesc("my_host_name", 7, 3)
     assert parse_node(str(node)) == node
@@ -388,6 +398,9 @@ def test_a_node_with_underscores_in_its_address_survives_its_name() -> None:
         ({"type": "node_left"}, "unknown event format None"),
         ({"format": 2, "type": "node_left"}, "unknown event format 2"),
         ({"format": 1, "type": "exec"}, "unknown event type 'exec'"),
+        ({"format": 1, "type": ["node_left"]}, "unknown event type \\['node_left'\\]"),
+        ({"format": 1, "type": "round_started", "at": float("nan"), "round": 1}, "finite"),
+        ({"format": 1, "type": "round_started", "at": float("inf"), "round": 1}, "finite"),
         ({"format": 1, "type": "round_started", "round": 1}, "the event has no 'at'"),
         ({"format": 1, "type": "round_started", "at": "x", "round": 1}, "'at' must be a number"),
         ({"format": 1, "type": "round_started", "at": 1, "round": -1}, "'round' must be a non"),

@@ -14,6 +14,7 @@ saying which is wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -73,6 +74,11 @@ def event_to_json(event: Event) -> dict[str, Any]:
     return out
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: other scripts' digits pass ``isdigit`` and would not round-trip."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_node(text: object) -> NodeDesc:
     """The node named ``addr_pid_localid``.
 
@@ -83,7 +89,7 @@ def parse_node(text: object) -> NodeDesc:
         raise RendezvousEventError(f"a node must be a string 'addr_pid_localid', got {text!r}")
     addr, _, rest = text.rpartition("_")
     addr, _, pid = addr.rpartition("_")
-    if not addr or not pid.isdigit() or not rest.isdigit():
+    if not (addr.isprintable() and _digits(pid) and _digits(rest)):
         raise RendezvousEventError(f"a node must be 'addr_pid_localid', got {text!r}")
     return NodeDesc(addr, int(pid), int(rest))
 
@@ -102,7 +108,8 @@ def event_from_json(document: Mapping[str, Any]) -> Event:
         raise RendezvousEventError(
             f"unknown event format {version!r} (this rdzv reads format {EVENT_FORMAT})"
         )
-    kind = EVENT_TYPES.get(cast(str, document.get("type")))
+    name = document.get("type")
+    kind = EVENT_TYPES.get(name) if isinstance(name, str) else None
     if kind is None:
         raise RendezvousEventError(f"unknown event type {document.get('type')!r}")
     field = _Fields(document)
@@ -144,6 +151,8 @@ class _Fields:
         value = self._get(name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise RendezvousEventError(f"{name!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise RendezvousEventError(f"{name!r} must be a finite number, got {value!r}")
         return float(value)
 
     def boolean(self, name: str) -> bool:
