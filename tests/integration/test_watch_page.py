@@ -208,3 +208,61 @@ def test_the_page_stops_with_an_error_when_its_watcher_fails(
     assert "RuntimeError: a bug in the watcher" in str(failed.value)
     statuses = [d for kind, d in published if d.get("type") == "watch_status"]
     assert statuses and "a bug in the watcher" in statuses[-1]["message"]
+
+
+# -- headers and addresses -------------------------------------------------------------
+
+
+def test_no_other_site_may_frame_the_page(page: Page) -> None:
+    with urllib.request.urlopen(page.url("/"), timeout=10) as response:
+        policy = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "default-src 'self'" in policy
+
+
+def _ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _page_args(host: str, port: int) -> argparse.Namespace:
+    return argparse.Namespace(host=host, port=port, token=None, run_id="run")
+
+
+def test_the_page_serves_on_ipv6_loopback() -> None:
+    if not _ipv6_loopback():  # no ::1 here: then the failure must say what to do
+        with pytest.raises(CommandError, match="--host"):
+            status_page.run_page(_page_args("::1", 0), RendezvousSettings("run", 1, 1), print)
+        return
+    hub = Hub()
+    server = PageServer("::1", 0, hub, None)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        url = f"http://[::1]:{server.server_address[1]}/snapshot"
+        assert _status(url) == 200
+    finally:
+        hub.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_port_in_use_says_what_to_do() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError) as failed:
+            status_page.run_page(
+                _page_args("127.0.0.1", port), RendezvousSettings("run", 1, 1), print
+            )
+    message = str(failed.value)
+    assert f"cannot serve the page on 127.0.0.1:{port}" in message
+    assert "--port 0" in message and "--host" in message

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import ipaddress
 import json
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -147,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", kind)
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'")
+        self.send_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
 
     def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
         self._headers(status, kind)
@@ -186,6 +188,14 @@ class _Handler(BaseHTTPRequestHandler):
                 yield b": ping\n\n"  # finds a closed page, and keeps proxies from timing out
 
 
+def _family(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 literal (``::1``), else AF_INET (names resolve to IPv4)."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return socket.AF_INET
+
+
 class PageServer(ThreadingHTTPServer):
     """The HTTP server of the page; ``token`` (bytes) is required of every request if set."""
 
@@ -196,6 +206,7 @@ class PageServer(ThreadingHTTPServer):
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._token = None if token is None else token.encode()
         self._loopback = is_loopback_host(host)
+        self.address_family = _family(host)
         super().__init__((host, port), _Handler)
 
     def refusal(self, host: str, headers: Any, query: str, data: bool = True) -> str | None:
@@ -254,7 +265,11 @@ def run_page(args: argparse.Namespace, settings: RendezvousSettings, out: Output
     try:
         server = PageServer(args.host, args.port, hub, token)
     except OSError as e:
-        raise CommandError(f"cannot serve the page on {args.host}:{args.port}: {e}") from e
+        raise CommandError(
+            f"cannot serve the page on {args.host}:{args.port}: {e}. Give another --port "
+            "(--port 0 picks a free one), or a --host this machine has (127.0.0.1, or ::1 "
+            "for IPv6)"
+        ) from e
     watcher = watcher_for(args, settings)
     failed: list[Exception] = []
     # Daemons: a watcher blocked in a request must not keep the process alive.
