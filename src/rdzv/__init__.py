@@ -27,8 +27,8 @@ from rdzv.api import (
     RendezvousStoreInfo,
     RendezvousTimeoutError,
 )
+from rdzv.backends.base import RendezvousBackend
 from rdzv.core import RendezvousSettings, RendezvousTimeout
-from rdzv.dynamic.backend import RendezvousBackend
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.endpoint import parse_rendezvous_endpoint
 from rdzv.registry import (

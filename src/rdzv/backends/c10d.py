@@ -21,8 +21,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters, RendezvousStateError
-from rdzv.core.intents import LOG_SEGMENT_SPAN
-from rdzv.dynamic.backend import (
+from rdzv.backends.base import (
     HeartbeatBoard,
     IntentLog,
     RendezvousBackend,
@@ -30,6 +29,7 @@ from rdzv.dynamic.backend import (
     decode_base64_state,
     encode_base64_state,
 )
+from rdzv.core.intents import LOG_SEGMENT_SPAN
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.endpoint import parse_rendezvous_endpoint
 from rdzv.options import refuse_none

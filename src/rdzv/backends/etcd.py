@@ -17,8 +17,7 @@ from typing import Any, NamedTuple
 import etcd
 
 from rdzv.api import RendezvousParameters, RendezvousStateError
-from rdzv.core.intents import LOG_SEGMENT_SPAN
-from rdzv.dynamic.backend import (
+from rdzv.backends.base import (
     HeartbeatBoard,
     IntentLog,
     RendezvousBackend,
@@ -26,6 +25,7 @@ from rdzv.dynamic.backend import (
     decode_base64_state,
     encode_base64_state,
 )
+from rdzv.core.intents import LOG_SEGMENT_SPAN
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.etcd.v2_connect import ETCD_ERRORS, check_etcd_v2, connection_error, create_etcd_client
 from rdzv.store.etcd import EtcdStore

@@ -22,8 +22,7 @@ import uuid
 from collections.abc import Sequence
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
-from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, etcd_prefixes
-from rdzv.dynamic.backend import (
+from rdzv.backends.base import (
     HeartbeatBoard,
     IntentLog,
     RendezvousBackend,
@@ -31,6 +30,7 @@ from rdzv.dynamic.backend import (
     decode_base64_state,
     encode_base64_state,
 )
+from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, etcd_prefixes
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3Error, KeyValue, create_etcd_v3_client
 from rdzv.store.etcd_v3 import EtcdV3Store

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from rdzv.api import RendezvousParameters
-from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend, Token
+from rdzv.backends.base import HeartbeatBoard, IntentLog, RendezvousBackend, Token
 from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.store.memory import InMemoryStore
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
+from rdzv.backends.base import RendezvousBackend, Token
 from rdzv.cli._common import (
     CommandError,
     ExitStatus,
@@ -23,7 +24,6 @@ from rdzv.cli._common import (
     run_id,
 )
 from rdzv.core import RendezvousSettings
-from rdzv.dynamic.backend import RendezvousBackend, Token
 
 __all__ = [
     "BACKENDS",

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from rdzv.api import RendezvousConnectionError, RendezvousStateError
+from rdzv.backends.base import HeartbeatBoard, RendezvousBackend, Token
 from rdzv.cli._common import (
     CommandError,
     ExitStatus,
@@ -41,7 +42,6 @@ from rdzv.core import (
     num_nodes_waiting,
 )
 from rdzv.core.intents import JoinIntent, decode_beat, merge_heartbeats
-from rdzv.dynamic.backend import HeartbeatBoard, RendezvousBackend, Token
 from rdzv.watching import reading
 
 __all__ = [

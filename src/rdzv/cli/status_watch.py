@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any
 
 from rdzv.api import RendezvousConnectionError
+from rdzv.backends.base import Token
 from rdzv.cli._common import CommandError, ExitStatus, Output, sigterm_interrupts
 from rdzv.cli._target import open_target
 from rdzv.cli.status import Reading, describe, format_text
@@ -31,7 +32,6 @@ from rdzv.core.events import (
     RoundCompleted,
     RoundStarted,
 )
-from rdzv.dynamic.backend import Token
 from rdzv.watching import Snapshot, Source, Watcher, WatchItem, WatchStatus, item_to_json
 
 __all__ = ["describe_event", "describe_snapshot", "run_watch", "watcher_for"]

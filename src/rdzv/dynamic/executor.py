@@ -22,6 +22,7 @@ from rdzv.api import (
     RendezvousGracefulExitError,
     RendezvousTimeoutError,
 )
+from rdzv.backends.base import HeartbeatBoard, IntentLog, RendezvousBackend
 from rdzv.core import NodeDesc, RendezvousSettings, RendezvousState
 from rdzv.core.effects import (
     Changed,
@@ -40,7 +41,6 @@ from rdzv.core.effects import (
     Written,
 )
 from rdzv.core.protocol import Context, Progress, step
-from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend
 from rdzv.dynamic.observer import Observer, OperationEnded, StateWritten, notify
 from rdzv.dynamic.perform import Memory, perform, snapshot_of
 

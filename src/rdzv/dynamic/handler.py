@@ -22,6 +22,7 @@ from rdzv.api import (
     RendezvousStoreInfo,
     RendezvousTimeoutError,
 )
+from rdzv.backends.base import RendezvousBackend
 from rdzv.core import (
     NodeDesc,
     RendezvousSettings,
@@ -30,7 +31,6 @@ from rdzv.core import (
     pacing,
     protocol,
 )
-from rdzv.dynamic.backend import RendezvousBackend
 from rdzv.dynamic.executor import Clock, RendezvousOpExecutor, wall_clock
 from rdzv.dynamic.keepalive import Heartbeats
 from rdzv.dynamic.observer import Observer

@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 import attrs
 
+from rdzv.backends.base import HeartbeatBoard, IntentLog, RendezvousBackend, Token
 from rdzv.core import decode_state, encode_state
 from rdzv.core.effects import (
     BeatsRead,
@@ -35,7 +36,6 @@ from rdzv.core.effects import (
 )
 from rdzv.core.intents import decode_beat, decode_records, encode_beat, encode_record
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
-from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend, Token
 
 __all__ = ["STATE_CODEC", "Memory", "StateCodec", "perform", "snapshot_of"]
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from rdzv.backends.base import HeartbeatBoard, IntentLog, RendezvousBackend, Token
 from rdzv.core.intents import LOG_SEGMENT_SPAN, segment_of
-from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend, Token
 
 __all__ = ["SimBackend", "Traffic"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rdzv.backends.base import HeartbeatBoard, IntentLog, RendezvousBackend
 from rdzv.core import NodeDesc, RendezvousState
 from rdzv.core.intents import JoinIntent, Withdrawal, decode_beat, decode_records, moves
-from rdzv.dynamic.backend import HeartbeatBoard, IntentLog, RendezvousBackend
 
 __all__ = ["read_board", "read_pending"]
 

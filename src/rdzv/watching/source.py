@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
-from rdzv.dynamic.backend import RendezvousBackend, Token
+from rdzv.backends.base import RendezvousBackend, Token
 
 __all__ = ["WATCHABLE", "Source", "open_source"]
 
@@ -25,7 +25,7 @@ class Source:
     """One run's backend, for reading.
 
     Attributes:
-        backend: the run's :class:`~rdzv.dynamic.backend.RendezvousBackend`.
+        backend: the run's :class:`~rdzv.backends.base.RendezvousBackend`.
         where: the backend, endpoint and key, for messages.
     """
 

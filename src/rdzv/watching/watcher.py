@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rdzv.api import RendezvousConnectionError, RendezvousStateError
+from rdzv.backends.base import Token
 from rdzv.core import NodeDesc, RendezvousSettings, RendezvousState, decode_state
 from rdzv.core.events import Event, events_between
 from rdzv.core.intents import JoinIntent, merge_heartbeats
-from rdzv.dynamic.backend import Token
 from rdzv.watching.reading import read_board, read_pending
 from rdzv.watching.records import LastRound, Snapshot, Status, WatchItem, WatchStatus
 from rdzv.watching.source import Source
