@@ -35,11 +35,11 @@ RendezvousHandlerCreator = Callable[[RendezvousParameters], RendezvousHandler]
 ENTRY_POINT_GROUP = "rdzv.handlers"
 
 _BUILTIN: dict[str, str] = {
-    "memory": "rdzv.backends.memory:create_memory_handler",
-    "etcd-v2": "rdzv.backends.etcd:create_etcd_v2_handler",
-    "etcd-v3": "rdzv.backends.etcd_v3:create_etcd_v3_handler",
-    "c10d": "rdzv.backends.c10d:create_c10d_handler",
-    "tcp": "rdzv.backends.c10d:create_c10d_handler",
+    "memory": "rdzv.dynamic.wiring:create_memory_handler",
+    "etcd-v2": "rdzv.dynamic.wiring:create_etcd_v2_handler",
+    "etcd-v3": "rdzv.dynamic.wiring:create_etcd_v3_handler",
+    "c10d": "rdzv.dynamic.wiring:create_c10d_handler",
+    "tcp": "rdzv.dynamic.wiring:create_c10d_handler",
     "etcd": "rdzv.legacy.handler:create_etcd_handler",
     "static": "rdzv.static:create_static_handler",
 }

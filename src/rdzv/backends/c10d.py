@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
+from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousConnectionError, RendezvousParameters, RendezvousStateError
 from rdzv.backends.base import (
     HeartbeatBoard,
@@ -30,7 +31,6 @@ from rdzv.backends.base import (
     encode_base64_state,
 )
 from rdzv.core.intents import LOG_SEGMENT_SPAN
-from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.endpoint import parse_rendezvous_endpoint
 from rdzv.options import refuse_none
 from rdzv.store.base import Store, StoreError
@@ -41,7 +41,6 @@ __all__ = [
     "DEFAULT_PORT",
     "C10dRendezvousBackend",
     "create_backend",
-    "create_c10d_handler",
     "is_local_address",
 ]
 
@@ -318,12 +317,6 @@ def create_backend(params: RendezvousParameters) -> tuple[C10dRendezvousBackend,
     return C10dRendezvousBackend(store, params.run_id), store
 
 
-def create_c10d_handler(params: RendezvousParameters) -> DynamicRendezvousHandler:
-    """Handler creator registered as ``c10d`` and ``tcp``.
-
-    The backend is named ``c10d`` either way (as torch's); the handler's
-    ``get_backend()`` is the name it was asked for, because the registry, like
-    torch's, checks that a handler reports the name it was created under.
-    """
-    backend, store = create_backend(params)
-    return create_handler(store, backend, params, backend_name=params.backend)
+# create_c10d_handler moved to rdzv.dynamic.wiring, since a backend does not import the
+# handler; it stays importable from here and is imported when first asked for.
+__getattr__ = lazy_getattr(__name__, {"create_c10d_handler": "rdzv.dynamic.wiring"})

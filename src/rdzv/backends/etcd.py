@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import etcd
 
+from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousParameters, RendezvousStateError
 from rdzv.backends.base import (
     HeartbeatBoard,
@@ -26,7 +27,6 @@ from rdzv.backends.base import (
     encode_base64_state,
 )
 from rdzv.core.intents import LOG_SEGMENT_SPAN
-from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.etcd.v2_connect import ETCD_ERRORS, check_etcd_v2, connection_error, create_etcd_client
 from rdzv.store.etcd import EtcdStore
 
@@ -35,7 +35,6 @@ __all__ = [
     "DEFAULT_STORE_PREFIX",
     "EtcdRendezvousBackend",
     "create_backend",
-    "create_etcd_v2_handler",
     "etcd_prefixes",
 ]
 
@@ -436,7 +435,6 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend,
     return backend, EtcdStore(client, store_prefix)
 
 
-def create_etcd_v2_handler(params: RendezvousParameters) -> DynamicRendezvousHandler:
-    """Handler creator registered as ``etcd-v2``."""
-    backend, store = create_backend(params)
-    return create_handler(store, backend, params)
+# create_etcd_v2_handler moved to rdzv.dynamic.wiring, since a backend does not import the
+# handler; it stays importable from here and is imported when first asked for.
+__getattr__ = lazy_getattr(__name__, {"create_etcd_v2_handler": "rdzv.dynamic.wiring"})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
 from rdzv.backends.base import (
     HeartbeatBoard,
@@ -31,7 +32,6 @@ from rdzv.backends.base import (
     encode_base64_state,
 )
 from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, etcd_prefixes
-from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3Error, KeyValue, create_etcd_v3_client
 from rdzv.store.etcd_v3 import EtcdV3Store
 
@@ -39,7 +39,6 @@ __all__ = [
     "DEFAULT_KEY_PREFIX",
     "EtcdV3RendezvousBackend",
     "create_backend",
-    "create_etcd_v3_handler",
 ]
 
 
@@ -230,7 +229,6 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdV3RendezvousBacken
     return backend, EtcdV3Store(client, store_prefix)
 
 
-def create_etcd_v3_handler(params: RendezvousParameters) -> DynamicRendezvousHandler:
-    """Handler creator registered as ``etcd-v3``."""
-    backend, store = create_backend(params)
-    return create_handler(store, backend, params)
+# create_etcd_v3_handler moved to rdzv.dynamic.wiring, since a backend does not import the
+# handler; it stays importable from here and is imported when first asked for.
+__getattr__ = lazy_getattr(__name__, {"create_etcd_v3_handler": "rdzv.dynamic.wiring"})

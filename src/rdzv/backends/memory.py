@@ -10,12 +10,12 @@ import threading
 import time
 from collections.abc import Sequence
 
+from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousParameters
 from rdzv.backends.base import HeartbeatBoard, IntentLog, RendezvousBackend, Token
-from rdzv.dynamic.handler import DynamicRendezvousHandler, create_handler
 from rdzv.store.memory import InMemoryStore
 
-__all__ = ["InMemoryBackend", "create_memory_handler", "shared_backend"]
+__all__ = ["InMemoryBackend", "create_backend", "shared_backend"]
 
 
 class InMemoryBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
@@ -105,7 +105,14 @@ def shared_backend(run_id: str) -> InMemoryBackend:
     return _shared(run_id)[0]
 
 
-def create_memory_handler(params: RendezvousParameters) -> DynamicRendezvousHandler:
-    """Handler creator for the ``memory`` backend (the endpoint is ignored)."""
-    backend, store = _shared(params.run_id)
-    return create_handler(store, backend, params)
+def create_backend(params: RendezvousParameters) -> tuple[InMemoryBackend, InMemoryStore]:
+    """The backend and store that the ``memory`` handlers of ``params.run_id`` share.
+
+    The first call for a run id in this process creates them; the endpoint is ignored.
+    """
+    return _shared(params.run_id)
+
+
+# create_memory_handler moved to rdzv.dynamic.wiring, since a backend does not import
+# the handler; it stays importable from here and is imported when first asked for.
+__getattr__ = lazy_getattr(__name__, {"create_memory_handler": "rdzv.dynamic.wiring"})
