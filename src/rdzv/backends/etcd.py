@@ -17,16 +17,11 @@ from typing import Any, NamedTuple
 import etcd
 
 from rdzv._lazy import lazy_getattr
-from rdzv.api import RendezvousParameters, RendezvousStateError
-from rdzv.backends.base import (
-    HeartbeatBoard,
-    IntentLog,
-    RendezvousBackend,
-    Token,
-    decode_base64_state,
-    encode_base64_state,
-)
+from rdzv.api import RendezvousConnectionError, RendezvousParameters, RendezvousStateError
+from rdzv.backends.base import Token
 from rdzv.core.intents import LOG_SEGMENT_SPAN
+from rdzv.etcd.backend import EtcdKVBackend
+from rdzv.etcd.kv import Entry, EtcdV2KV, v2_entry
 from rdzv.etcd.v2_connect import ETCD_ERRORS, check_etcd_v2, connection_error, create_etcd_client
 from rdzv.store.etcd import EtcdStore
 
@@ -67,7 +62,7 @@ index) reads as segment 0 from that index, which is what it meant.
 """
 
 
-class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
+class EtcdRendezvousBackend(EtcdKVBackend):
     """Holds the state of ``run_id`` at ``<key_prefix>/<run_id>`` (torch's signature).
 
     Join intents are etcd's in-order keys in segment directories
@@ -93,11 +88,11 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             not positive.
     """
 
-    DEFAULT_TTL = 7200
     INTENT_TTL = 300
     """Seconds an intent stays in etcd, a safety net: segments are deleted once
     admitted, and a node not admitted by then posts again."""
     DEFAULT_SEGMENT_ENTRIES = 256
+    client_errors = ETCD_ERRORS
 
     def __init__(
         self,
@@ -108,81 +103,38 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         *,
         intent_segment_entries: int = DEFAULT_SEGMENT_ENTRIES,
     ) -> None:
-        if not run_id:
-            raise ValueError("The run id must be a non-empty string.")
-        if ttl is not None and ttl <= 0:
-            raise ValueError(f"The TTL of the rendezvous state ({ttl}) must be positive.")
+        prefix = DEFAULT_KEY_PREFIX if key_prefix is None else key_prefix
+        super().__init__(EtcdV2KV(client), run_id, prefix, ttl)
         if intent_segment_entries <= 0:
             raise ValueError(
                 f"The intent log segment size ({intent_segment_entries} entries) must be positive."
             )
         self._client = client
-        prefix = DEFAULT_KEY_PREFIX if key_prefix is None else key_prefix.rstrip("/")
-        self._key = f"{prefix}/{run_id}"
         self._intents_dir = f"{self._key}.intents"
         self._segment_entries = intent_segment_entries
         self._beats_dir = f"{self._key}.heartbeats"
-        self._ttl = ttl or self.DEFAULT_TTL
 
     @property
     def name(self) -> str:
         return "etcd-v2"
 
     @property
-    def reconnect_window(self) -> float:
-        """The client's ``read_timeout``: an outage that long is reported."""
-        return float(self._client.read_timeout)
-
-    @property
-    def key(self) -> str:
-        """The etcd key that holds the state."""
-        return self._key
-
-    @property
     def _endpoint(self) -> str:
-        return str(self._client.base_uri)
+        return self._kv.endpoint
 
-    def _decode(self, result: etcd.EtcdResult) -> tuple[bytes, Token]:
-        where = f"etcd key {self._key} at {self._endpoint}"
-        return decode_base64_state(result.value or "", where), result.modifiedIndex
+    def _connection_error(self, error: BaseException) -> RendezvousConnectionError:
+        return connection_error(self._endpoint, error)
 
-    def get_state(self) -> tuple[bytes, Token] | None:
-        result, _ = self._read()
-        return None if result is None else self._decode(result)
+    def _state_text(self, value: bytes) -> str:
+        return value.decode("utf-8")  # python-etcd's str, as the state was always read
 
-    def _read(self) -> tuple[etcd.EtcdResult | None, int | None]:
+    def _read(self) -> tuple[Entry | None, int | None]:
         """The state's key (``None`` when absent) and etcd's index at the read, if known."""
         try:
-            result = self._client.read(self._key)
-        except etcd.EtcdKeyNotFound as e:
-            index = (e.payload or {}).get("index")
-            return None, index if isinstance(index, int) else None
+            entry, index = self._kv.read_to_watch(self._raw_key)
         except ETCD_ERRORS as e:
             raise connection_error(self._endpoint, e) from e
-        return result, result.etcd_index
-
-    def set_state(
-        self, state: bytes, token: Token | None = None
-    ) -> tuple[bytes, Token, bool] | None:
-        conditions: dict[str, Any]
-        if token is None:
-            conditions = {"prevExist": False}
-        elif isinstance(token, int) and not isinstance(token, bool) and token > 0:
-            conditions = {"prevIndex": token}
-        else:
-            return self._current_state()  # a malformed token can never match
-        value = encode_base64_state(state).decode("ascii")
-        try:
-            result = self._client.write(self._key, value, ttl=self._ttl, **conditions)
-        except (etcd.EtcdAlreadyExist, etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
-            return self._current_state()
-        except ETCD_ERRORS as e:
-            raise connection_error(self._endpoint, e) from e
-        return bytes(state), result.modifiedIndex, True
-
-    def _current_state(self) -> tuple[bytes, Token, bool] | None:
-        current = self.get_state()
-        return None if current is None else (*current, False)
+        return entry, None if index is None or index < 0 else index
 
     def _not_a_directory(self, path: str) -> RendezvousStateError:
         return RendezvousStateError(
@@ -373,7 +325,7 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
                 current, index = self._read()
                 if current is None:
                     return None
-                if current.modifiedIndex != token or deadline <= time.monotonic():
+                if current.version != token or deadline <= time.monotonic():
                     return self._decode(current)
                 wait_index = None if index is None else index + 1
                 continue
@@ -382,7 +334,7 @@ class EtcdRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             except ETCD_ERRORS as e:
                 raise connection_error(self._endpoint, e) from e
             if event.action in ("set", "create", "compareAndSwap", "update") and event.value:
-                return self._decode(event)
+                return self._decode(v2_entry(event))
             return None  # expired or deleted
 
 

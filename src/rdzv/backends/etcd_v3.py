@@ -23,16 +23,11 @@ from collections.abc import Sequence
 
 from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
-from rdzv.backends.base import (
-    HeartbeatBoard,
-    IntentLog,
-    RendezvousBackend,
-    Token,
-    decode_base64_state,
-    encode_base64_state,
-)
+from rdzv.backends.base import Token
 from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, etcd_prefixes
-from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3Error, KeyValue, create_etcd_v3_client
+from rdzv.etcd.backend import EtcdKVBackend
+from rdzv.etcd.kv import EtcdV3KV
+from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3Error, create_etcd_v3_client
 from rdzv.store.etcd_v3 import EtcdV3Store
 
 __all__ = [
@@ -42,14 +37,7 @@ __all__ = [
 ]
 
 
-def _connection_error(client: EtcdV3Client, error: EtcdV3Error) -> RendezvousConnectionError:
-    return RendezvousConnectionError(
-        f"etcd (v3 API) at {client.endpoint} failed: {error}. Check that etcd runs there, that "
-        "this host can reach it (protocol, certificates, credentials), or raise read_timeout."
-    )
-
-
-class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
+class EtcdV3RendezvousBackend(EtcdKVBackend):
     """Holds the state of ``run_id`` at ``<key_prefix>/<run_id>`` in etcd's v3 key space.
 
     Args:
@@ -62,9 +50,9 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         ValueError: an empty run id or a non-positive TTL.
     """
 
-    DEFAULT_TTL = 7200
     INTENT_TTL = 300
     """Seconds an intent stays in etcd at least; a node not admitted by then posts again."""
+    client_errors = (EtcdV3Error,)
 
     def __init__(
         self,
@@ -73,74 +61,27 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         key_prefix: str | None = None,
         ttl: int | None = None,
     ) -> None:
-        if not run_id:
-            raise ValueError("The run id must be a non-empty string.")
-        if ttl is not None and ttl <= 0:
-            raise ValueError(f"The TTL of the rendezvous state ({ttl}) must be positive.")
+        prefix = DEFAULT_KEY_PREFIX if key_prefix is None else key_prefix
+        super().__init__(EtcdV3KV(client), run_id, prefix, ttl)
         self._client = client
-        prefix = DEFAULT_KEY_PREFIX if key_prefix is None else key_prefix.rstrip("/")
-        self._key = f"{prefix}/{run_id}"
-        self._raw_key = self._key.encode("utf-8")
         self._intents_prefix = f"{self._key}.intents/".encode()
         self._beats_prefix = f"{self._key}.heartbeats/".encode()
-        self._ttl = ttl or self.DEFAULT_TTL
 
     @property
     def name(self) -> str:
         return "etcd-v3"
 
     @property
-    def reconnect_window(self) -> float:
-        """The client's ``read_timeout``: how long an etcd outage may last before it is reported.
-
-        (The property the ``etcd-v2`` backend offers too; executors that retry through
-        a brief outage read it.)
-        """
-        return float(self._client.read_timeout)
-
-    @property
-    def key(self) -> str:
-        """The etcd key that holds the state."""
-        return self._key
-
-    @property
     def client(self) -> EtcdV3Client:
         """The client this backend uses (``rdzv status`` reads the raw key with it)."""
         return self._client
 
-    def _decode(self, kv: KeyValue) -> tuple[bytes, Token]:
-        where = f"etcd key {self._key} at {self._client.endpoint}"
-        return decode_base64_state(kv.value, where), kv.mod_revision
-
-    def get_state(self) -> tuple[bytes, Token] | None:
-        try:
-            kv, _ = self._client.get(self._raw_key)
-        except EtcdV3Error as e:
-            raise _connection_error(self._client, e) from e
-        return None if kv is None else self._decode(kv)
-
-    def set_state(
-        self, state: bytes, token: Token | None = None
-    ) -> tuple[bytes, Token, bool] | None:
-        if token is None:
-            expected: int | None = None
-        elif isinstance(token, int) and not isinstance(token, bool) and token > 0:
-            expected = token
-        else:
-            return self._current_state()  # a malformed token can never match
-        try:
-            written, revision, current = self._client.put_if(
-                self._raw_key, encode_base64_state(state), expected, ttl=self._ttl
-            )
-        except EtcdV3Error as e:
-            raise _connection_error(self._client, e) from e
-        if written:
-            return bytes(state), revision, True
-        return None if current is None else (*self._decode(current), False)
-
-    def _current_state(self) -> tuple[bytes, Token, bool] | None:
-        current = self.get_state()
-        return None if current is None else (*current, False)
+    def _connection_error(self, error: BaseException) -> RendezvousConnectionError:
+        return RendezvousConnectionError(
+            f"etcd (v3 API) at {self._client.endpoint} failed: {error}. Check that etcd runs "
+            "there, that this host can reach it (protocol, certificates, credentials), or "
+            "raise read_timeout."
+        )
 
     def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
         """Return the state once it is no longer the one ``token`` names (``None``: no state).
@@ -153,12 +94,12 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         if token is not None and seen is None:
             seen = -1  # matches no revision
         try:
-            event = self._client.watch(self._raw_key, seen, timeout)
+            change = self._kv.watch(self._raw_key, seen, timeout)
         except EtcdV3Error as e:
-            raise _connection_error(self._client, e) from e
-        if event is None or event.deleted:
+            raise self._connection_error(e) from e
+        if change is None or change.entry is None:
             return None  # timed out, or the key expired or was deleted: read again
-        return self._decode(event.kv)
+        return self._decode(change.entry)
 
     def post_intent(self, record: bytes, cursor: int) -> None:
         # A random name: unique without a read, and its create revision orders it.
@@ -166,7 +107,7 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         try:
             self._client.put(key, record, ttl=self.INTENT_TTL)
         except EtcdV3Error as e:
-            raise _connection_error(self._client, e) from e
+            raise self._connection_error(e) from e
 
     def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
         try:
@@ -174,7 +115,7 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
                 self._intents_prefix, min_create_revision=cursor + 1, by_creation=True
             )
         except EtcdV3Error as e:
-            raise _connection_error(self._client, e) from e
+            raise self._connection_error(e) from e
         fresh = [kv for kv in kvs if kv.create_revision > cursor]
         return [kv.value for kv in fresh], max([cursor, *(kv.create_revision for kv in fresh)])
 
@@ -182,14 +123,14 @@ class EtcdV3RendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         try:
             self._client.put(self._beats_prefix + name.encode("utf-8"), record, ttl=ttl)
         except EtcdV3Error as e:
-            raise _connection_error(self._client, e) from e
+            raise self._connection_error(e) from e
 
     def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
         wanted = set(names)
         try:
             kvs = self._client.get_prefix(self._beats_prefix)
         except EtcdV3Error as e:
-            raise _connection_error(self._client, e) from e
+            raise self._connection_error(e) from e
         found: dict[str, bytes] = {}
         for kv in kvs:
             name = kv.key[len(self._beats_prefix) :].decode("utf-8", "replace")
@@ -225,7 +166,7 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdV3RendezvousBacken
     try:
         client.get(backend._raw_key)
     except EtcdV3Error as e:
-        raise _connection_error(client, e) from e
+        raise backend._connection_error(e) from e
     return backend, EtcdV3Store(client, store_prefix)
 
 

@@ -11,13 +11,13 @@ before the protocol existed, no more, and lets the client's errors through.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import etcd
 
 from rdzv.etcd.v3_client import EtcdV3Client, KeyValue
 
-__all__ = ["Change", "Entry", "EtcdKV", "EtcdV2KV", "EtcdV3KV", "HistoryLost", "Swap"]
+__all__ = ["Change", "Entry", "EtcdKV", "EtcdV2KV", "EtcdV3KV", "HistoryLost", "Swap", "v2_entry"]
 
 # etcd v2 actions whose event node carries no value: the key is gone afterwards.
 _REMOVE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
@@ -45,6 +45,8 @@ class Swap(NamedTuple):
     """The outcome of :meth:`EtcdKV.put_if`."""
 
     written: bool
+    version: int = 0
+    """The version the write gave the key (0 when it lost)."""
     current: Entry | None = None
     """After a lost swap: the key as the reply reported it (``None``: absent)."""
     current_known: bool = False
@@ -61,6 +63,11 @@ class EtcdKV(Protocol):
     @property
     def endpoint(self) -> str:
         """The member the client talks to (for messages)."""
+        ...
+
+    @property
+    def read_timeout(self) -> float:
+        """How long the client waits for an answer, in seconds."""
         ...
 
     def get(self, key: bytes) -> Entry | None:
@@ -83,8 +90,14 @@ class EtcdKV(Protocol):
         """Write the key."""
         ...
 
-    def put_if(self, key: bytes, value: bytes, version: int | None) -> Swap:
-        """Write the key if it is at ``version`` (``None``: if it is absent)."""
+    def put_if(
+        self, key: bytes, value: bytes, version: int | None, *, ttl: int | None = None
+    ) -> Swap:
+        """Write the key if it is at ``version`` (``None``: if it is absent).
+
+        With ``ttl`` the key vanishes that many seconds after the write (v2) or one
+        to two TTLs after it (v3, a lease).
+        """
         ...
 
     def delete(self, key: bytes) -> bool:
@@ -106,9 +119,13 @@ class EtcdV2KV:
     def endpoint(self) -> str:
         return str(self.client.base_uri)
 
+    @property
+    def read_timeout(self) -> float:
+        return float(self.client.read_timeout)
+
     def get(self, key: bytes) -> Entry | None:
         try:
-            return _v2_entry(self.client.read(key.decode("utf-8")))
+            return v2_entry(self.client.read(key.decode("utf-8")))
         except etcd.EtcdKeyNotFound:
             return None
 
@@ -124,7 +141,7 @@ class EtcdV2KV:
         # X-Etcd-Index, not modifiedIndex: etcd keeps only the last 1000 events,
         # and a key written long ago would make a watch from its modifiedIndex
         # fail with "index cleared".
-        return _v2_entry(node), node.etcd_index
+        return v2_entry(node), node.etcd_index
 
     def watch(self, key: bytes, cursor: int | None, timeout: float) -> Change | None:
         if cursor is None or cursor < 0:
@@ -140,22 +157,26 @@ class EtcdV2KV:
             raise HistoryLost from e
         if event.action in _REMOVE_ACTIONS or event.value is None:
             return Change(None, event.modifiedIndex)
-        return Change(_v2_entry(event), event.modifiedIndex)
+        return Change(v2_entry(event), event.modifiedIndex)
 
     def put(self, key: bytes, value: bytes) -> None:
         self.client.write(key.decode("utf-8"), value.decode("utf-8"))
 
-    def put_if(self, key: bytes, value: bytes, version: int | None) -> Swap:
+    def put_if(
+        self, key: bytes, value: bytes, version: int | None, *, ttl: int | None = None
+    ) -> Swap:
         # prevIndex rather than prevValue: etcd rejects an empty prevValue, and
         # the index also catches a write of the same value in between.
+        conditions: dict[str, Any] = (
+            {"prevExist": False} if version is None else {"prevIndex": version}
+        )
+        if ttl is not None:
+            conditions["ttl"] = ttl
         try:
-            if version is None:
-                self.client.write(key.decode("utf-8"), value.decode("utf-8"), prevExist=False)
-            else:
-                self.client.write(key.decode("utf-8"), value.decode("utf-8"), prevIndex=version)
+            result = self.client.write(key.decode("utf-8"), value.decode("utf-8"), **conditions)
         except (etcd.EtcdAlreadyExist, etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
             return Swap(False)
-        return Swap(True)
+        return Swap(True, result.modifiedIndex)
 
     def delete(self, key: bytes) -> bool:
         try:
@@ -174,7 +195,8 @@ class EtcdV2KV:
         return sum(1 for node in root.leaves if not node.dir)
 
 
-def _v2_entry(node: etcd.EtcdResult) -> Entry:
+def v2_entry(node: etcd.EtcdResult) -> Entry:
+    """A python-etcd result as an :class:`Entry` (value ``None``: a directory)."""
     value = None if node.dir or node.value is None else node.value.encode("utf-8")
     return Entry(node.key, value, node.modifiedIndex)
 
@@ -188,6 +210,10 @@ class EtcdV3KV:
     @property
     def endpoint(self) -> str:
         return self.client.endpoint
+
+    @property
+    def read_timeout(self) -> float:
+        return float(self.client.read_timeout)
 
     def get(self, key: bytes) -> Entry | None:
         kv, _ = self.client.get(key)
@@ -213,10 +239,12 @@ class EtcdV3KV:
     def put(self, key: bytes, value: bytes) -> None:
         self.client.put(key, value)
 
-    def put_if(self, key: bytes, value: bytes, version: int | None) -> Swap:
+    def put_if(
+        self, key: bytes, value: bytes, version: int | None, *, ttl: int | None = None
+    ) -> Swap:
         # The failed transaction read the key: no second request before retrying.
-        written, _, now = self.client.put_if(key, value, version)
-        return Swap(written, _v3_entry(now), True)
+        written, revision, now = self.client.put_if(key, value, version, ttl=ttl)
+        return Swap(written, revision, _v3_entry(now), True)
 
     def delete(self, key: bytes) -> bool:
         return self.client.delete(key) > 0
