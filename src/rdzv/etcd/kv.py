@@ -1,11 +1,14 @@
-"""The few key-value operations rdzv's etcd stores need, for etcd's v2 and v3 APIs alike.
+"""The few key-value operations rdzv's etcd stores and backends need, for v2 and v3 alike.
 
-:class:`EtcdKV` is what the shared store (:mod:`rdzv.etcd.store`) is written
-against; :class:`EtcdV2KV` serves it over a python-etcd client, :class:`EtcdV3KV` over an
-:class:`~rdzv.etcd.v3_client.EtcdV3Client`. Keys and values are bytes as they stand
-in etcd: how a store lays its keys out (torch's base64 one for v2) is the store's
-business, not the protocol's. Each operation makes the requests the store made
-before the protocol existed, no more, and lets the client's errors through.
+:class:`EtcdKV` is what the shared store (:mod:`rdzv.etcd.store`) and the state
+half of the backends (:mod:`rdzv.etcd.backend`) are written against;
+:class:`EtcdV2KV` serves it over a python-etcd client (so over the failover
+``ClusterClient`` too), :class:`EtcdV3KV` over an
+:class:`~rdzv.etcd.v3_client.EtcdV3Client`. Keys and values are bytes as they
+stand in etcd: how a store lays its keys out (torch's base64 one for v2) is the
+store's business, not the protocol's. Each operation makes the requests its
+callers made before the protocol existed, no more, and lets the client's errors
+through, so each caller keeps its own error messages.
 """
 
 from __future__ import annotations
