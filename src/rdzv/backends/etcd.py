@@ -8,11 +8,10 @@ waiting for others watches the key from its token, so it wakes on the next write
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import etcd
 
@@ -23,6 +22,7 @@ from rdzv.core.intents import LOG_SEGMENT_SPAN
 from rdzv.etcd.backend import EtcdKVBackend
 from rdzv.etcd.kv import Entry, EtcdV2KV, v2_entry
 from rdzv.etcd.v2_connect import ETCD_ERRORS, check_etcd_v2, connection_error, create_etcd_client
+from rdzv.etcd.v2_dirs import V2Directories
 from rdzv.store.etcd import EtcdStore
 
 __all__ = [
@@ -37,14 +37,6 @@ DEFAULT_KEY_PREFIX = "/rdzv/rendezvous"
 """Where states live by default: not torch's ``/torch/elastic/rendezvous``, so an rdzv job
 and a torch job with the same run id never overwrite each other's state."""
 DEFAULT_STORE_PREFIX = "/rdzv/store"
-
-
-class _Entry(NamedTuple):
-    """A file of an etcd directory: its key, creation index and value."""
-
-    key: str
-    created: int
-    value: str | None
 
 
 _INDEX_LIMIT = LOG_SEGMENT_SPAN
@@ -113,6 +105,7 @@ class EtcdRendezvousBackend(EtcdKVBackend):
         self._intents_dir = f"{self._key}.intents"
         self._segment_entries = intent_segment_entries
         self._beats_dir = f"{self._key}.heartbeats"
+        self._dirs = V2Directories(client, self._key)
 
     @property
     def name(self) -> str:
@@ -136,25 +129,6 @@ class EtcdRendezvousBackend(EtcdKVBackend):
             raise connection_error(self._endpoint, e) from e
         return entry, None if index is None or index < 0 else index
 
-    def _not_a_directory(self, path: str) -> RendezvousStateError:
-        return RendezvousStateError(
-            f"The etcd key {path} at {self._endpoint} is a plain key, but rdzv keeps a "
-            "directory there (of join intents or heartbeats) for the rendezvous state "
-            f"{self._key}. Something else wrote it; delete it (e.g. `curl -X DELETE "
-            f"{self._endpoint}/v2/keys{path}`) and start the nodes again."
-        )
-
-    def _plain_key_error(self, error: etcd.EtcdException, path: str) -> RendezvousStateError:
-        """:meth:`_not_a_directory` for the plain key that made a request on ``path`` fail.
-
-        etcd names it in the error's cause: ``path`` itself or a directory above it
-        (``<key>.intents`` above a segment).
-        """
-        cause = (error.payload or {}).get("cause")
-        if isinstance(cause, str) and cause and (path + "/").startswith(cause.rstrip("/") + "/"):
-            return self._not_a_directory(cause.rstrip("/"))
-        return self._not_a_directory(path)
-
     def _segment_dir(self, segment: int) -> str:
         return f"{self._intents_dir}/{segment}"
 
@@ -169,12 +143,7 @@ class EtcdRendezvousBackend(EtcdKVBackend):
     def post_intent(self, record: bytes, cursor: int) -> None:
         """Append ``record`` to the segment that ``cursor`` names (see :class:`IntentLog`)."""
         path = self._segment_dir(self._split_cursor(cursor)[0])
-        try:
-            self._client.write(path, record.decode("utf-8"), ttl=self.INTENT_TTL, append=True)
-        except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
-            raise self._plain_key_error(e, path) from e
-        except ETCD_ERRORS as e:
-            raise connection_error(self._endpoint, e) from e
+        self._dirs.write(path, record.decode("utf-8"), path, ttl=self.INTENT_TTL, append=True)
 
     def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
         """The records of the cursor's segment created after its index, in creation order.
@@ -193,7 +162,7 @@ class EtcdRendezvousBackend(EtcdKVBackend):
                 belongs, or etcd's index outgrew the log positions.
         """
         segment, start = self._split_cursor(cursor)
-        entries = self._read_dir(self._segment_dir(segment))
+        entries = self._dirs.files(self._segment_dir(segment))
         fresh = sorted((e.created, e.value) for e in entries if e.created > start)
         records = [(value or "").encode("utf-8") for _, value in fresh]
         last = fresh[-1][0] if fresh else start
@@ -204,92 +173,22 @@ class EtcdRendezvousBackend(EtcdKVBackend):
                 f"{self._key}. Use the etcd-v3 backend, or an etcd cluster started afresh."
             )
         if len(entries) >= self._segment_entries:
-            self._delete_segments_before(segment)
+            self._dirs.delete_numbered_below(self._intents_dir, segment)
             return records, (segment + 1) * LOG_SEGMENT_SPAN
         return records, segment * LOG_SEGMENT_SPAN + last
 
-    def _delete_segments_before(self, segment: int) -> None:
-        """Delete the log's segment directories numbered below ``segment``.
-
-        Usually that is only ``segment - 1``, but a node that posted with a stale
-        cursor may have created an older one again. The directory is listed first
-        (a read served by the member) so that the many nodes that see the same
-        full segment do not each send deletes that etcd must order through raft.
-        """
-        if segment == 0:
-            return
-        try:
-            listing = self._client.read(self._intents_dir)
-        except etcd.EtcdKeyNotFound:
-            return
-        except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
-            raise self._plain_key_error(e, self._intents_dir) from e
-        except ETCD_ERRORS as e:
-            raise connection_error(self._endpoint, e) from e
-        for child in listing.children:
-            name = child.key.rsplit("/", 1)[-1]
-            # python-etcd lists an empty directory as its own child; and leave alone
-            # whatever is not a segment (such as intents of an rdzv before segments).
-            is_segment = child.dir and child.key != listing.key and name.isascii()
-            if not is_segment or not name.isdigit() or int(name) >= segment:
-                continue
-            try:
-                self._client.delete(child.key, recursive=True, dir=True)
-            except etcd.EtcdKeyNotFound:
-                pass  # another node deleted it first
-            except ETCD_ERRORS as e:
-                raise connection_error(self._endpoint, e) from e
-
     def beat(self, name: str, record: bytes, ttl: float) -> None:
-        try:
-            self._client.write(
-                f"{self._beats_dir}/{name}", record.decode("ascii"), ttl=max(1, math.ceil(ttl))
-            )
-        except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
-            raise self._plain_key_error(e, self._beats_dir) from e
-        except ETCD_ERRORS as e:
-            raise connection_error(self._endpoint, e) from e
+        path = f"{self._beats_dir}/{name}"
+        self._dirs.write(path, record.decode("ascii"), self._beats_dir, ttl=max(1, math.ceil(ttl)))
 
     def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
         wanted = set(names)
         found: dict[str, bytes] = {}
-        for entry in self._read_dir(self._beats_dir):
+        for entry in self._dirs.files(self._beats_dir):
             name = entry.key.rsplit("/", 1)[-1]
             if name in wanted and entry.value is not None:
                 found[name] = entry.value.encode("utf-8", "replace")
         return found
-
-    def _read_dir(self, path: str) -> list[_Entry]:
-        """The files of directory ``path`` (none when it does not exist).
-
-        Parsed here rather than by python-etcd, whose result objects cost ten
-        times more: at a thousand pending intents this read is most of a join.
-        """
-        client = self._client
-        try:
-            response = client.api_execute(
-                client.key_endpoint + path, client._MGET, params={"recursive": "true"}
-            )
-            node = json.loads(response.data)["node"]
-        except etcd.EtcdKeyNotFound:
-            return []
-        except (etcd.EtcdNotDir, etcd.EtcdNotFile) as e:
-            raise self._plain_key_error(e, path) from e  # a plain key above ``path``
-        except ETCD_ERRORS as e:
-            raise connection_error(self._endpoint, e) from e
-        except (ValueError, KeyError, TypeError) as e:
-            raise connection_error(self._endpoint, e) from e
-        if not node.get("dir"):
-            raise self._not_a_directory(path)
-        files: list[_Entry] = []
-        pending = list(node.get("nodes", ()))
-        while pending:
-            child = pending.pop()
-            if child.get("dir"):
-                pending.extend(child.get("nodes", ()))
-            else:
-                files.append(_Entry(child["key"], child["createdIndex"], child.get("value")))
-        return files
 
     def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
         """Watch the key for the first write after ``token`` (or its creation).
