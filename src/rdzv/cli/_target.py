@@ -1,20 +1,18 @@
 """Reaching the state of a running rendezvous from outside it, without joining.
 
 ``rdzv status`` and ``rdzv close`` take the same options as a node (backend,
-endpoint, run id, TLS and auth) and build the same backend a node builds, except
-that on ``c10d`` they connect as a client only (``is_host=false``): a command
-that inspects a job must never start a store of its own.
+endpoint, run id, TLS and auth) and open the backend as a watcher does
+(:func:`rdzv.watching.source.open_source`): on ``c10d`` as a client only, since a
+command that inspects a job must never start a store of its own.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
-from rdzv.backends.base import RendezvousBackend, Token
 from rdzv.cli._common import (
     CommandError,
     ExitStatus,
@@ -24,10 +22,10 @@ from rdzv.cli._common import (
     run_id,
 )
 from rdzv.core import RendezvousSettings
+from rdzv.watching.source import Source, open_source
 
 __all__ = [
     "BACKENDS",
-    "Target",
     "add_keep_alive_arguments",
     "add_target_arguments",
     "keep_alive_settings",
@@ -38,42 +36,6 @@ BACKENDS = ("c10d", "tcp", "etcd-v2", "etcd-v3")
 """The backends whose state these commands read: those of the dynamic handler."""
 
 DEFAULT_READ_TIMEOUT = 10.0
-
-
-class Target:
-    """The backend that holds one run's state, and what the commands need besides.
-
-    Attributes:
-        backend: the run's :class:`RendezvousBackend`.
-        where: the backend, endpoint and key, for messages.
-    """
-
-    def __init__(
-        self,
-        backend: RendezvousBackend,
-        where: str,
-        raw_token: Callable[[], Token | None],
-        release: Callable[[], None],
-    ) -> None:
-        self.backend = backend
-        self.where = where
-        self._raw_token = raw_token
-        self._release = release
-
-    def raw_token(self) -> Token | None:
-        """The fencing token of the stored value, read even when that value does not decode.
-
-        ``rdzv close --force`` overwrites a corrupt state with it, and only if no
-        one wrote in between.
-
-        Raises:
-            CommandError: the backend cannot be reached.
-        """
-        return self._raw_token()
-
-    def close(self) -> None:
-        """Release the connection (idempotent)."""
-        self._release()
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,8 +145,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def open_target(args: argparse.Namespace) -> Target:
-    """Connect to the backend that the command line names.
+def open_target(args: argparse.Namespace) -> Source:
+    """Connect to the backend that the command line names, as a watcher does.
 
     Raises:
         CommandError: an invalid option (status USAGE), or the backend cannot be
@@ -193,79 +155,15 @@ def open_target(args: argparse.Namespace) -> Target:
     options = _options(args)
     params = RendezvousParameters(args.backend, args.endpoint, args.run_id, 1, 1, **options)
     try:
-        if args.backend == "etcd-v2":
-            return _open_etcd(params)
-        if args.backend == "etcd-v3":
-            return _open_etcd_v3(params)
-        if args.store_type == "file" and not args.endpoint.strip():
+        if (
+            args.backend in ("c10d", "tcp")
+            and args.store_type == "file"
+            and not args.endpoint.strip()
+        ):
             raise ValueError("with --store-type file, --endpoint is the path of the store file")
-        return _open_c10d(params)
+        return open_source(params)
     except ValueError as e:
         raise CommandError(str(e), ExitStatus.USAGE) from e
     except (RendezvousConnectionError, ImportError) as e:
         # ImportError: etcd-v3 without its extra; the message says what to install.
         raise CommandError(str(e)) from e
-
-
-def _open_c10d(params: RendezvousParameters) -> Target:
-    from rdzv.backends.c10d import create_backend  # noqa: PLC0415 - only the backend asked for
-    from rdzv.store.base import StoreError  # noqa: PLC0415
-
-    backend, store = create_backend(params)
-
-    def raw_token() -> Token | None:
-        # c10d's fencing token is the stored value itself.
-        try:
-            return store.get_if_exists(backend.key)
-        except StoreError as e:
-            raise CommandError(f"the rendezvous store failed: {e}") from e
-
-    where = f"{params.backend} store at {params.endpoint}, key {backend.key}"
-    return Target(backend, where, raw_token, store.close)
-
-
-def _open_etcd(params: RendezvousParameters) -> Target:
-    import etcd  # noqa: PLC0415 - python-etcd costs ~0.1 s to import
-
-    from rdzv.backends.etcd import create_backend  # noqa: PLC0415
-    from rdzv.etcd.v2_connect import (  # noqa: PLC0415
-        ETCD_ERRORS,
-        connection_error,
-        create_etcd_client,
-    )
-
-    backend, _ = create_backend(params)
-    # The backend keeps its client private; a second client with the same options
-    # reads the raw key (no connection is opened until a request).
-    client = create_etcd_client(params)
-
-    def raw_token() -> Token | None:
-        # etcd's fencing token is the key's modifiedIndex, whatever its value.
-        try:
-            index: int = client.read(backend.key).modifiedIndex
-        except etcd.EtcdKeyNotFound:
-            return None
-        except ETCD_ERRORS as e:
-            raise CommandError(str(connection_error(params.endpoint, e))) from e
-        return index
-
-    where = f"etcd-v2 at {params.endpoint}, key {backend.key}"
-    return Target(backend, where, raw_token, lambda: None)
-
-
-def _open_etcd_v3(params: RendezvousParameters) -> Target:
-    from rdzv.backends.etcd_v3 import create_backend  # noqa: PLC0415
-    from rdzv.etcd.v3_client import EtcdV3Error  # noqa: PLC0415
-
-    backend, _ = create_backend(params)
-
-    def raw_token() -> Token | None:
-        # The fencing token is the key's mod revision, whatever its value.
-        try:
-            kv, _ = backend.client.get(backend.key.encode("utf-8"))
-        except EtcdV3Error as e:
-            raise CommandError(f"etcd (v3 API) at {params.endpoint} failed: {e}") from e
-        return None if kv is None else kv.mod_revision
-
-    where = f"etcd-v3 at {params.endpoint}, key {backend.key}"
-    return Target(backend, where, raw_token, backend.client.close)

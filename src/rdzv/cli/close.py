@@ -27,7 +27,6 @@ from rdzv.api import (
 )
 from rdzv.cli._common import CommandError, ExitStatus, Output, add_common_arguments, positive_float
 from rdzv.cli._target import (
-    Target,
     add_keep_alive_arguments,
     add_target_arguments,
     keep_alive_settings,
@@ -43,6 +42,7 @@ from rdzv.core import (
     protocol,
 )
 from rdzv.dynamic.executor import RendezvousOpExecutor, wall_clock
+from rdzv.watching.source import Source
 
 __all__ = ["add_parser", "close_rendezvous", "force_close", "run"]
 
@@ -101,7 +101,7 @@ def cli_node() -> NodeDesc:
     return NodeDesc(f"rdzv-close@{socket.gethostname()}", os.getpid(), 0)
 
 
-def close_rendezvous(target: Target, settings: RendezvousSettings) -> RendezvousState:
+def close_rendezvous(target: Source, settings: RendezvousSettings) -> RendezvousState:
     """Run the close decision through the executor until the state is closed; return it.
 
     Raises:
@@ -126,14 +126,14 @@ def close_rendezvous(target: Target, settings: RendezvousSettings) -> Rendezvous
         raise CommandError(str(e)) from e
 
 
-def force_close(target: Target) -> None:
+def force_close(target: Source) -> None:
     """Replace whatever is stored, if unchanged since it was read, with a closed empty state.
 
     Raises:
         CommandError: the backend cannot be reached, or someone wrote in between.
     """
-    token = target.raw_token()
     try:
+        token = target.raw_token()
         result = target.backend.set_state(encode_state(RendezvousState(closed=True)), token)
     except (RendezvousConnectionError, RendezvousStateError) as e:
         raise CommandError(f"--force failed: {e}") from e

@@ -26,7 +26,6 @@ from rdzv.cli._common import (
     positive_float,
 )
 from rdzv.cli._target import (
-    Target,
     add_keep_alive_arguments,
     add_target_arguments,
     keep_alive_settings,
@@ -43,6 +42,7 @@ from rdzv.core import (
 )
 from rdzv.core.intents import JoinIntent, decode_beat, merge_heartbeats
 from rdzv.watching import reading
+from rdzv.watching.source import Source
 
 __all__ = [
     "FORMAT_VERSION",
@@ -101,7 +101,7 @@ class Reading:
         return "corrupt" if self.error is not None else "no_state"
 
 
-def read_state(target: Target) -> Reading:
+def read_state(target: Source) -> Reading:
     """Read and decode the state; a value that does not decode is a reading, not an error.
 
     Raises:
@@ -445,7 +445,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 
 def _document(
-    reading: Reading, settings: RendezvousSettings, args: argparse.Namespace, target: Target
+    reading: Reading, settings: RendezvousSettings, args: argparse.Namespace, target: Source
 ) -> dict[str, Any]:
     return describe(
         reading,

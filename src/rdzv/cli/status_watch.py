@@ -17,7 +17,6 @@ from collections import deque
 from typing import Any
 
 from rdzv.api import RendezvousConnectionError
-from rdzv.backends.base import Token
 from rdzv.cli._common import CommandError, ExitStatus, Output, sigterm_interrupts
 from rdzv.cli._target import open_target
 from rdzv.cli.status import Reading, describe, format_text
@@ -50,19 +49,11 @@ def watcher_for(args: argparse.Namespace, settings: RendezvousSettings) -> Watch
 
     def opener() -> Source:
         try:
-            target = open_target(args)
+            return open_target(args)
         except CommandError as e:
             if e.status == ExitStatus.USAGE:
                 raise
             raise RendezvousConnectionError(str(e)) from e
-
-        def raw_token() -> Token | None:
-            try:
-                return target.raw_token()
-            except CommandError as e:
-                raise RendezvousConnectionError(str(e)) from e
-
-        return Source(target.backend, target.where, raw_token, target.close)
 
     where = f"{args.backend} at {args.endpoint}"
     return Watcher(opener, settings, where, refresh=args.watch or None)
