@@ -14,11 +14,13 @@ through, so each caller keeps its own error messages.
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import etcd
 
-from rdzv.etcd.v3_client import EtcdV3Client, KeyValue
+if TYPE_CHECKING:
+    # Types only: the v2 code must import without the etcd3 extra (etcd3gw).
+    from rdzv.etcd.v3_client import EtcdV3Client, KeyValue
 
 __all__ = ["Change", "Entry", "EtcdKV", "EtcdV2KV", "EtcdV3KV", "HistoryLost", "Swap", "v2_entry"]
 
