@@ -5,22 +5,5 @@ optional :class:`IntentLog` and :class:`HeartbeatBoard`) lives in
 :mod:`rdzv.backends.base`, below the handler that uses it; import it from there.
 """
 
-from __future__ import annotations
-
-from rdzv.backends.base import (
-    HeartbeatBoard,
-    IntentLog,
-    RendezvousBackend,
-    Token,
-    decode_base64_state,
-    encode_base64_state,
-)
-
-__all__ = [
-    "HeartbeatBoard",
-    "IntentLog",
-    "RendezvousBackend",
-    "Token",
-    "decode_base64_state",
-    "encode_base64_state",
-]
+from rdzv.backends.base import *  # noqa: F403 - the whole contract, under its old name
+from rdzv.backends.base import __all__  # noqa: F401 - this module re-exports the same names

@@ -23,6 +23,7 @@ from rdzv.etcd.v2_client import ClusterClient, OneAttemptClient
 from rdzv.options import refuse_none
 
 __all__ = [
+    "DEFAULT_ETCD_PORT",
     "ETCD_ERRORS",
     "check_etcd_v2",
     "connection_error",
