@@ -382,7 +382,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     shown.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON document (with --watch: one document per line)",
+        help="print a JSON document (with --watch: one event per line)",
     )
     shown.add_argument(
         "--watch",
