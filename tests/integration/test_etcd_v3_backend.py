@@ -29,6 +29,7 @@ from rdzv import (
     get_rendezvous_handler,
 )
 from rdzv.backends.etcd_v3 import EtcdV3RendezvousBackend, create_backend
+from rdzv.core.intents import LOG_SEGMENT_SPAN
 from rdzv.etcd_server import EtcdServer
 from rdzv.etcd_v3_client import EtcdV3Client
 from rdzv.store.etcd_v3 import EtcdV3Store
@@ -185,6 +186,50 @@ def test_intents_come_back_in_posting_order_after_the_cursor(
     assert records == [b"third\n"] and later > cursor
 
 
+def _segments(backend: EtcdV3RendezvousBackend) -> list[int]:
+    """The numbers of the intent log's segments that hold a key."""
+    kvs = backend.client.get_prefix(f"{backend.key}.intents/".encode())
+    return sorted({int(kv.key.decode().split("/")[-2]) for kv in kvs})
+
+
+def test_the_intent_log_rolls_over_into_segments_and_deletes_the_old_as_on_v2(
+    etcd_v3_server: EtcdServer,
+) -> None:
+    """The log of etcd-v3 is etcd-v2's (one implementation): a full segment read moves
+    the cursor to the next one, a late post into an old segment is never read again,
+    and the segment before the one being read is deleted once that one is full."""
+    client = EtcdV3Client("127.0.0.1", etcd_v3_server.get_port(), read_timeout=10)
+    span = LOG_SEGMENT_SPAN
+    backend = EtcdV3RendezvousBackend(
+        client, f"log-{uuid.uuid4().hex[:8]}", "/v3test", intent_segment_entries=3
+    )
+    backend.post_intent(b"a\n", 0)
+    backend.post_intent(b"b\n", 0)
+    records, cursor = backend.read_intents(0)
+    assert records == [b"a\n", b"b\n"] and 0 < cursor < span
+    backend.post_intent(b"c\n", cursor)
+    assert backend.read_intents(cursor) == ([b"c\n"], span)  # full: on to segment 1
+    backend.post_intent(b"late\n", span - 1)  # a node that read a state from before
+    backend.post_intent(b"d\n", span)
+    records, after_d = backend.read_intents(span)
+    assert records == [b"d\n"] and span < after_d < 2 * span
+    assert _segments(backend) == [0, 1]
+    backend.post_intent(b"e\n", after_d)
+    backend.post_intent(b"f\n", after_d)
+    assert backend.read_intents(after_d) == ([b"e\n", b"f\n"], 2 * span)
+    assert _segments(backend) == [1]
+    client.close()
+
+
+@pytest.mark.parametrize("entries", [0, -3])
+def test_a_segment_size_that_is_not_positive_is_refused(
+    etcd_v3_server: EtcdServer, entries: int
+) -> None:
+    client = EtcdV3Client("127.0.0.1", etcd_v3_server.get_port())
+    with pytest.raises(ValueError, match=rf"segment size \({entries} entries\) must be positive"):
+        EtcdV3RendezvousBackend(client, "run", intent_segment_entries=entries)
+
+
 def test_heartbeats_are_read_by_name(backend: EtcdV3RendezvousBackend) -> None:
     backend.beat("node-a", b"1.5", ttl=30)
     backend.beat("node-b", b"2.5", ttl=30)
@@ -322,7 +367,10 @@ def test_an_expired_token_is_renewed(auth_etcd: str) -> None:
     assert backend.get_state() is None
     # What etcd says of a token it no longer knows (expired, or etcd restarted).
     client._session.headers["Authorization"] = "stale.token"
-    assert backend.set_state(b"one") is not None
+    written = backend.set_state(b"one")
+    assert written is not None and written[2]
+    # A watch from the token (no read first): the stale token is renewed inside it,
+    # and the watch goes on until its timeout, as nothing moved.
     client._session.headers["Authorization"] = "stale.token"
-    assert backend.wait_for_change(None, 0.2) is None
-    assert backend.get_state() is not None
+    assert backend.wait_for_change(written[1], 0.3) is None
+    assert backend.get_state() == (b"one", written[1])

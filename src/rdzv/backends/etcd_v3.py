@@ -11,22 +11,19 @@ this backend speaks v3 only, through etcd's JSON gateway (see
   an abandoned rendezvous expires (between one and two TTLs after its last write);
 - a waiting node watches the key and wakes on the first write after its token.
 
-Join intents are keys ``<key>.intents/<random>`` whose create revision is their
-position in the log; heartbeats are keys ``<key>.heartbeats/<node>``. Both are
-attached to leases, as their v2 counterparts carry a TTL.
+Join intents are keys ``<key>.intents/<segment>/<random>``, whose create revision
+orders them in the log; heartbeats are keys ``<key>.heartbeats/<node>`` (see
+:mod:`rdzv.etcd.backend`). Both are attached to leases, as their v2
+counterparts carry a TTL.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
-
 from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
-from rdzv.backends.base import Token
 from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, etcd_prefixes
 from rdzv.etcd.backend import EtcdKVBackend
-from rdzv.etcd.kv import EtcdV3KV
+from rdzv.etcd.kv_v3 import EtcdV3KV
 from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3Error, create_etcd_v3_client
 from rdzv.store.etcd_v3 import EtcdV3Store
 
@@ -45,13 +42,14 @@ class EtcdV3RendezvousBackend(EtcdKVBackend):
         run_id: the job's id.
         key_prefix: where the key lives (default :data:`DEFAULT_KEY_PREFIX`).
         ttl: seconds the state outlives its last write at least (default two hours).
+        intent_segment_entries: records a segment of the intent log holds before
+            the log moves on to the next one (default 256).
 
     Raises:
-        ValueError: an empty run id or a non-positive TTL.
+        ValueError: an empty run id, a non-positive TTL or a segment size that is
+            not positive.
     """
 
-    INTENT_TTL = 300
-    """Seconds an intent stays in etcd at least; a node not admitted by then posts again."""
     client_errors = (EtcdV3Error,)
 
     def __init__(
@@ -60,12 +58,12 @@ class EtcdV3RendezvousBackend(EtcdKVBackend):
         run_id: str,
         key_prefix: str | None = None,
         ttl: int | None = None,
+        *,
+        intent_segment_entries: int = EtcdKVBackend.DEFAULT_SEGMENT_ENTRIES,
     ) -> None:
         prefix = DEFAULT_KEY_PREFIX if key_prefix is None else key_prefix
-        super().__init__(EtcdV3KV(client), run_id, prefix, ttl)
+        super().__init__(EtcdV3KV(client), run_id, prefix, ttl, intent_segment_entries)
         self._client = client
-        self._intents_prefix = f"{self._key}.intents/".encode()
-        self._beats_prefix = f"{self._key}.heartbeats/".encode()
 
     @property
     def name(self) -> str:
@@ -82,61 +80,6 @@ class EtcdV3RendezvousBackend(EtcdKVBackend):
             "there, that this host can reach it (protocol, certificates, credentials), or "
             "raise read_timeout."
         )
-
-    def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
-        """Return the state once it is no longer the one ``token`` names (``None``: no state).
-
-        The watch reports the value it fired on, which is returned so that the
-        waiting node need not read it again. A malformed token names no state:
-        the current one is returned at once.
-        """
-        seen = token if isinstance(token, int) and not isinstance(token, bool) else None
-        if token is not None and seen is None:
-            seen = -1  # matches no revision
-        try:
-            change = self._kv.watch(self._raw_key, seen, timeout)
-        except EtcdV3Error as e:
-            raise self._connection_error(e) from e
-        if change is None or change.entry is None:
-            return None  # timed out, or the key expired or was deleted: read again
-        return self._decode(change.entry)
-
-    def post_intent(self, record: bytes, cursor: int) -> None:
-        # A random name: unique without a read, and its create revision orders it.
-        key = self._intents_prefix + uuid.uuid4().hex.encode()
-        try:
-            self._client.put(key, record, ttl=self.INTENT_TTL)
-        except EtcdV3Error as e:
-            raise self._connection_error(e) from e
-
-    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
-        try:
-            kvs = self._client.get_prefix(
-                self._intents_prefix, min_create_revision=cursor + 1, by_creation=True
-            )
-        except EtcdV3Error as e:
-            raise self._connection_error(e) from e
-        fresh = [kv for kv in kvs if kv.create_revision > cursor]
-        return [kv.value for kv in fresh], max([cursor, *(kv.create_revision for kv in fresh)])
-
-    def beat(self, name: str, record: bytes, ttl: float) -> None:
-        try:
-            self._client.put(self._beats_prefix + name.encode("utf-8"), record, ttl=ttl)
-        except EtcdV3Error as e:
-            raise self._connection_error(e) from e
-
-    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
-        wanted = set(names)
-        try:
-            kvs = self._client.get_prefix(self._beats_prefix)
-        except EtcdV3Error as e:
-            raise self._connection_error(e) from e
-        found: dict[str, bytes] = {}
-        for kv in kvs:
-            name = kv.key[len(self._beats_prefix) :].decode("utf-8", "replace")
-            if name in wanted:
-                found[name] = kv.value
-        return found
 
 
 def create_backend(params: RendezvousParameters) -> tuple[EtcdV3RendezvousBackend, EtcdV3Store]:

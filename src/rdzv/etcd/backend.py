@@ -1,20 +1,35 @@
-"""The state half of both etcd backends, over :class:`~rdzv.etcd.kv.EtcdKV`.
+"""Both etcd backends, over :class:`~rdzv.etcd.kv.EtcdKV`.
 
 :class:`~rdzv.backends.etcd.EtcdRendezvousBackend` (v2) and
 :class:`~rdzv.backends.etcd_v3.EtcdV3RendezvousBackend` subclass
 :class:`EtcdKVBackend`, which keeps the state of a run under one key: base64 of
 the codec's bytes, written with a TTL that each write renews (an abandoned run
 cleans itself up); the key's version is the fencing token, and compare-and-set
-is the protocol's ``put_if``. The subclasses add what their API lays out
-differently: the intent log, the heartbeats and how errors read.
+is the protocol's ``put_if``. A waiting node watches the key from its token.
+
+Beside the state, in directories of the key-value protocol:
+
+- the intent log, ``<key>.intents/<segment>/``: join intents in creation order;
+  a log position is ``segment * LOG_SEGMENT_SPAN + creation index`` of the last
+  record read. Once the state has admitted a whole segment of at least
+  ``intent_segment_entries`` records, the log moves on to the next segment and
+  the older ones are deleted, so that reading the log costs the records still
+  pending plus less than one segment, not every intent of the last
+  :attr:`EtcdKVBackend.INTENT_TTL` seconds;
+- the heartbeats, ``<key>.heartbeats/<node>``, one per node, each with a TTL.
+
+The subclasses add only their name, their client's errors and how they read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from abc import abstractmethod
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
-from rdzv.api import RendezvousConnectionError
+from rdzv.api import RendezvousConnectionError, RendezvousStateError
 from rdzv.backends.base import (
     HeartbeatBoard,
     IntentLog,
@@ -23,7 +38,8 @@ from rdzv.backends.base import (
     decode_base64_state,
     encode_base64_state,
 )
-from rdzv.etcd.kv import Entry, EtcdKV
+from rdzv.core.intents import LOG_SEGMENT_SPAN
+from rdzv.etcd.kv import Entry, EtcdKV, NotADirectory, watch_until
 
 __all__ = ["EtcdKVBackend"]
 
@@ -32,23 +48,42 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Holds the state of ``run_id`` at ``<key_prefix>/<run_id>``; subclassed per API.
 
     Raises:
-        ValueError: an empty run id or a non-positive TTL.
+        ValueError: an empty run id, a non-positive TTL or a segment size that is
+            not positive.
     """
 
     DEFAULT_TTL = 7200
     """Seconds the state outlives its last write unless ``ttl`` says otherwise."""
+    INTENT_TTL = 300
+    """Seconds an intent stays in etcd at least, a safety net: segments are deleted
+    once admitted, and a node not admitted by then posts again."""
+    DEFAULT_SEGMENT_ENTRIES = 256
     client_errors: ClassVar[tuple[type[BaseException], ...]]
     """The client's errors, which :meth:`_connection_error` reports."""
 
-    def __init__(self, kv: EtcdKV, run_id: str, key_prefix: str, ttl: int | None) -> None:
+    def __init__(
+        self,
+        kv: EtcdKV,
+        run_id: str,
+        key_prefix: str,
+        ttl: int | None,
+        intent_segment_entries: int = DEFAULT_SEGMENT_ENTRIES,
+    ) -> None:
         if not run_id:
             raise ValueError("The run id must be a non-empty string.")
         if ttl is not None and ttl <= 0:
             raise ValueError(f"The TTL of the rendezvous state ({ttl}) must be positive.")
+        if intent_segment_entries <= 0:
+            raise ValueError(
+                f"The intent log segment size ({intent_segment_entries} entries) must be positive."
+            )
         self._kv = kv
         self._key = f"{key_prefix.rstrip('/')}/{run_id}"
         self._raw_key = self._key.encode("utf-8")
         self._ttl = ttl or self.DEFAULT_TTL
+        self._segment_entries = intent_segment_entries
+        self._intents = f"{self._key}.intents".encode()
+        self._beats = f"{self._key}.heartbeats".encode()
 
     @property
     def reconnect_window(self) -> float:
@@ -64,10 +99,8 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return self._key
 
     def get_state(self) -> tuple[bytes, Token] | None:
-        try:
+        with self._requests():
             entry = self._kv.get(self._raw_key)
-        except self.client_errors as e:
-            raise self._connection_error(e) from e
         return None if entry is None else self._decode(entry)
 
     def set_state(
@@ -79,17 +112,121 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             expected = token
         else:
             return self._current_state()  # a malformed token can never match
-        try:
+        with self._requests():
             swap = self._kv.put_if(
                 self._raw_key, encode_base64_state(state), expected, ttl=self._ttl
             )
-        except self.client_errors as e:
-            raise self._connection_error(e) from e
         if swap.written:
             return bytes(state), swap.version, True
         if not swap.current_known:
             return self._current_state()
         return None if swap.current is None else (*self._decode(swap.current), False)
+
+    def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
+        """Return the state once it is no longer the one ``token`` names (``None``: no state).
+
+        The watch starts at the token, so no read comes first, and it reports the
+        value it fired on, which is returned so that the waiting node need not
+        read it again. A malformed token names no state: the current one is
+        returned at once.
+        """
+        if timeout <= 0:
+            return None
+        valid = isinstance(token, int) and not isinstance(token, bool) and token > 0
+        cursor = token if valid else None
+        if token is not None and not valid:
+            token = -1  # matches no version
+
+        def moved(entry: Entry | None) -> bool:
+            return (None if entry is None else entry.version) != token
+
+        with self._requests():
+            found, entry = watch_until(
+                self._kv, self._raw_key, time.monotonic() + timeout, moved, cursor
+            )
+        if not found or entry is None:
+            return None  # timed out, or the key expired or was deleted: read again
+        return self._decode(entry)
+
+    def post_intent(self, record: bytes, cursor: int) -> None:
+        """Append ``record`` to the segment that ``cursor`` names (see :class:`IntentLog`)."""
+        with self._requests():
+            self._kv.append(self._segment(_segment_of(cursor)), record, ttl=self.INTENT_TTL)
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        """The records of the cursor's segment created after its index, in creation order.
+
+        Only that segment is read. When it holds at least ``intent_segment_entries``
+        records, all of them are read now, so the position returned is the start
+        of the next segment, and the segments before this one are deleted: nobody
+        needs them any more (a state that points into one is stale, and its
+        compare-and-set fails). A record posted to this segment after this read
+        is never admitted; its node sees that and posts again, at the position
+        the state has then.
+
+        Raises:
+            RendezvousConnectionError: etcd cannot be reached.
+            RendezvousStateError: a plain key stands where the log's directory
+                belongs, or etcd's index outgrew the log positions.
+        """
+        segment = _segment_of(cursor)
+        start = cursor - segment * LOG_SEGMENT_SPAN
+        with self._requests():
+            listed = self._kv.list_dir(self._segment(segment))
+        fresh = sorted((item.created, item.value) for item in listed if item.created > start)
+        last = fresh[-1][0] if fresh else start
+        if last >= LOG_SEGMENT_SPAN:
+            raise RendezvousStateError(
+                f"The etcd at {self._kv.endpoint} has reached revision {last}, beyond the log "
+                f"positions of rdzv's etcd backends (below 2**40) for the rendezvous state "
+                f"{self._key}. Use an etcd cluster started afresh."
+            )
+        records = [value for _, value in fresh]
+        if len(listed) >= self._segment_entries:
+            with self._requests():
+                self._kv.delete_dirs_below(self._intents, segment)
+            return records, (segment + 1) * LOG_SEGMENT_SPAN
+        return records, segment * LOG_SEGMENT_SPAN + last
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        with self._requests():
+            self._kv.put(self._beat_key(name), record, ttl=ttl)
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        with self._requests():
+            listed = self._kv.list_dir(self._beats)
+        wanted = set(names)
+        found: dict[str, bytes] = {}
+        for item in listed:
+            name = item.key.rsplit(b"/", 1)[-1].decode("utf-8", "replace")
+            if name in wanted:
+                found[name] = item.value
+        return found
+
+    @contextlib.contextmanager
+    def _requests(self) -> Iterator[None]:
+        """Report the client's errors as the backend's."""
+        try:
+            yield
+        except NotADirectory as e:
+            raise self._not_a_directory(e.path) from e
+        except self.client_errors as e:
+            raise self._connection_error(e) from e
+
+    def _not_a_directory(self, path: str) -> RendezvousStateError:
+        endpoint = self._kv.endpoint
+        return RendezvousStateError(
+            f"The etcd key {path} at {endpoint} is a plain key, but rdzv keeps a "
+            "directory there (of join intents or heartbeats) for the rendezvous state "
+            f"{self._key}. Something else wrote it; delete it (e.g. `curl -X DELETE "
+            f"{endpoint}/v2/keys{path}`) and start the nodes again."
+        )
+
+    def _segment(self, segment: int) -> bytes:
+        return self._intents + b"/" + str(segment).encode()
+
+    def _beat_key(self, name: str) -> bytes:
+        return self._beats + b"/" + name.encode("utf-8")
 
     @abstractmethod
     def _connection_error(self, error: BaseException) -> RendezvousConnectionError:
@@ -107,3 +244,9 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     def _current_state(self) -> tuple[bytes, Token, bool] | None:
         current = self.get_state()
         return None if current is None else (*current, False)
+
+
+def _segment_of(cursor: int) -> int:
+    if cursor < 0:
+        raise ValueError(f"An intent log position cannot be negative ({cursor}).")
+    return cursor // LOG_SEGMENT_SPAN

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import ClassVar
 
-from rdzv.etcd.kv import Entry, EtcdKV, HistoryLost
+from rdzv.etcd.kv import Entry, EtcdKV, watch_until
 from rdzv.store.base import (
     DEFAULT_STORE_TIMEOUT,
     Store,
@@ -184,9 +184,10 @@ class EtcdKVStore(Store):
     def _watch_until(
         self, key: str | bytes, deadline: float, done: Callable[[bytes | None], bool]
     ) -> tuple[bool, bytes | None]:
-        return _watch_until(
-            self._kv, self._etcd_key(key), lambda e: self._value(e, key), deadline, done
+        found, entry = watch_until(
+            self._kv, self._etcd_key(key), deadline, lambda e: done(self._value(e, key))
         )
+        return found, self._value(entry, key)
 
     def _read_modify_write(self, key: str | bytes, update: _Update, what: str) -> bytes | None:
         """Apply ``update`` atomically.
@@ -219,42 +220,3 @@ class EtcdKVStore(Store):
             yield
         except self.client_errors as e:
             raise self._store_error(what, e) from e
-
-
-def _watch_until(
-    kv: EtcdKV,
-    etcd_key: bytes,
-    decode: Callable[[Entry | None], bytes | None],
-    deadline: float,
-    done: Callable[[bytes | None], bool],
-) -> tuple[bool, bytes | None]:
-    """Wait until the value of ``etcd_key`` (``None``: absent) satisfies ``done``.
-
-    Returns whether it did before ``deadline``, and that value. Reads once, then
-    watches the key from the read, so no write in between is missed; reads
-    again only when the watch lost its place (:class:`~rdzv.etcd.kv.HistoryLost`).
-    """
-    fresh = True
-    cursor: int | None = None
-    value: bytes | None = None
-    while True:
-        if fresh:
-            entry, cursor = kv.read_to_watch(etcd_key)
-            value = decode(entry)
-            if done(value):
-                return True, value
-            fresh = False
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False, value
-        try:
-            change = kv.watch(etcd_key, cursor, remaining)
-        except HistoryLost:
-            fresh = True
-            continue
-        if change is None:
-            continue
-        value = decode(change.entry)
-        if done(value):
-            return True, value
-        cursor = change.cursor

@@ -21,7 +21,8 @@ from typing import ClassVar
 
 import etcd
 
-from rdzv.etcd.kv import Entry, EtcdV2KV
+from rdzv.etcd.kv import Entry, NotADirectory
+from rdzv.etcd.kv_v2 import EtcdV2KV
 from rdzv.etcd.store import EtcdKVStore
 from rdzv.store.base import StoreError, StoreTimeoutError, key_to_bytes
 
@@ -71,7 +72,7 @@ class EtcdStore(EtcdKVStore):
     """
 
     timeout_error = EtcdStoreTimeoutError
-    client_errors: ClassVar[tuple[type[Exception], ...]] = (etcd.EtcdException,)
+    client_errors: ClassVar[tuple[type[Exception], ...]] = (etcd.EtcdException, NotADirectory)
     _kind = "EtcdStore"
 
     def __init__(
@@ -116,7 +117,7 @@ class EtcdStore(EtcdKVStore):
                 f"{self.client.base_uri} did not answer ({error}). Check that etcd is running and "
                 "that the endpoint, protocol and certificates are right."
             )
-        if isinstance(error, (etcd.EtcdNotFile, etcd.EtcdNotDir)):
+        if isinstance(error, (etcd.EtcdNotFile, etcd.EtcdNotDir, NotADirectory)):
             return EtcdStoreError(
                 f"Could not {what} in the etcd store {self.prefix!r}: etcd has a directory where "
                 f"a value should be, or the reverse ({error}). Another key's base64 form continues "

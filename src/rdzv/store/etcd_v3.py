@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import ClassVar
 
-from rdzv.etcd.kv import Entry, EtcdV3KV
+from rdzv.etcd.kv import Entry
+from rdzv.etcd.kv_v3 import EtcdV3KV
 from rdzv.etcd.store import EtcdKVStore
 from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3ConnectionError, EtcdV3Error
 from rdzv.store.base import key_to_bytes
