@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 
 from rdzv._reaper import track
+from rdzv.etcd.binary import find_etcd_binary
 from rdzv.etcd.member import EtcdMember
-from rdzv.etcd.process import free_port
-from rdzv.etcd.server import EtcdServerError, EtcdServerTimeoutError, find_etcd_binary
+from rdzv.etcd.process import EtcdServerError, EtcdServerTimeoutError, free_port
 
 __all__ = ["EtcdCluster"]
 
@@ -58,7 +58,7 @@ class EtcdCluster:
         size: how many members (1 to 9; 3 or 5 is what production runs).
         enable_v2: serve the v2 API too (``etcd-v2``, ``etcd`` and ``EtcdStore``
             need it); ``False`` starts etcd as 3.6 would, v3 only.
-        binary_path: the etcd binary; default: :func:`~rdzv.etcd.server.find_etcd_binary`.
+        binary_path: the etcd binary; default: :func:`~rdzv.etcd.binary.find_etcd_binary`.
         heartbeat_ms, election_ms: raft's heartbeat interval and election timeout
             (etcd's defaults): a leader lost is replaced about ``election_ms`` later.
 

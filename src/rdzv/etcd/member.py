@@ -15,8 +15,12 @@ import signal
 import subprocess
 from typing import Any
 
-from rdzv.etcd.process import child_environment, die_with_parent_hook, summarize_log_line
-from rdzv.etcd.server import EtcdServerError, EtcdServerTimeoutError
+from rdzv.etcd.process import (
+    EtcdServerError,
+    EtcdServerTimeoutError,
+    spawn,
+    summarize_log_line,
+)
 
 __all__ = ["HOST", "EtcdMember"]
 
@@ -85,23 +89,7 @@ class EtcdMember:
         Raises:
             EtcdServerError: the binary could not be run.
         """
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- rdzv: {command}\n".encode())
-            log.flush()
-            try:
-                self.process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=child_environment(command),
-                    close_fds=True,
-                    start_new_session=True,
-                    # Only prctl and getppid between fork and exec (see EtcdServer).
-                    preexec_fn=die_with_parent_hook(),  # noqa: PLW1509
-                )
-            except OSError as e:
-                raise EtcdServerError(f"Could not run the etcd binary {command[0]!r}: {e}.") from e
+        self.process, _ = spawn(command, self.log_path)
         self.paused = False
 
     def kill(self) -> None:
