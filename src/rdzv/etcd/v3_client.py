@@ -21,7 +21,7 @@ are done here:
   (compacted history). :meth:`EtcdV3Client.watch` reads the stream in the calling
   thread, returns at its timeout, and reports a cancelled watch.
 - **Typed results.** The gateway sends int64 fields as strings and keys and values
-  as base64; :class:`KeyValue` holds them decoded.
+  as base64; :class:`KeyValue` holds them decoded (:mod:`rdzv.etcd.v3_wire`).
 
 Keys attached to a TTL share leases: one lease of twice the TTL serves every write
 of that TTL while at least the TTL remains on it, so a write costs one request
@@ -30,16 +30,12 @@ rather than two, and a key lives between one and two TTLs past its last write.
 
 from __future__ import annotations
 
-import binascii
 import json
 import math
 import threading
 import time
-from base64 import b64decode, b64encode
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-
-import attrs
 
 try:
     import etcd3gw
@@ -54,6 +50,22 @@ except ImportError as _missing:  # pragma: no cover - the message is the point
 from rdzv.api import RendezvousParameters
 from rdzv.etcd.members import MemberPool
 from rdzv.etcd.v2_connect import etcd_client_options, etcd_members
+from rdzv.etcd.v3_wire import (
+    API_PATH,
+    EtcdV3ConnectionError,
+    EtcdV3Error,
+    KeyValue,
+    WatchEvent,
+    b64,
+    connection_error,
+    exhausted,
+    header_revision,
+    int_field,
+    is_member_failure,
+    key_value,
+    prefix_range_end,
+    status_error,
+)
 
 __all__ = [
     "MAX_TXN_OPS",
@@ -75,108 +87,6 @@ _CREATED = "created"
 """A watch stream's first message: etcd watches the key from now on."""
 _GIVE_UP = "give up"
 """etcd cancelled the watch in a way the caller recovers from by reading again."""
-
-_API_PATH = "/v3/"
-"""The gateway's path on etcd 3.4 and later; set, not discovered, to spare a request."""
-
-_UNAVAILABLE = frozenset({408, 503, 504})
-"""HTTP statuses of etcd's gateway for a member that cannot serve now (gRPC Unavailable,
-DeadlineExceeded), as etcd3gw reads them for other requests."""
-
-_MEMBER_TROUBLE = ("etcdserver: request timed out", "leader changed", "no leader")
-"""etcd's words for a member that lost its leader, whatever the status it came with."""
-
-
-class EtcdV3Error(RuntimeError):
-    """etcd answered a request with an error (denied, invalid, or a failure of its own)."""
-
-
-class EtcdV3ConnectionError(EtcdV3Error, ConnectionError):
-    """etcd could not be reached, or did not answer within the read timeout."""
-
-
-@attrs.frozen
-class KeyValue:
-    """One etcd key as a range or a watch reports it."""
-
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    lease: int = 0
-
-
-@attrs.frozen
-class WatchEvent:
-    """A change of a watched key: its new value, or its deletion (``deleted``)."""
-
-    kv: KeyValue
-    deleted: bool
-
-
-def prefix_range_end(prefix: bytes) -> bytes:
-    """The ``range_end`` that makes a range or watch cover every key starting with ``prefix``."""
-    trimmed = prefix.rstrip(b"\xff")
-    if not trimmed:
-        return b"\x00"  # every key
-    return trimmed[:-1] + bytes([trimmed[-1] + 1])
-
-
-def _b64(data: bytes) -> str:
-    return b64encode(data).decode("ascii")
-
-
-def _unb64(data: object) -> bytes:
-    if not isinstance(data, str):
-        raise EtcdV3Error(f"etcd's gateway sent {type(data).__name__} where base64 was expected.")
-    try:
-        return b64decode(data, validate=True)
-    except binascii.Error as e:
-        raise EtcdV3Error(f"etcd's gateway sent invalid base64 ({e}).") from e
-
-
-def _int(data: object) -> int:
-    # The gateway writes int64 fields as JSON strings and leaves out zeros.
-    if data is None:
-        return 0
-    if isinstance(data, bool) or not isinstance(data, (int, str)):
-        raise EtcdV3Error(f"etcd's gateway sent {data!r} where an integer was expected.")
-    try:
-        return int(data)
-    except ValueError as e:
-        raise EtcdV3Error(f"etcd's gateway sent {data!r} where an integer was expected.") from e
-
-
-def _key_value(item: Any) -> KeyValue:
-    if not isinstance(item, dict):
-        raise EtcdV3Error(f"etcd's gateway sent {item!r} where a key-value was expected.")
-    return KeyValue(
-        key=_unb64(item.get("key", "")),
-        value=_unb64(item.get("value", "")),
-        create_revision=_int(item.get("create_revision")),
-        mod_revision=_int(item.get("mod_revision")),
-        lease=_int(item.get("lease")),
-    )
-
-
-def _revision(result: Any) -> int:
-    header = result.get("header") if isinstance(result, dict) else None
-    return _int(header.get("revision")) if isinstance(header, dict) else 0
-
-
-def _etcd_message(detail: str | None) -> str:
-    """etcd's own message out of a gateway error body (JSON with ``message``), or the body."""
-    if not detail:
-        return "no detail"
-    try:
-        body = json.loads(detail)
-    except ValueError:
-        return detail.strip()[:300]
-    if isinstance(body, dict):
-        message = body.get("message") or body.get("error")
-        if isinstance(message, str):
-            return message
-    return detail.strip()[:300]
 
 
 def _is_read_timeout(error: requests.RequestException) -> bool:
@@ -239,7 +149,7 @@ class EtcdV3Client:
                 port=p,
                 protocol=protocol,
                 timeout=share,
-                api_path=_API_PATH,
+                api_path=API_PATH,
                 session=session,
             )
             for h, p in members
@@ -247,8 +157,8 @@ class EtcdV3Client:
         self._gateways = {gateway.base_url: gateway for gateway in gateways}
         self._pool = MemberPool(
             [gateway.base_url for gateway in gateways],
-            _is_member_failure,
-            lambda failures: _exhausted(self.endpoint, failures),
+            is_member_failure,
+            lambda failures: exhausted(self.endpoint, failures),
         )
         self._read_timeout = read_timeout
         self._credentials = (username, password) if username and password else None
@@ -280,9 +190,9 @@ class EtcdV3Client:
 
     def get(self, key: bytes) -> tuple[KeyValue | None, int]:
         """The key (``None`` when absent) and etcd's revision at the time of the read."""
-        result = self._post("kv/range", {"key": _b64(key)})
+        result = self._post("kv/range", {"key": b64(key)})
         kvs = result.get("kvs") or []
-        return (_key_value(kvs[0]) if kvs else None), _revision(result)
+        return (key_value(kvs[0]) if kvs else None), header_revision(result)
 
     def get_prefix(
         self, prefix: bytes, *, min_create_revision: int = 0, by_creation: bool = False
@@ -291,33 +201,33 @@ class EtcdV3Client:
 
         Sorted by key, or with ``by_creation`` by create revision (oldest first).
         """
-        body: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_range_end(prefix))}
+        body: dict[str, Any] = {"key": b64(prefix), "range_end": b64(prefix_range_end(prefix))}
         if min_create_revision > 0:
             body["min_create_revision"] = str(min_create_revision)
         if by_creation:
             body.update(sort_order="ASCEND", sort_target="CREATE")
         result = self._post("kv/range", body)
-        return [_key_value(item) for item in result.get("kvs") or []]
+        return [key_value(item) for item in result.get("kvs") or []]
 
     def count_prefix(self, prefix: bytes) -> int:
         """How many keys start with ``prefix``."""
         body = {
-            "key": _b64(prefix),
-            "range_end": _b64(prefix_range_end(prefix)),
+            "key": b64(prefix),
+            "range_end": b64(prefix_range_end(prefix)),
             "count_only": True,
         }
-        return _int(self._post("kv/range", body).get("count"))
+        return int_field(self._post("kv/range", body).get("count"))
 
     def get_many(self, keys: Sequence[bytes]) -> list[KeyValue | None]:
         """The keys (``None`` for each absent one), read in one transaction per 128 keys."""
         found: list[KeyValue | None] = []
         for start in range(0, len(keys), MAX_TXN_OPS):
             chunk = keys[start : start + MAX_TXN_OPS]
-            ranges = [{"request_range": {"key": _b64(key)}} for key in chunk]
+            ranges = [{"request_range": {"key": b64(key)}} for key in chunk]
             result = self._post("kv/txn", {"compare": [], "success": ranges, "failure": []})
             for response in result.get("responses") or []:
                 kvs = (response.get("response_range") or {}).get("kvs") or []
-                found.append(_key_value(kvs[0]) if kvs else None)
+                found.append(key_value(kvs[0]) if kvs else None)
         if len(found) != len(keys):
             raise EtcdV3Error(f"etcd answered {len(found)} reads for {len(keys)} keys.")
         return found
@@ -326,10 +236,10 @@ class EtcdV3Client:
         """Write ``key``; with ``ttl`` it vanishes one to two TTLs later. Returns its revision."""
 
         def attempt(lease: int) -> int:
-            body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+            body: dict[str, Any] = {"key": b64(key), "value": b64(value)}
             if lease:
                 body["lease"] = str(lease)
-            return _revision(self._post("kv/put", body))
+            return header_revision(self._post("kv/put", body))
 
         return self._with_lease(ttl, attempt)
 
@@ -342,7 +252,7 @@ class EtcdV3Client:
         where ``current`` is the key as it is (``None`` when absent): one
         transaction either way.
         """
-        encoded = _b64(key)
+        encoded = b64(key)
         compare: dict[str, Any] = {"key": encoded, "result": "EQUAL"}
         if mod_revision is None:
             compare.update(target="CREATE", create_revision="0")
@@ -350,7 +260,7 @@ class EtcdV3Client:
             compare.update(target="MOD", mod_revision=str(mod_revision))
 
         def attempt(lease: int) -> tuple[bool, int, KeyValue | None]:
-            put: dict[str, Any] = {"key": encoded, "value": _b64(value)}
+            put: dict[str, Any] = {"key": encoded, "value": b64(value)}
             if lease:
                 put["lease"] = str(lease)
             txn = {
@@ -360,19 +270,19 @@ class EtcdV3Client:
             }
             result = self._post("kv/txn", txn)
             if result.get("succeeded"):
-                return True, _revision(result), None
+                return True, header_revision(result), None
             responses = result.get("responses") or [{}]
             kvs = (responses[0].get("response_range") or {}).get("kvs") or []
-            return False, 0, (_key_value(kvs[0]) if kvs else None)
+            return False, 0, (key_value(kvs[0]) if kvs else None)
 
         return self._with_lease(ttl, attempt)
 
     def delete(self, key: bytes, *, prefix: bool = False) -> int:
         """Delete ``key`` (with ``prefix``: every key starting with it); return how many went."""
-        body = {"key": _b64(key)}
+        body = {"key": b64(key)}
         if prefix:
-            body["range_end"] = _b64(prefix_range_end(key))
-        return _int(self._post("kv/deleterange", body).get("deleted"))
+            body["range_end"] = b64(prefix_range_end(key))
+        return int_field(self._post("kv/deleterange", body).get("deleted"))
 
     def watch(self, key: bytes, seen: int | None, timeout: float) -> WatchEvent | None:
         """Wait up to ``timeout`` s until ``key`` differs from the version the caller saw.
@@ -409,8 +319,8 @@ class EtcdV3Client:
             return None
         try:
             response = self._session.post(
-                url + _API_PATH + "watch",
-                json={"create_request": {"key": _b64(key)}},
+                url + API_PATH + "watch",
+                json={"create_request": {"key": b64(key)}},
                 stream=True,
                 # Connect within read_timeout; then each read of the stream may
                 # block at most until the deadline.
@@ -419,10 +329,10 @@ class EtcdV3Client:
         except requests.RequestException as e:
             if _is_read_timeout(e):
                 return None  # no answer before the deadline: the watch timed out
-            raise self._connection_error(url, "watch", e) from e
+            raise connection_error(url, "watch", e) from e
         try:
             if response.status_code != requests.codes["ok"]:
-                raise self._status_error(url, "watch", response.status_code, response.text)
+                raise status_error(url, "watch", response.status_code, response.text)
             buffer = b""
             for chunk in response.iter_content(chunk_size=None):
                 buffer += chunk
@@ -448,7 +358,7 @@ class EtcdV3Client:
         except requests.RequestException as e:
             if _is_read_timeout(e):
                 return None
-            raise self._connection_error(url, "watch", e) from e
+            raise connection_error(url, "watch", e) from e
         finally:
             response.close()
 
@@ -475,13 +385,13 @@ class EtcdV3Client:
             if "invalid auth token" in text and self._credentials is not None:
                 self._authenticate()
                 return _GIVE_UP
-            raise self._status_error(url, "watch", 0, text)
+            raise status_error(url, "watch", 0, text)
         result = message.get("result")
         if not isinstance(result, dict):
             return None
         if result.get("canceled"):
             reason = str(result.get("cancel_reason") or "")
-            if _int(result.get("compact_revision")) > 0:
+            if int_field(result.get("compact_revision")) > 0:
                 return _GIVE_UP
             # etcd cancels the watch of a stale token as "permission denied": take a
             # new token; should the user really lack the right, the caller's next
@@ -499,7 +409,7 @@ class EtcdV3Client:
         last = events[-1]
         if not isinstance(last, dict):
             raise EtcdV3Error("etcd's watch stream sent an event that is not a JSON object.")
-        return WatchEvent(_key_value(last.get("kv")), last.get("type") == "DELETE")
+        return WatchEvent(key_value(last.get("kv")), last.get("type") == "DELETE")
 
     def _with_lease(self, ttl: float | None, attempt: Callable[[int], _T]) -> _T:
         """Run ``attempt(lease_id)``; if etcd lost the cached lease, once more on a new one."""
@@ -525,7 +435,7 @@ class EtcdV3Client:
                 return cached[0]
         started = time.monotonic()
         result = self._post("lease/grant", {"TTL": str(2 * seconds)})
-        lease, granted = _int(result.get("ID")), _int(result.get("TTL"))
+        lease, granted = int_field(result.get("ID")), int_field(result.get("TTL"))
         if lease == 0:
             raise EtcdV3Error(f"etcd at {self.endpoint} granted no lease: {result!r}")
         with self._lease_lock:
@@ -586,42 +496,14 @@ class EtcdV3Client:
             etcd3gw_exceptions.ConnectionFailedError,
             etcd3gw_exceptions.ConnectionTimeoutError,
         ) as e:
-            raise self._connection_error(url, path, e) from e
+            raise connection_error(url, path, e) from e
         except etcd3gw_exceptions.Etcd3Exception as e:
-            raise self._status_error(url, path, 0, e.detail_text) from e
+            raise status_error(url, path, 0, e.detail_text) from e
         except (requests.RequestException, OSError) as e:
-            raise self._connection_error(url, path, e) from e
+            raise connection_error(url, path, e) from e
         if not isinstance(result, dict):
             raise EtcdV3Error(f"etcd at {url} answered {path} with {result!r}.")
         return result
-
-    @staticmethod
-    def _connection_error(url: str, what: str, error: BaseException) -> EtcdV3ConnectionError:
-        detail = getattr(error, "detail_text", None) or str(error) or type(error).__name__
-        return EtcdV3ConnectionError(
-            f"etcd at {url} did not answer ({what}): {type(error).__name__}: {detail}"
-        )
-
-    @staticmethod
-    def _status_error(url: str, what: str, status: int, detail: str | None) -> EtcdV3Error:
-        message = _etcd_message(detail)
-        code = f"HTTP {status}: " if status else ""
-        if status in _UNAVAILABLE:
-            # etcd's gateway answers so when the member cannot serve now: no
-            # leader, a request timed out, the leader changed.
-            return EtcdV3ConnectionError(f"etcd at {url} could not serve {what}: {code}{message}")
-        return EtcdV3Error(f"etcd at {url} refused {what}: {code}{message}")
-
-
-def _is_member_failure(error: BaseException) -> bool:
-    if isinstance(error, EtcdV3ConnectionError):
-        return True
-    return isinstance(error, EtcdV3Error) and any(sign in str(error) for sign in _MEMBER_TROUBLE)
-
-
-def _exhausted(endpoint: str, failures: list[tuple[str, BaseException]]) -> EtcdV3Error:
-    detail = "; ".join(str(e) for _, e in failures)
-    return EtcdV3ConnectionError(f"no member of the etcd cluster {endpoint} answered: {detail}")
 
 
 def create_etcd_v3_client(params: RendezvousParameters) -> EtcdV3Client:
