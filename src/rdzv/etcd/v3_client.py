@@ -5,37 +5,29 @@ speaks only the v3 API, so it works on etcd 3.6 and later, which have no v2 API.
 
 etcd3gw (the maintained client of etcd's gateway) supplies, for each member, the
 per-request timeout, the mapping of HTTP failures to exceptions and transactions,
-all on one shared ``requests`` session (TLS, credentials). Four things it lacks
-are done here:
+all on one shared ``requests`` session (TLS, credentials). The four things it lacks
+are added here, with the help of the modules named:
 
 - **Several members.** Given the members of a cluster, each request goes through
   a :class:`~rdzv.etcd.members.MemberPool`: a member that fails (refused, reset,
   timed out, without a leader) hands the request to the next, within the same
   ``read_timeout``.
+- **Authentication** by username and password, which etcd3gw 2.7 lacks: a token,
+  taken again when etcd reports it expired (:mod:`rdzv.etcd.v3_auth`).
+- **A bounded watch**, read in the calling thread, that returns at its timeout and
+  reports a cancelled watch (:mod:`rdzv.etcd.v3_watch`).
+- **Typed results**: :class:`KeyValue` holds keys, values and revisions decoded
+  from the gateway's base64 and strings (:mod:`rdzv.etcd.v3_wire`).
 
-- **Authentication.** etcd3gw 2.7 has no username/password: this client asks
-  ``/v3/auth/authenticate`` for a token, sends it in the ``Authorization`` header,
-  and authenticates again when etcd reports the token expired.
-- **A bounded watch.** etcd3gw opens a watch stream with no timeout (a dead etcd
-  hangs it), runs a thread pool per watch, and ignores a watch that etcd cancels
-  (compacted history). :meth:`EtcdV3Client.watch` reads the stream in the calling
-  thread, returns at its timeout, and reports a cancelled watch.
-- **Typed results.** The gateway sends int64 fields as strings and keys and values
-  as base64; :class:`KeyValue` holds them decoded (:mod:`rdzv.etcd.v3_wire`).
-
-Keys attached to a TTL share leases: one lease of twice the TTL serves every write
-of that TTL while at least the TTL remains on it, so a write costs one request
-rather than two, and a key lives between one and two TTLs past its last write.
+Keys attached to a TTL share leases, so that such a write costs one request
+rather than two (:mod:`rdzv.etcd.v3_leases`).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 try:
     import etcd3gw
@@ -50,6 +42,9 @@ except ImportError as _missing:  # pragma: no cover - the message is the point
 from rdzv.api import RendezvousParameters
 from rdzv.etcd.members import MemberPool
 from rdzv.etcd.v2_connect import etcd_client_options, etcd_members
+from rdzv.etcd.v3_auth import TokenAuth
+from rdzv.etcd.v3_leases import LeaseCache
+from rdzv.etcd.v3_watch import WatchReader
 from rdzv.etcd.v3_wire import (
     API_PATH,
     EtcdV3ConnectionError,
@@ -80,21 +75,6 @@ __all__ = [
 
 MAX_TXN_OPS = 128
 """Operations per transaction: etcd's default ``--max-txn-ops``."""
-
-_T = TypeVar("_T")
-
-_CREATED = "created"
-"""A watch stream's first message: etcd watches the key from now on."""
-_GIVE_UP = "give up"
-"""etcd cancelled the watch in a way the caller recovers from by reading again."""
-
-
-def _is_read_timeout(error: requests.RequestException) -> bool:
-    if isinstance(error, requests.Timeout):
-        return True
-    # A timed-out read of a streamed body surfaces as ConnectionError(ReadTimeoutError).
-    cause = error.args[0] if error.args else None
-    return type(cause).__name__ == "ReadTimeoutError"
 
 
 class EtcdV3Client:
@@ -161,12 +141,12 @@ class EtcdV3Client:
             lambda failures: exhausted(self.endpoint, failures),
         )
         self._read_timeout = read_timeout
-        self._credentials = (username, password) if username and password else None
-        self._auth_lock = threading.Lock()
-        self._token: str | None = None
-        self._lease_lock = threading.Lock()
-        self._leases: dict[int, tuple[int, float]] = {}
-        """TTL -> (lease id, monotonic time until which the lease has at least TTL left)."""
+        credentials = (username, password) if username and password else None
+        self._auth = TokenAuth(session, credentials, self._request, lambda: self.endpoint)
+        self._leases = LeaseCache(self._auth.post, lambda: self.endpoint)
+        self._watches = WatchReader(
+            session, read_timeout, lambda key: self.get(key)[0], self._auth.renew
+        )
 
     @property
     def endpoint(self) -> str:
@@ -190,7 +170,7 @@ class EtcdV3Client:
 
     def get(self, key: bytes) -> tuple[KeyValue | None, int]:
         """The key (``None`` when absent) and etcd's revision at the time of the read."""
-        result = self._post("kv/range", {"key": b64(key)})
+        result = self._auth.post("kv/range", {"key": b64(key)})
         kvs = result.get("kvs") or []
         return (key_value(kvs[0]) if kvs else None), header_revision(result)
 
@@ -206,7 +186,7 @@ class EtcdV3Client:
             body["min_create_revision"] = str(min_create_revision)
         if by_creation:
             body.update(sort_order="ASCEND", sort_target="CREATE")
-        result = self._post("kv/range", body)
+        result = self._auth.post("kv/range", body)
         return [key_value(item) for item in result.get("kvs") or []]
 
     def count_prefix(self, prefix: bytes) -> int:
@@ -216,7 +196,7 @@ class EtcdV3Client:
             "range_end": b64(prefix_range_end(prefix)),
             "count_only": True,
         }
-        return int_field(self._post("kv/range", body).get("count"))
+        return int_field(self._auth.post("kv/range", body).get("count"))
 
     def get_many(self, keys: Sequence[bytes]) -> list[KeyValue | None]:
         """The keys (``None`` for each absent one), read in one transaction per 128 keys."""
@@ -224,7 +204,7 @@ class EtcdV3Client:
         for start in range(0, len(keys), MAX_TXN_OPS):
             chunk = keys[start : start + MAX_TXN_OPS]
             ranges = [{"request_range": {"key": b64(key)}} for key in chunk]
-            result = self._post("kv/txn", {"compare": [], "success": ranges, "failure": []})
+            result = self._auth.post("kv/txn", {"compare": [], "success": ranges, "failure": []})
             for response in result.get("responses") or []:
                 kvs = (response.get("response_range") or {}).get("kvs") or []
                 found.append(key_value(kvs[0]) if kvs else None)
@@ -239,9 +219,9 @@ class EtcdV3Client:
             body: dict[str, Any] = {"key": b64(key), "value": b64(value)}
             if lease:
                 body["lease"] = str(lease)
-            return header_revision(self._post("kv/put", body))
+            return header_revision(self._auth.post("kv/put", body))
 
-        return self._with_lease(ttl, attempt)
+        return self._leases.with_lease(ttl, attempt)
 
     def put_if(
         self, key: bytes, value: bytes, mod_revision: int | None, *, ttl: float | None = None
@@ -268,21 +248,21 @@ class EtcdV3Client:
                 "success": [{"request_put": put}],
                 "failure": [{"request_range": {"key": encoded}}],
             }
-            result = self._post("kv/txn", txn)
+            result = self._auth.post("kv/txn", txn)
             if result.get("succeeded"):
                 return True, header_revision(result), None
             responses = result.get("responses") or [{}]
             kvs = (responses[0].get("response_range") or {}).get("kvs") or []
             return False, 0, (key_value(kvs[0]) if kvs else None)
 
-        return self._with_lease(ttl, attempt)
+        return self._leases.with_lease(ttl, attempt)
 
     def delete(self, key: bytes, *, prefix: bool = False) -> int:
         """Delete ``key`` (with ``prefix``: every key starting with it); return how many went."""
         body = {"key": b64(key)}
         if prefix:
             body["range_end"] = b64(prefix_range_end(key))
-        return int_field(self._post("kv/deleterange", body).get("deleted"))
+        return int_field(self._auth.post("kv/deleterange", body).get("deleted"))
 
     def watch(self, key: bytes, seen: int | None, timeout: float) -> WatchEvent | None:
         """Wait up to ``timeout`` s until ``key`` differs from the version the caller saw.
@@ -302,177 +282,19 @@ class EtcdV3Client:
         """
         if timeout <= 0:
             return None
-        self._ensure_token()
+        self._auth.ensure_token()
         deadline = time.monotonic() + timeout
 
         def attempt(url: str, seconds: float) -> WatchEvent | None:
-            return self._watch_on(url, key, seen, deadline)
+            return self._watches.watch_on(url, key, seen, deadline)
 
         return self._pool.call(attempt, timeout, split=False)
-
-    def _watch_on(
-        self, url: str, key: bytes, seen: int | None, deadline: float
-    ) -> WatchEvent | None:
-        """:meth:`watch` on the member at ``url``, until ``deadline``."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        try:
-            response = self._session.post(
-                url + API_PATH + "watch",
-                json={"create_request": {"key": b64(key)}},
-                stream=True,
-                # Connect within read_timeout; then each read of the stream may
-                # block at most until the deadline.
-                timeout=(min(self._read_timeout, remaining), remaining),
-            )
-        except requests.RequestException as e:
-            if _is_read_timeout(e):
-                return None  # no answer before the deadline: the watch timed out
-            raise connection_error(url, "watch", e) from e
-        try:
-            if response.status_code != requests.codes["ok"]:
-                raise status_error(url, "watch", response.status_code, response.text)
-            buffer = b""
-            for chunk in response.iter_content(chunk_size=None):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    event = self._watch_line(url, line)
-                    if event is _CREATED:
-                        current, _ = self.get(key)
-                        if current is None and seen is not None:
-                            return WatchEvent(KeyValue(key, b"", 0, 0), deleted=True)
-                        if current is not None and current.mod_revision != seen:
-                            return WatchEvent(current, deleted=False)
-                    elif isinstance(event, WatchEvent):
-                        return event
-                    elif event is _GIVE_UP:
-                        return None
-                if time.monotonic() >= deadline:
-                    return None
-            if time.monotonic() < deadline:
-                # The stream ended before the deadline: the member went away.
-                raise EtcdV3ConnectionError(f"etcd at {url} ended a watch stream early.")
-            return None
-        except requests.RequestException as e:
-            if _is_read_timeout(e):
-                return None
-            raise connection_error(url, "watch", e) from e
-        finally:
-            response.close()
 
     def close(self) -> None:
         """Close the HTTP connections; a later request opens new ones."""
         self._session.close()
 
     # -- internals ------------------------------------------------------------------
-
-    def _watch_line(self, url: str, line: bytes) -> WatchEvent | str | None:
-        """One line of a watch stream: an event, :data:`_CREATED`, :data:`_GIVE_UP` ("stop,
-        read again") or ``None`` (nothing to act on)."""
-        if not line.strip():
-            return None
-        try:
-            message = json.loads(line)
-        except ValueError as e:
-            raise EtcdV3Error(f"etcd's watch stream sent a line that is not JSON ({e}).") from e
-        if not isinstance(message, dict):
-            raise EtcdV3Error("etcd's watch stream sent something other than a JSON object.")
-        if "error" in message:
-            error = message["error"]
-            text = json.dumps(error) if not isinstance(error, str) else error
-            if "invalid auth token" in text and self._credentials is not None:
-                self._authenticate()
-                return _GIVE_UP
-            raise status_error(url, "watch", 0, text)
-        result = message.get("result")
-        if not isinstance(result, dict):
-            return None
-        if result.get("canceled"):
-            reason = str(result.get("cancel_reason") or "")
-            if int_field(result.get("compact_revision")) > 0:
-                return _GIVE_UP
-            # etcd cancels the watch of a stale token as "permission denied": take a
-            # new token; should the user really lack the right, the caller's next
-            # read says so.
-            stale = "auth" in reason or "permission denied" in reason
-            if stale and self._credentials is not None:
-                self._authenticate()
-                return _GIVE_UP
-            raise EtcdV3Error(f"etcd at {url} cancelled a watch: {reason or 'no reason'}")
-        if result.get("created"):
-            return _CREATED
-        events = result.get("events") or []
-        if not events:
-            return None  # a progress notice
-        last = events[-1]
-        if not isinstance(last, dict):
-            raise EtcdV3Error("etcd's watch stream sent an event that is not a JSON object.")
-        return WatchEvent(key_value(last.get("kv")), last.get("type") == "DELETE")
-
-    def _with_lease(self, ttl: float | None, attempt: Callable[[int], _T]) -> _T:
-        """Run ``attempt(lease_id)``; if etcd lost the cached lease, once more on a new one."""
-        if ttl is None:
-            return attempt(0)
-        seconds = max(1, math.ceil(ttl))
-        lease = self._lease(seconds)
-        try:
-            return attempt(lease)
-        except EtcdV3Error as e:
-            if "lease not found" not in str(e):
-                raise
-            with self._lease_lock:
-                if self._leases.get(seconds, (0, 0.0))[0] == lease:
-                    del self._leases[seconds]
-            return attempt(self._lease(seconds))
-
-    def _lease(self, seconds: int) -> int:
-        """A lease with at least ``seconds`` left, granted anew when the cached one runs low."""
-        with self._lease_lock:
-            cached = self._leases.get(seconds)
-            if cached is not None and time.monotonic() < cached[1]:
-                return cached[0]
-        started = time.monotonic()
-        result = self._post("lease/grant", {"TTL": str(2 * seconds)})
-        lease, granted = int_field(result.get("ID")), int_field(result.get("TTL"))
-        if lease == 0:
-            raise EtcdV3Error(f"etcd at {self.endpoint} granted no lease: {result!r}")
-        with self._lease_lock:
-            # Counted from before the request: the lease may be older than it looks.
-            self._leases[seconds] = (lease, started + max(granted, seconds) - seconds)
-        return lease
-
-    def _ensure_token(self) -> None:
-        if self._credentials is not None and self._token is None:
-            self._authenticate()
-
-    def _authenticate(self) -> None:
-        assert self._credentials is not None
-        name, password = self._credentials
-        with self._auth_lock:
-            session = self._session
-            session.headers.pop("Authorization", None)
-            result = self._request("auth/authenticate", {"name": name, "password": password})
-            token = result.get("token")
-            if not isinstance(token, str) or not token:
-                raise EtcdV3Error(
-                    f"etcd at {self.endpoint} accepted user {name!r} but sent no token; is auth "
-                    "enabled there?"
-                )
-            session.headers["Authorization"] = token
-            self._token = token
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to the gateway path; authenticate first, and again once on expiry."""
-        self._ensure_token()
-        try:
-            return self._request(path, body)
-        except EtcdV3Error as e:
-            if self._credentials is None or "invalid auth token" not in str(e):
-                raise
-        self._authenticate()
-        return self._request(path, body)
 
     def _request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path`` of the members in turn, within ``read_timeout`` in all."""

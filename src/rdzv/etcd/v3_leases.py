@@ -1,0 +1,73 @@
+"""Leases that keys of one TTL share, so that a write with a TTL costs one request.
+
+One lease of twice the TTL serves every write of that TTL while at least the TTL
+remains on it; a key written so lives between one and two TTLs past its last
+write. :class:`~rdzv.etcd.v3_client.EtcdV3Client` keeps one :class:`LeaseCache`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from rdzv.etcd.v3_wire import EtcdV3Error, int_field
+
+__all__ = ["LeaseCache"]
+
+_T = TypeVar("_T")
+
+
+class LeaseCache:
+    """A lease per TTL, granted through ``post`` and granted anew when it runs low; thread-safe.
+
+    Args:
+        post: sends a request to the gateway (path, body) and returns the answer.
+        endpoint: names etcd in errors.
+    """
+
+    def __init__(
+        self, post: Callable[[str, dict[str, Any]], dict[str, Any]], endpoint: Callable[[], str]
+    ) -> None:
+        self._post = post
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
+        self._leases: dict[int, tuple[int, float]] = {}
+        """TTL -> (lease id, monotonic time until which the lease has at least TTL left)."""
+
+    def with_lease(self, ttl: float | None, attempt: Callable[[int], _T]) -> _T:
+        """Run ``attempt(lease_id)``; if etcd lost the cached lease, once more on a new one.
+
+        Without ``ttl`` the lease id is 0: no lease.
+        """
+        if ttl is None:
+            return attempt(0)
+        seconds = max(1, math.ceil(ttl))
+        lease = self._lease(seconds)
+        try:
+            return attempt(lease)
+        except EtcdV3Error as e:
+            if "lease not found" not in str(e):
+                raise
+            with self._lock:
+                if self._leases.get(seconds, (0, 0.0))[0] == lease:
+                    del self._leases[seconds]
+            return attempt(self._lease(seconds))
+
+    def _lease(self, seconds: int) -> int:
+        """A lease with at least ``seconds`` left, granted anew when the cached one runs low."""
+        with self._lock:
+            cached = self._leases.get(seconds)
+            if cached is not None and time.monotonic() < cached[1]:
+                return cached[0]
+        started = time.monotonic()
+        result = self._post("lease/grant", {"TTL": str(2 * seconds)})
+        lease, granted = int_field(result.get("ID")), int_field(result.get("TTL"))
+        if lease == 0:
+            raise EtcdV3Error(f"etcd at {self._endpoint()} granted no lease: {result!r}")
+        with self._lock:
+            # Counted from before the request: the lease may be older than it looks.
+            self._leases[seconds] = (lease, started + max(granted, seconds) - seconds)
+        return lease
