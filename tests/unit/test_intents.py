@@ -31,7 +31,6 @@ from rdzv.core.intents import (
     decode_records,
     encode_beat,
     encode_record,
-    first_mover,
     merge_heartbeats,
     moves,
     needs_fence,
@@ -324,26 +323,6 @@ def test_a_leave_for_a_round_that_is_over_is_a_plain_join() -> None:
     assert state.complete
     assert state.participants == {A: 0, B: 1, C: 2}
     assert state.round == 0
-
-
-def test_the_first_pending_intent_that_moves_someone_names_the_first_mover() -> None:
-    old = joined(A, B, C)
-    pending = [
-        intent(D, NOW - 100),  # expired
-        intent(B),  # a participant already
-        JoinIntent(C, NOW, 5),  # leaves a round that is over
-        JoinIntent(A, NOW, old.round),  # leaves the current round: moves
-        intent(E),
-    ]
-    assert first_mover(old, pending, SETTINGS, NOW) == A
-    assert first_mover(RendezvousState(), [intent(D), intent(E)], SETTINGS, NOW) == D
-    assert first_mover(old, [intent(B)], SETTINGS, NOW) is None
-    # A withdrawn intent moves no one; an intent after the withdrawal does.
-    assert (
-        first_mover(RendezvousState(), [intent(D), Withdrawal(D, NOW), intent(E)], SETTINGS, NOW)
-        == E
-    )
-    assert first_mover(RendezvousState(), [Withdrawal(D, NOW), intent(D)], SETTINGS, NOW) == D
 
 
 def test_an_admission_is_held_while_the_round_cannot_reach_min_nodes() -> None:

@@ -39,7 +39,7 @@ from rdzv.core.effects import (
     WriteBeat,
     Written,
 )
-from rdzv.core.intents import JoinIntent, Withdrawal
+from rdzv.core.intents import LOG_SEGMENT_SPAN, JoinIntent, Withdrawal
 
 SETTINGS = RendezvousSettings(
     "run",
@@ -56,9 +56,16 @@ A, B, C = (NodeDesc(f"node-{i}", 100 + i, 0) for i in range(3))
 class Node:
     """One node's operation, stepped by hand: ``then(outcome)`` returns the next effect."""
 
-    def __init__(self, progress: protocol.Progress, node: NodeDesc = A, **context: object) -> None:
+    def __init__(
+        self,
+        progress: protocol.Progress,
+        node: NodeDesc = A,
+        settings: RendezvousSettings = SETTINGS,
+        **context: object,
+    ) -> None:
         self.progress = progress
         self.node = node
+        self.settings = settings
         self.now = NOW
         self.draw = 0.5
         self.observed: dict[NodeDesc, float] = {}
@@ -70,7 +77,7 @@ class Node:
             self.now = at
         ctx = protocol.Context(
             self.node,
-            SETTINGS,
+            self.settings,
             self.now,
             self.draw,
             observed=self.observed,
@@ -96,45 +103,36 @@ def snap(state: RendezvousState, token: int = 1) -> Snapshot:
 # -- joining ---------------------------------------------------------------------------
 
 
-def test_a_lone_node_holds_its_admission_for_an_interval_then_admits_itself() -> None:
+def test_a_node_that_finds_no_steward_places_itself_and_becomes_the_steward() -> None:
+    """No state names a steward: the node places itself, as a join without a log does,
+    instead of reading the whole log to find the first pending intent (which every node
+    of a large job arriving together would do)."""
     node = Node(protocol.join(NOW + 60))
     assert node.then(Started()) == ReadState()
     assert node.then(StateRead(None)) == Post(JoinIntent(A, NOW), 0)
-    assert node.then(Posted()) == ReadLog(0)
-    # The first pending node, alone: the round could not reach min_nodes with it, so it
-    # holds the admission and reads the log again at the steward's pace.
-    effect = node.then(LogRead([JoinIntent(A, NOW)], 1))
-    assert effect == WaitForChange(None, NOW + pacing.STEWARD_POLL)
-    interval = SETTINGS.keep_alive_interval.total_seconds()
-    while not isinstance(effect, CompareAndSet):
-        assert node.now <= NOW + interval + pacing.HOLD_POLL
-        if isinstance(effect, WaitForChange):
-            effect = node.then(Changed(None), at=effect.until)
-        elif isinstance(effect, ReadState):
-            effect = node.then(StateRead(None))
-        else:
-            assert isinstance(effect, ReadLog)
-            effect = node.then(LogRead([JoinIntent(A, NOW)], 1))
-    # One interval on, nobody came: it admits itself.
-    assert node.now >= NOW + interval
+    effect = node.then(Posted())
+    assert isinstance(effect, CompareAndSet)
     assert effect.token is None  # no state yet: written only if there is none
     assert set(effect.state.participants) == {A}
-    assert effect.state.intent_cursor == 1
-    # Its heartbeat is its intent's time, an interval old by now: it beats at once.
-    assert effect.state.last_heartbeats[A] == NOW
-    assert node.then(Written(snap(effect.state), True)) == WriteBeat(node.now)
+    assert effect.state.intent_cursor == 0  # the log is for the steward to admit
+    # Now the steward: it reads the log for the others.
+    assert node.then(Written(snap(effect.state), True)) == ReadLog(0)
 
 
-def test_the_first_pending_node_admits_at_once_when_the_round_can_reach_min_nodes() -> None:
-    node = Node(protocol.join(NOW + 60))
+def test_a_node_that_loses_the_first_placement_waits_for_the_winner() -> None:
+    node = Node(protocol.join(NOW + 60), node=B)
     node.then(Started())
     node.then(StateRead(None))
-    node.then(Posted())
-    # A second intent arrived with ours: one write places both.
-    effect = node.then(LogRead([JoinIntent(A, NOW), JoinIntent(B, NOW)], 2))
-    assert isinstance(effect, CompareAndSet)
-    assert set(effect.state.participants) == {A, B}
-    assert effect.state.intent_cursor == 2
+    mine = node.then(Posted())
+    assert isinstance(mine, CompareAndSet) and set(mine.state.participants) == {B}
+    # A placed itself first: after the lost write's short back-off, B reads the state
+    # and waits for A, the steward, to admit it, for its patience; it reads no log.
+    backoff = node.then(Written(snap(joined(A)), False))
+    assert isinstance(backoff, WaitForChange) and backoff.until < NOW + 0.1
+    assert node.then(Changed(None), at=backoff.until) == ReadState()
+    wait = node.then(StateRead(snap(joined(A))))
+    assert isinstance(wait, WaitForChange)
+    assert NOW + pacing.PATIENCE / 2 <= wait.until <= NOW + pacing.PATIENCE
 
 
 def test_a_pending_node_waits_for_the_steward_then_admits_itself() -> None:
@@ -173,14 +171,31 @@ def test_the_steward_holds_an_admission_that_could_not_reach_min_nodes() -> None
     held = step(LogRead([JoinIntent(B, NOW)], 1), NOW)
     assert isinstance(held, WaitForChange)
     assert step(Changed(None), NOW + 0.5) == ReadState()
-    assert step(StateRead(snap(state)), NOW + 0.5) == ReadLog(0)
-    assert isinstance(step(LogRead([JoinIntent(B, NOW)], 1), NOW + 0.5), WaitForChange)
+    # It reads on from where its last read ended: B's record is held, not read again.
+    assert step(StateRead(snap(state)), NOW + 0.5) == ReadLog(1)
+    assert isinstance(step(LogRead([], 1), NOW + 0.5), WaitForChange)
     # After one keep-alive interval it admits what came, to keep those nodes alive.
     assert step(Changed(None), NOW + 1.1) == ReadState()
-    assert step(StateRead(snap(state)), NOW + 1.1) == ReadLog(0)
-    admitted = step(LogRead([JoinIntent(B, NOW + 0.2)], 1), NOW + 1.1)
+    assert step(StateRead(snap(state)), NOW + 1.1) == ReadLog(1)
+    admitted = step(LogRead([JoinIntent(B, NOW + 0.2)], 2), NOW + 1.1)
     assert isinstance(admitted, CompareAndSet)
     assert set(admitted.state.participants) == {A, B}
+    assert admitted.state.intent_cursor == 2
+
+
+def test_a_steward_whose_read_reached_the_next_segment_reads_the_states_segment_again() -> None:
+    """Nodes post into the segment of the state they read until an admission moves the
+    cursor, so a steward must not read on in the next segment while it holds."""
+    settings_min_3 = RendezvousSettings("run", 3, 3, keep_alive_interval=timedelta(seconds=1))
+    node = Node(protocol.join(NOW + 60), settings=settings_min_3)
+    state = apply_action(RendezvousState(), Action.ADD_TO_PARTICIPANTS, A, settings_min_3, NOW)
+    node.then(Started())
+    assert node.then(StateRead(snap(state))) == ReadLog(0)
+    # The segment is full: the read ends at the start of the next one.
+    held = node.then(LogRead([JoinIntent(B, NOW)], LOG_SEGMENT_SPAN))
+    assert isinstance(held, WaitForChange)
+    assert node.then(Changed(None), at=held.until) == ReadState()
+    assert node.then(StateRead(snap(state))) == ReadLog(0)
 
 
 def test_an_admitted_node_finishes_once_its_round_completes() -> None:

@@ -43,7 +43,6 @@ __all__ = [
     "decode_records",
     "encode_beat",
     "encode_record",
-    "first_mover",
     "merge_heartbeats",
     "moves",
     "needs_fence",
@@ -279,20 +278,6 @@ def pending_joins(
     return pending
 
 
-def first_mover(
-    state: RendezvousState,
-    records: Sequence[LogRecord],
-    settings: RendezvousSettings,
-    now: float,
-) -> NodeDesc | None:
-    """The node of the first pending intent that an admission would move, if any.
-
-    When the state names no steward (see :func:`steward`), this node writes the
-    admission; the others give it their patience.
-    """
-    return next(iter(pending_joins(state, records, settings, now)), None)
-
-
 def steward(state: RendezvousState, *, rejoining: bool = False) -> NodeDesc | None:
     """The node expected to write the next admission, and the completion of a round.
 
@@ -301,8 +286,8 @@ def steward(state: RendezvousState, *, rejoining: bool = False) -> NodeDesc | No
     list, which waits for the next round. With an empty wait list, the participants
     of a complete round are training, and only a node that leaves the round
     (``rejoining``: the survivors of a failure) can expect the smallest of them to
-    rejoin too. ``None`` when the state names nobody: the first pending intent's
-    node admits then (:func:`first_mover`).
+    rejoin too. ``None`` when the state names nobody: a node that finds no steward
+    places itself then, and the winner of that write is the steward.
     """
     if state.closed:
         return None

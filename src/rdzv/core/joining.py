@@ -4,9 +4,10 @@ A node that needs placing posts a *join intent*, again before it would expire,
 and again when the log rolled over to a new segment without placing it. The
 *steward* (:func:`~rdzv.core.intents.steward`) reads the log at a growing pace and
 writes the *admission*; it *holds* it while the round cannot reach ``min_nodes``,
-for one keep-alive interval at most. When the state names no steward, the first
-pending intent's node admits, and holds alike. Every other pending node waits
-for that write, for its *patience*; then it admits itself.
+for one keep-alive interval at most. When the state names no steward, a pending
+node places itself, as a join without a log does, and the winner of that write
+is the steward. Every other pending node waits for the steward's write, for its
+*patience*; then it admits itself.
 
 A join that ends without a rank (timeout, or a failure in the shell) *withdraws*:
 it posts a withdrawal, reads the state again, and writes it once more unless
@@ -30,7 +31,6 @@ from rdzv.core.effects import (
     Failure,
     Finish,
     Post,
-    ReadLog,
     WriteBeat,
 )
 from rdzv.core.intents import (
@@ -50,6 +50,7 @@ from rdzv.core.progress import (
     Step,
     last_state,
     log_is_current,
+    read_log,
     timeout_failure,
     wait,
     write,
@@ -173,6 +174,12 @@ def _pending(
         return p, WriteBeat(now)  # a rejoining participant stays alive while it waits
     repost_at = p.posted + _refresh_age(settings)
     chosen = steward(view, rejoining=action is Action.REJOIN)
+    if chosen is None:
+        # Nobody is named to admit (an empty round, or a complete one with nobody
+        # waiting): place ourselves, as a join without a log would. The winner of
+        # this compare-and-set is the steward the others wait for; finding the first
+        # pending intent instead, every node would read the whole log.
+        return write(p, apply_action(view, action, node, settings, now), ctx)
     # The steward holds only while the round cannot reach min_nodes, even with us.
     # The steward holds while the round cannot reach min_nodes, even with us, and while
     # survivors leave a complete round (see should_hold).
@@ -183,12 +190,10 @@ def _pending(
     if chosen is not None and chosen != node and patient:
         # Waiting: post again before the intent would expire.
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
-    # The steward reads the log at its pace; so does the first pending node while it
-    # holds the first admission (hold_since set).
-    reads_at_pace = chosen == node or (chosen is None and p.hold_since is not None)
-    polled = not reads_at_pace or now < p.log_at + pacing.steward_poll(p.polls)
+    # The steward reads the log at its pace.
+    polled = chosen != node or now < p.log_at + pacing.steward_poll(p.polls)
     if not log_is_current(p, p.posted) or not polled:
-        return p, ReadLog(view.intent_cursor)
+        return p, read_log(p, view)
     assert p.log is not None
     log = p.log
     pending = pending_joins(view, log.records, settings, now)
@@ -197,12 +202,9 @@ def _pending(
         # segment that rolled over. Post it again, where the log is now.
         return p, post
     first = next(iter(pending))
-    holder = (node == chosen and patient) or (chosen is None and node == first)
-    if holder and _holds(p, view, ctx, pending):
+    if node == chosen and patient and _holds(p, view, ctx, pending):
         # The steward rejoins too, and holds the survivors' admission until the last
-        # of them leaves the round; or, with no steward yet, the first pending node
-        # holds the first admission while the round could not reach min_nodes with it
-        # (see should_hold): one write then places the nodes that arrived together.
+        # of them leaves the round (see should_hold).
         p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, min(now + pacing.steward_poll(p.polls), repost_at))
     if (
@@ -210,8 +212,8 @@ def _pending(
         and not patient
         and should_hold(view, log.records, settings, now, pending)
     ):
-        # The steward (or the first pending node, which admits the first batch) is late,
-        # but an admission would change no decision: writing it anyway, every pending
+        # The steward is late (the first pending node admits in its place), but an
+        # admission would change no decision: writing it anyway, every pending
         # node would lose its compare-and-set to another. A dead one's intent expires.
         p, until = _patience(attrs.evolve(p, patience_until=None), ctx, may_hold=True)
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
@@ -243,7 +245,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
     settings, now = ctx.settings, ctx.now
     next_read = p.log_at + pacing.steward_poll(p.polls)
     if not log_is_current(p, None) or now >= next_read:
-        return p, ReadLog(view.intent_cursor)
+        return p, read_log(p, view)
     assert p.log is not None
     records, end = p.log.records, p.log.end
     pending = pending_joins(view, records, settings, now)
@@ -280,7 +282,7 @@ def withdraw(
     if p.withdrawn is None:
         return p, Post(Withdrawal(node, now), view.intent_cursor)
     if not log_is_current(p, p.withdrawn):
-        return p, ReadLog(view.intent_cursor)
+        return p, read_log(p, view)
     assert p.log is not None
     records = p.log.records
     if not needs_fence(view, records, node):

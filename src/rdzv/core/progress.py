@@ -19,10 +19,11 @@ from rdzv.core.effects import (
     Fail,
     Failure,
     LogRead,
+    ReadLog,
     Snapshot,
     WaitForChange,
 )
-from rdzv.core.intents import merge_heartbeats
+from rdzv.core.intents import merge_heartbeats, segment_of
 from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "last_state",
     "leaving",
     "log_is_current",
+    "read_log",
     "timeout_failure",
     "wait",
     "write",
@@ -116,6 +118,8 @@ class Progress:
     """When this node last posted its join intent."""
     posted_segment: int = 0
     log: LogRead | None = None
+    """The records read after ``log_from``, in log order, gathered over one or more reads."""
+    log_from: int = -1
     log_token: Any = NOT_READ
     log_at: float = -math.inf
     polls: int = 0
@@ -188,6 +192,21 @@ def timeout_failure(p: Progress, view: RendezvousState, ctx: Context) -> Fail:
         "the same run id and endpoint, or raise join_timeout.",
         view,
     )
+
+
+def read_log(p: Progress, view: RendezvousState) -> ReadLog:
+    """Read the log after the state's cursor; only what follows the last read when the
+    records held start there (the log only grows: a steward reading it while a thousand
+    nodes post would otherwise read the same records again at every poll).
+
+    Not once the last read reached the next segment: nodes that read the state post
+    into its cursor's segment until an admission moves the cursor, so that segment
+    is read again whole.
+    """
+    cursor = view.intent_cursor
+    if p.log is not None and p.log_from == cursor and segment_of(p.log.end) == segment_of(cursor):
+        return ReadLog(p.log.end)
+    return ReadLog(cursor)
 
 
 def log_is_current(p: Progress, since: float | None) -> bool:

@@ -173,9 +173,16 @@ def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) ->
             outcome = attrs.evolve(outcome, end=p.last.cursor)
         quiet = p.log is not None and outcome.end == p.log.end
         token = p.snap.token if p.snap is not None else None
+        start = p.last.cursor if isinstance(p.last, ReadLog) else -1
+        cursor = p.snap.state.intent_cursor if p.snap is not None else None
+        if p.log is not None and start == p.log.end and p.log_from == cursor:
+            # Read on from where the last read ended: the records before still pend.
+            outcome = attrs.evolve(outcome, records=[*p.log.records, *outcome.records])
+            start = p.log_from
         return attrs.evolve(
             p,
             log=outcome,
+            log_from=start,
             log_token=token,
             log_at=ctx.now,
             polls=p.polls + 1 if quiet else 0,

@@ -29,6 +29,8 @@ class Traffic:
     bytes_written: int = 0
     bytes_read: int = 0
     lost_writes: int = 0
+    records_read: int = 0
+    """Intent log records read: what a join costs the nodes that read the log."""
 
     def add(self, *, write: bool = False, written: int = 0, read: int = 0) -> None:
         self.requests += 1
@@ -104,6 +106,7 @@ class SimBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         records = self.segments.get(segment, [])
         fresh = records[offset:]
         self.traffic.add(read=sum(map(len, fresh)))
+        self.traffic.records_read += len(fresh)
         if len(records) >= self._segment_records:
             # Read to its end and full: the log goes on in the next segment.
             self.segments.pop(segment - 1, None)
