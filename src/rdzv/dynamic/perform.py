@@ -9,6 +9,7 @@ are left to the caller, which knows what time is.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -40,12 +41,38 @@ from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 __all__ = ["STATE_CODEC", "Memory", "StateCodec", "perform", "snapshot_of"]
 
 
+_decoding = threading.Lock()
+_recent: dict[bytes, RendezvousState] = {}
+_RECENT = 4
+
+
+def decode_once(data: bytes) -> RendezvousState:
+    """:func:`~rdzv.core.decode_state`, once per process for the same bytes.
+
+    A thousand nodes of one process woken by the same write would otherwise each
+    decode the state (15 ms at 4,096 nodes) at the same moment. Only a miss takes
+    the lock, so that the others find what the first decoded; a hit takes no lock,
+    whose hand-off from thread to thread would cost a GIL switch each. Each decode
+    is bounded work, so the wait for the lock is bounded too.
+    """
+    state = _recent.get(data)
+    if state is None:
+        with _decoding:
+            state = _recent.get(data)
+            if state is None:
+                state = decode_state(data)
+                if len(_recent) >= _RECENT:
+                    _recent.pop(next(iter(_recent)))
+                _recent[data] = state
+    return state
+
+
 @attrs.frozen
 class StateCodec:
     """How states become the bytes a backend stores, and back (the simulator swaps it)."""
 
     encode: Callable[[RendezvousState], bytes] = encode_state
-    decode: Callable[[bytes], RendezvousState] = decode_state
+    decode: Callable[[bytes], RendezvousState] = decode_once
 
 
 STATE_CODEC = StateCodec()
