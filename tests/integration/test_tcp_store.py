@@ -1028,6 +1028,58 @@ def test_client_retries_until_a_starting_server_listens() -> None:
             srv.stop()
 
 
+def _dropping_listener(port: int, drops: int) -> threading.Thread:
+    """Accept ``drops`` connections on ``port`` and close each without a word, as a store
+    too busy to finish their handshake in time does; then stop listening."""
+    listener = socket.create_server((LOOPBACK, port))
+
+    def serve() -> None:
+        with listener:
+            for _ in range(drops):
+                conn, _ = listener.accept()
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_handshake_the_store_dropped_is_tried_again_within_the_connect_timeout() -> None:
+    """Thousands of nodes connecting at once to a busy store: it drops the handshakes it
+    could not finish in time. The client connects again, as after a refusal."""
+    port = _free_port()
+    dropper = _dropping_listener(port, drops=1)
+    holder: list[TCPStoreServer] = []
+
+    def start_the_store() -> None:
+        dropper.join(10)
+        holder.append(TCPStoreServer(LOOPBACK, port).start())
+
+    starter = threading.Thread(target=start_the_store, daemon=True)
+    starter.start()
+    try:
+        with TCPStore(LOOPBACK, port, connect_timeout=10) as store:
+            store.set("k", b"v")
+            assert store.get("k") == b"v"
+    finally:
+        starter.join(10)
+        for srv in holder:
+            srv.stop()
+
+
+def test_a_store_that_drops_every_handshake_fails_at_the_connect_timeout() -> None:
+    port = _free_port()
+    dropper = _dropping_listener(port, drops=1000)
+    started = time.monotonic()
+    with pytest.raises(StoreConnectionError, match=r"dropped the connection during the handshake"):
+        TCPStore(LOOPBACK, port, connect_timeout=1.0)
+    assert 0.6 < time.monotonic() - started < 3  # not at the first drop
+    with contextlib.suppress(OSError):  # let the listener thread end
+        for _ in range(1000):
+            socket.create_connection((LOOPBACK, port), timeout=1).close()
+    dropper.join(10)
+
+
 def test_unknown_host_raises_connection_error_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(StoreConnectionError, match="resolve"):

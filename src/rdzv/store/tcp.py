@@ -231,10 +231,15 @@ def _handshake(sock: socket.socket, token: bytes | None, address: str) -> FrameD
 
 
 def _connect(host: str, port: int, token: bytes | None, connect_timeout: float) -> _Connection:
-    """Open and handshake a connection, retrying refusals for up to ``connect_timeout``.
+    """Open and handshake a connection, retrying for up to ``connect_timeout``.
+
+    Retried: a refused connection (the store is not up yet), and a handshake the
+    store dropped (a store overloaded by thousands of nodes connecting at once drops
+    those that do not finish the handshake in time; it accepts them again later).
 
     Raises:
-        StoreConnectionError: nothing accepted a connection in time, or the host is unknown.
+        StoreConnectionError: nothing accepted a connection and finished the handshake
+            in time, or the host is unknown.
         StoreAuthenticationError: the tokens do not match.
         StoreProtocolError: the peer is not a compatible rdzv store.
     """
@@ -245,7 +250,6 @@ def _connect(host: str, port: int, token: bytes | None, connect_timeout: float) 
         remaining = deadline - time.monotonic()
         try:
             sock = socket.create_connection((host, port), timeout=max(remaining, 0.05))
-            break
         except socket.gaierror as e:
             raise StoreConnectionError(
                 f"Cannot resolve the TCP store host {host!r}: {e}. Check the host name."
@@ -257,23 +261,26 @@ def _connect(host: str, port: int, token: bytes | None, connect_timeout: float) 
                     f"{connect_timeout:g} s: {e}. Check that the store host is running and "
                     "that the host and port are right."
                 ) from e
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        enable_keepalive(sock)
-        sock.settimeout(HANDSHAKE_TIMEOUT)
-        decoder = _handshake(sock, token, address)
-    except StoreError:
-        sock.close()
-        raise
-    except OSError as e:
-        sock.close()
-        raise StoreConnectionError(
-            f"The TCP store at {address} dropped the connection during the handshake: {e}. "
-            "Check that host:port is an rdzv TCP store."
-        ) from e
-    return _Connection(sock, decoder)
+        else:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                enable_keepalive(sock)
+                sock.settimeout(HANDSHAKE_TIMEOUT)
+                return _Connection(sock, _handshake(sock, token, address))
+            except StoreError:
+                sock.close()
+                raise
+            except OSError as e:
+                sock.close()
+                if time.monotonic() + delay >= deadline:
+                    raise StoreConnectionError(
+                        f"The TCP store at {address} dropped the connection during the "
+                        f"handshake: {e}, until the connect timeout ({connect_timeout:g} s) "
+                        "passed. Check that host:port is an rdzv TCP store, and that its host "
+                        "is not overloaded."
+                    ) from e
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 class _Pool:
