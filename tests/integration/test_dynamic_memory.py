@@ -29,6 +29,7 @@ from rdzv import (
 from rdzv.core import (
     Action,
     NodeDesc,
+    RendezvousSettings,
     RendezvousState,
     apply_action,
     decode_state,
@@ -372,3 +373,40 @@ def test_a_node_whose_join_failed_leaves_the_state_at_once(make_run: Callable[..
     assert state.complete and set(state.participants) == {ghost}
     assert state.role_of(handler.node) is None
     assert not keep_alive_threads()  # its heartbeats stopped with the failed join
+
+
+class _SlowWrites(InMemoryBackend):
+    """A memory backend whose state writes take ``seconds`` of the handler's clock, and
+    which records the thread of every heartbeat."""
+
+    def __init__(self, clock: list[float], seconds: float) -> None:
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+        self.beaten_by: list[threading.Thread] = []
+
+    def set_state(self, state: bytes, token: Any = None) -> Any:
+        result = super().set_state(state, token)
+        self.clock[0] += self.seconds
+        return result
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        self.beaten_by.append(threading.current_thread())
+        super().beat(name, record, ttl)
+
+
+def test_a_heartbeat_due_when_the_round_completes_is_sent_before_the_join_returns() -> None:
+    """Sent on the caller's thread, not by the keep-alive thread while the caller reads the
+    round's address: the node's store would then need a second connection, and a round
+    of thousands of nodes completing together would open thousands at once."""
+    now = [1_800_000_000.0]
+    backend = _SlowWrites(now, seconds=6.0)  # the node's heartbeat is overdue once written
+    settings = RendezvousSettings("run", 1, 1, keep_alive_interval=timedelta(seconds=5))
+    node = NodeDesc("host", 1, 0)
+    handler = DynamicRendezvousHandler(
+        node, settings, "memory", InMemoryStore(), backend, clock=lambda: now[0]
+    )
+    info = handler.next_rendezvous()
+    assert info.rank == 0
+    assert backend.beaten_by and set(backend.beaten_by) == {threading.current_thread()}
+    assert handler._executor.last_heartbeat() == now[0]  # fresh when the join returns
+    handler.shutdown()

@@ -44,8 +44,18 @@ class Heartbeats:
         self._thread: KeepAliveThread | None = None
 
     def start(self) -> None:
-        """Start sending heartbeats, the first at a random point of the interval."""
-        first = pacing.first_heartbeat(self._delay(), random.random())  # noqa: S311
+        """Start sending heartbeats, the first at a random point of the time left.
+
+        A heartbeat already due is sent at once, on the caller's thread: right after a
+        round completes, the caller reads the round's address from the store, and a
+        beat in flight on another thread would make the store open a second
+        connection, thousands of them when a large round completes.
+        """
+        last = self._executor.last_heartbeat()
+        if last is not None and last + self._interval <= self._clock():
+            first = self.beat()
+        else:
+            first = pacing.first_heartbeat(self._delay(), random.random())  # noqa: S311
         self._thread = KeepAliveThread(self.beat, first, f"rdzv-keep-alive-{self._node}")
 
     def stop(self) -> None:
