@@ -1,18 +1,15 @@
 """etcd authentication by username and password for the v3 JSON gateway.
 
-etcd3gw 2.7 has no username/password: :class:`TokenAuth` asks
-``/v3/auth/authenticate`` for a token, sends it in the ``Authorization`` header
-of the client's session, and authenticates again when etcd reports the token
-expired (or forgot it on a restart).
+:class:`TokenAuth` asks ``/v3/auth/authenticate`` for a token, puts it in the
+``Authorization`` header of every request of the client, and authenticates
+again when etcd reports the token expired (or forgot it on a restart).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
-
-import requests
 
 from rdzv.etcd.v3_wire import EtcdV3Error
 
@@ -22,10 +19,10 @@ _Request = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 class TokenAuth:
-    """The auth token of one client's session; thread-safe. Without credentials, a no-op.
+    """The auth token of one client; thread-safe. Without credentials, a no-op.
 
     Args:
-        session: the client's HTTP session; the token goes into its headers.
+        headers: the headers of the client's every request; the token goes there.
         credentials: ``(username, password)``, or ``None`` for an etcd without auth.
         request: sends a request to the gateway (path, body) as is, without auth.
         endpoint: names etcd in errors.
@@ -33,12 +30,12 @@ class TokenAuth:
 
     def __init__(
         self,
-        session: requests.Session,
+        headers: MutableMapping[str, str],
         credentials: tuple[str, str] | None,
         request: _Request,
         endpoint: Callable[[], str],
     ) -> None:
-        self._session = session
+        self._headers = headers
         self._credentials = credentials
         self._request = request
         self._endpoint = endpoint
@@ -72,8 +69,7 @@ class TokenAuth:
         assert self._credentials is not None
         name, password = self._credentials
         with self._lock:
-            session = self._session
-            session.headers.pop("Authorization", None)
+            self._headers.pop("Authorization", None)
             result = self._request("auth/authenticate", {"name": name, "password": password})
             token = result.get("token")
             if not isinstance(token, str) or not token:
@@ -81,5 +77,5 @@ class TokenAuth:
                     f"etcd at {self._endpoint()} accepted user {name!r} but sent no token; is "
                     "auth enabled there?"
                 )
-            session.headers["Authorization"] = token
+            self._headers["Authorization"] = token
             self._token = token

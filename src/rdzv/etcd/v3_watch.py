@@ -1,23 +1,25 @@
 """A bounded watch of one etcd key over the v3 JSON gateway, read in the calling thread.
 
-etcd3gw opens a watch stream with no timeout (a dead etcd hangs it), runs a
-thread pool per watch, and ignores a watch that etcd cancels (compacted history).
-:class:`WatchReader` reads the stream itself, returns at a deadline, and tells a
-cancelled watch apart: one the caller recovers from by reading again, and one
-that is an error. :meth:`rdzv.etcd.v3_client.EtcdV3Client.watch` hands it each
-member in turn.
+The gateway answers a watch with a stream of JSON objects, one a line, for as
+long as the watch lasts. :class:`WatchReader` reads it in the calling thread
+(no thread pool per watch), returns at a deadline (a dead etcd must not hang a
+watch), and tells a cancelled watch apart: one the caller recovers from by
+reading again (compacted history, a stale token), and one that is an error.
+:meth:`rdzv.etcd.v3_client.EtcdV3Client.watch` hands it each member in turn.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
-import requests
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 from rdzv.etcd.v3_wire import (
-    API_PATH,
     EtcdV3ConnectionError,
     EtcdV3Error,
     KeyValue,
@@ -37,19 +39,29 @@ _GIVE_UP = "give up"
 """etcd cancelled the watch in a way the caller recovers from by reading again."""
 
 
-def _is_read_timeout(error: requests.RequestException) -> bool:
-    if isinstance(error, requests.Timeout):
-        return True
-    # A timed-out read of a streamed body surfaces as ConnectionError(ReadTimeoutError).
-    cause = error.args[0] if error.args else None
-    return type(cause).__name__ == "ReadTimeoutError"
+_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+"""What urllib3 raises when a member cannot be reached or breaks off a stream."""
+
+OpenStream = Callable[[str, str, dict[str, Any], float, float], urllib3.BaseHTTPResponse]
+"""Opens a streamed POST: (member URL, gateway path, body, connect seconds, read seconds)."""
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether ``error`` is a timeout of connecting or reading, not a refused connection.
+
+    urllib3 makes a refused connection a kind of connect timeout; it is a failure.
+    """
+    if isinstance(error, NewConnectionError):
+        return False
+    return isinstance(error, (ConnectTimeoutError, ReadTimeoutError))
 
 
 class WatchReader:
     """Watches a key on one member at a time, for an :class:`~rdzv.etcd.v3_client.EtcdV3Client`.
 
     Args:
-        session: the client's HTTP session (TLS, credentials).
+        open_stream: opens a streamed POST to a member (the client's session:
+            TLS, credentials); see :data:`OpenStream`.
         read_timeout: seconds that opening a watch may take.
         read_key: reads a key (``None`` when absent), once a watch is open.
         renew_token: takes a new auth token and returns ``True``, or returns
@@ -58,12 +70,12 @@ class WatchReader:
 
     def __init__(
         self,
-        session: requests.Session,
+        open_stream: OpenStream,
         read_timeout: float,
         read_key: Callable[[bytes], KeyValue | None],
         renew_token: Callable[[], bool],
     ) -> None:
-        self._session = session
+        self._open_stream = open_stream
         self._read_timeout = read_timeout
         self._read_key = read_key
         self._renew_token = renew_token
@@ -86,23 +98,26 @@ class WatchReader:
         if remaining <= 0:
             return None
         try:
-            response = self._session.post(
-                url + API_PATH + "watch",
-                json={"create_request": {"key": b64(key)}},
-                stream=True,
-                # Connect within read_timeout; then each read of the stream may
-                # block at most until the deadline.
-                timeout=(min(self._read_timeout, remaining), remaining),
+            # Connect within read_timeout; then each read of the stream may block
+            # at most until the deadline.
+            response = self._open_stream(
+                url,
+                "watch",
+                {"create_request": {"key": b64(key)}},
+                min(self._read_timeout, remaining),
+                remaining,
             )
-        except requests.RequestException as e:
-            if _is_read_timeout(e):
+        except _TRANSPORT_ERRORS as e:
+            if _timed_out(e):
                 return None  # no answer before the deadline: the watch timed out
             raise connection_error(url, "watch", e) from e
         try:
-            if response.status_code != requests.codes["ok"]:
-                raise status_error(url, "watch", response.status_code, response.text)
+            if response.status != http.client.OK:
+                text = response.data.decode("utf-8", "replace")
+                raise status_error(url, "watch", response.status, text)
             buffer = b""
-            for chunk in response.iter_content(chunk_size=None):
+            # Without a size, a chunked answer comes a chunk at a time, as etcd sends it.
+            for chunk in response.stream(None):
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
@@ -123,12 +138,16 @@ class WatchReader:
                 # The stream ended before the deadline: the member went away.
                 raise EtcdV3ConnectionError(f"etcd at {url} ended a watch stream early.")
             return None
-        except requests.RequestException as e:
-            if _is_read_timeout(e):
+        except EtcdV3Error:
+            raise  # ours (an EtcdV3ConnectionError is an OSError too): as it is
+        except _TRANSPORT_ERRORS as e:
+            if _timed_out(e):
                 return None
             raise connection_error(url, "watch", e) from e
         finally:
+            # Not read to its end: the connection is closed, then its slot given back.
             response.close()
+            response.release_conn()
 
     def _line(self, url: str, line: bytes) -> WatchEvent | str | None:
         """One line of a watch stream: an event, :data:`_CREATED`, :data:`_GIVE_UP` ("stop,
