@@ -23,6 +23,7 @@ __all__ = [
     "EtcdRendezvousBackend",
     "create_backend",
     "etcd_prefixes",
+    "state_options",
 ]
 
 DEFAULT_KEY_PREFIX = "/rdzv/rendezvous"
@@ -101,6 +102,19 @@ def etcd_prefixes(params: RendezvousParameters) -> tuple[str, str]:
     return f"{root}/rendezvous", f"{root}/store"
 
 
+def state_options(params: RendezvousParameters) -> tuple[str, str, int | None]:
+    """The state's key prefix, the store's prefix (:func:`etcd_prefixes`) and the ``ttl``
+    option (``None``: the default), which both etcd backends read alike.
+
+    Raises:
+        ValueError: an invalid ``etcd_prefix`` or ``ttl``.
+    """
+    ttl = params.get_as_int("ttl")
+    if ttl is not None and ttl <= 0:
+        raise ValueError(f"The rendezvous option 'ttl' ({ttl}) must be positive.")
+    return (*etcd_prefixes(params), ttl)
+
+
 def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend, EtcdStore]:
     """The backend and the store for ``params`` (torch's function, rdzv's key prefixes).
 
@@ -119,10 +133,7 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdRendezvousBackend,
         RendezvousConnectionError: etcd did not answer within ``read_timeout``,
             refused the read, or serves no v2 API; the message says what to do.
     """
-    ttl = params.get_as_int("ttl")
-    if ttl is not None and ttl <= 0:
-        raise ValueError(f"The rendezvous option 'ttl' ({ttl}) must be positive.")
-    key_prefix, store_prefix = etcd_prefixes(params)
+    key_prefix, store_prefix, ttl = state_options(params)
     client = create_etcd_client(params)
     backend = EtcdRendezvousBackend(client, params.run_id, key_prefix=key_prefix, ttl=ttl)
     check_etcd_v2(client, backend.key)

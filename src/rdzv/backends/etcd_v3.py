@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
-from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, etcd_prefixes
+from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, state_options
 from rdzv.etcd.backend import EtcdKVBackend
 from rdzv.etcd.kv_v3 import EtcdV3KV
 from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3Error, create_etcd_v3_client
@@ -100,10 +100,7 @@ def create_backend(params: RendezvousParameters) -> tuple[EtcdV3RendezvousBacken
         RendezvousConnectionError: etcd did not answer within ``read_timeout`` or
             refused the read; the message says what to do.
     """
-    ttl = params.get_as_int("ttl")
-    if ttl is not None and ttl <= 0:
-        raise ValueError(f"The rendezvous option 'ttl' ({ttl}) must be positive.")
-    key_prefix, store_prefix = etcd_prefixes(params)
+    key_prefix, store_prefix, ttl = state_options(params)
     client = create_etcd_v3_client(params)
     backend = EtcdV3RendezvousBackend(client, params.run_id, key_prefix=key_prefix, ttl=ttl)
     try:
