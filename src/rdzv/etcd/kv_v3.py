@@ -7,13 +7,10 @@ with a random name there, unique without a read, which its create revision order
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
 
 from rdzv.etcd.kv import Change, Entry, Listed, Swap
-
-if TYPE_CHECKING:
-    # Types only: the v2 code must import without the etcd3 extra (etcd3gw).
-    from rdzv.etcd.v3_client import EtcdV3Client, KeyValue
+from rdzv.etcd.v3_client import EtcdV3Client
+from rdzv.etcd.v3_wire import KeyValue
 
 __all__ = ["EtcdV3KV"]
 

@@ -36,17 +36,6 @@ from typing import Any
 
 import urllib3
 
-try:
-    # The transport needs no more than urllib3, but the etcd-v3 backend is
-    # documented and tested as needing the etcd3 extra (etcd3gw): until that
-    # promise is dropped with the extra, its absence is reported as before.
-    import etcd3gw  # noqa: F401
-except ImportError as _missing:  # pragma: no cover - the message is the point
-    raise ImportError(
-        f"The etcd-v3 backend needs the etcd3gw package ({_missing}). Install it with "
-        "`pip install 'rdzv[etcd3]'`."
-    ) from _missing
-
 from rdzv.api import RendezvousParameters
 from rdzv.etcd.members import MemberPool
 from rdzv.etcd.v2_connect import etcd_client_options, etcd_members
