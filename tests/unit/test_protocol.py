@@ -18,6 +18,7 @@ from rdzv.core import (
     protocol,
 )
 from rdzv.core.effects import (
+    BeatsRead,
     BeatWritten,
     Changed,
     CompareAndSet,
@@ -27,6 +28,7 @@ from rdzv.core.effects import (
     LogRead,
     Post,
     Posted,
+    ReadBeats,
     ReadLog,
     ReadState,
     Sleep,
@@ -149,6 +151,43 @@ def test_a_pending_node_waits_for_the_steward_then_admits_itself() -> None:
     effect = node.then(LogRead([JoinIntent(B, NOW)], 1))
     assert isinstance(effect, CompareAndSet)
     assert set(effect.state.participants) == {A, B}
+
+
+def test_out_of_patience_a_few_nodes_take_over_first_and_more_after_each_patience() -> None:
+    """A steward that keeps 99 nodes waiting (min_nodes 100) is not replaced by all 99 at
+    once, each reading the whole log: about eight do (the draw decides), twice as many
+    after each further patience, so any node does within a few."""
+    settings = RendezvousSettings("run", 100, 100, keep_alive_interval=timedelta(seconds=1))
+    forming = apply_action(RendezvousState(), Action.ADD_TO_PARTICIPANTS, A, settings, NOW)
+    node = Node(protocol.join(NOW + 600), node=B, settings=settings)
+    node.draw = 0.5  # 0.5 * 99 missing: it takes over once TAKEOVERS << passes > 49.5
+    node.then(Started())
+    node.then(StateRead(snap(forming)))
+    effect = node.then(Posted())
+    waited = NOW
+    while not isinstance(effect, ReadLog):
+        if isinstance(effect, Post):  # its intent would expire: posted again
+            effect = node.then(Posted())
+            continue
+        if isinstance(effect, ReadBeats):  # is the steward alive? It is.
+            effect = node.then(BeatsRead({A: node.now}))
+            continue
+        assert isinstance(effect, WaitForChange)
+        assert node.then(Changed(None), at=effect.until + 0.01) == ReadState()
+        waited = node.now
+        effect = node.then(StateRead(snap(forming)))
+    assert effect == ReadLog(0)  # now it reads the log, to admit in A's place
+    assert node.progress.passed == 3  # 8 << 3 = 64 > 49.5: at the fourth patience
+    assert NOW + 4 * (pacing.PATIENCE / 2 + 1) <= waited <= NOW + 4 * (pacing.PATIENCE + 1)
+    # A node with a low draw takes over at its first patience.
+    eager = Node(protocol.join(NOW + 600), node=C, settings=settings)
+    eager.draw = 0.05
+    eager.then(Started())
+    eager.then(StateRead(snap(forming)))
+    wait = eager.then(Posted())
+    assert isinstance(wait, WaitForChange)
+    assert eager.then(Changed(None), at=wait.until + 0.01) == ReadState()
+    assert eager.then(StateRead(snap(forming))) == ReadLog(0)
 
 
 def test_the_steward_holds_an_admission_that_could_not_reach_min_nodes() -> None:

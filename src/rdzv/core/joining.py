@@ -139,6 +139,21 @@ def _patience(p: Progress, ctx: Context, *, may_hold: bool) -> tuple[Progress, f
     return attrs.evolve(p, patience_until=until), until
 
 
+def _takes_over(p: Progress, view: RendezvousState, ctx: Context) -> bool:
+    """Whether this node, out of patience with the steward, reads the log to admit in its
+    place.
+
+    Every pending node doing so would read the whole log, N records by each of N nodes:
+    a steward that a loaded machine only slowed would then drown under the work of
+    those replacing it. So of the nodes the round still lacks, about
+    :data:`~rdzv.core.pacing.TAKEOVERS` take over, drawn at random, and twice as
+    many after each patience that brought no write; within a few patiences any
+    node does.
+    """
+    missing = ctx.settings.min_nodes - len(view.participants) - len(view.wait_list)
+    return ctx.draw * max(missing, 1) < pacing.TAKEOVERS << min(p.passed, 30)
+
+
 def _by_steward(
     p: Progress, view: RendezvousState, action: Action, ctx: Context
 ) -> tuple[Progress, Effect]:
@@ -180,14 +195,18 @@ def _pending(
         # this compare-and-set is the steward the others wait for; finding the first
         # pending intent instead, every node would read the whole log.
         return write(p, apply_action(view, action, node, settings, now), ctx)
-    # The steward holds only while the round cannot reach min_nodes, even with us.
     # The steward holds while the round cannot reach min_nodes, even with us, and while
     # survivors leave a complete round (see should_hold).
     short = len(view.participants) + len(view.wait_list) + 1 < settings.min_nodes
     holding = short if not view.complete else action is Action.REJOIN
-    p, until = _patience(p, ctx, may_hold=chosen is not None and holding)
+    p, until = _patience(p, ctx, may_hold=holding)
     patient = now < until
-    if chosen is not None and chosen != node and patient:
+    if chosen != node and not patient and not _takes_over(p, view, ctx):
+        # Out of patience, but others take over first: patience once more.
+        passed = attrs.evolve(p, patience_until=None, passed=p.passed + 1)
+        p, until = _patience(passed, ctx, may_hold=holding)
+        patient = True
+    if chosen != node and patient:
         # Waiting: post again before the intent would expire.
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
     # The steward reads the log at its pace.

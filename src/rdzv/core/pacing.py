@@ -22,6 +22,7 @@ __all__ = [
     "OUTAGE_PAUSE",
     "PATIENCE",
     "STEWARD_POLL",
+    "TAKEOVERS",
     "WAKE_MARGIN",
     "doubling",
     "first_heartbeat",
@@ -40,6 +41,10 @@ a notification."""
 WAKE_MARGIN = 0.005
 """A node wakes this much after a deadline: the decisions compare strictly
 (``now > deadline``), so waking exactly at it would change nothing."""
+
+TAKEOVERS = 8
+"""About how many of the nodes a round lacks take over from a steward that kept them
+waiting past their patience; twice as many after each further patience."""
 
 PATIENCE = 1.0
 """Longest wait (drawn between half and all of it) for the steward's write before a

@@ -126,6 +126,9 @@ class Progress:
     """Reads of the log in a row that found nothing new (the steward's pace)."""
     hold_since: float | None = None
     patience_until: float | None = None
+    passed: int = 0
+    """Patiences run out since the state last moved in which this node let others take
+    over from the steward (see :mod:`rdzv.core.joining`)."""
     withdrawing: Failure | None = None
     """JOIN: the join failed with this; the node withdraws first."""
     withdraw_deadline: float = math.inf

@@ -196,7 +196,7 @@ def _new_snapshot(p: Progress, snap: Snapshot | None) -> Progress:
     if p.seen is not NOT_READ and snap.token == p.seen:
         return attrs.evolve(p, snap=snap)
     # The state moved: whoever is steward now gets a full patience again.
-    return attrs.evolve(p, snap=snap, seen=snap.token, patience_until=None, polls=0)
+    return attrs.evolve(p, snap=snap, seen=snap.token, patience_until=None, passed=0, polls=0)
 
 
 def _unreachable(p: Progress, outcome: Unreachable, ctx: Context, events: list[Event]) -> Step:
