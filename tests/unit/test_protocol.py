@@ -105,11 +105,16 @@ def snap(state: RendezvousState, token: int = 1) -> Snapshot:
 # -- joining ---------------------------------------------------------------------------
 
 
+BIG = RendezvousSettings(
+    "run", pacing.FIRST_MOVER_ROUND + 1, 100, keep_alive_interval=timedelta(seconds=1)
+)
+
+
 def test_a_node_that_finds_no_steward_places_itself_and_becomes_the_steward() -> None:
-    """No state names a steward: the node places itself, as a join without a log does,
-    instead of reading the whole log to find the first pending intent (which every node
-    of a large job arriving together would do)."""
-    node = Node(protocol.join(NOW + 60))
+    """No state names a steward, in a round larger than FIRST_MOVER_ROUND: the node places
+    itself, as a join without a log does, instead of reading the whole log to find the
+    first pending intent (which every node of a large job arriving together would do)."""
+    node = Node(protocol.join(NOW + 60), settings=BIG)
     assert node.then(Started()) == ReadState()
     assert node.then(StateRead(None)) == Post(JoinIntent(A, NOW), 0)
     effect = node.then(Posted())
@@ -122,7 +127,7 @@ def test_a_node_that_finds_no_steward_places_itself_and_becomes_the_steward() ->
 
 
 def test_a_node_that_loses_the_first_placement_waits_for_the_winner() -> None:
-    node = Node(protocol.join(NOW + 60), node=B)
+    node = Node(protocol.join(NOW + 60), node=B, settings=BIG)
     node.then(Started())
     node.then(StateRead(None))
     mine = node.then(Posted())
@@ -134,7 +139,52 @@ def test_a_node_that_loses_the_first_placement_waits_for_the_winner() -> None:
     assert node.then(Changed(None), at=backoff.until) == ReadState()
     wait = node.then(StateRead(snap(joined(A))))
     assert isinstance(wait, WaitForChange)
-    assert NOW + pacing.PATIENCE / 2 <= wait.until <= NOW + pacing.PATIENCE
+    interval = BIG.keep_alive_interval.total_seconds()  # A may hold: the round is short
+    assert NOW + pacing.PATIENCE / 2 + interval <= wait.until <= NOW + pacing.PATIENCE + interval
+
+
+def test_in_a_small_round_a_lone_node_holds_its_admission_for_an_interval_then_admits() -> None:
+    """A round of FIRST_MOVER_ROUND nodes or fewer: with no steward, the first pending
+    node reads the log and admits everyone in one write (no self-placement first)."""
+    assert SETTINGS.min_nodes <= pacing.FIRST_MOVER_ROUND
+    node = Node(protocol.join(NOW + 60))
+    assert node.then(Started()) == ReadState()
+    assert node.then(StateRead(None)) == Post(JoinIntent(A, NOW), 0)
+    assert node.then(Posted()) == ReadLog(0)
+    # The first pending node, alone: the round could not reach min_nodes with it, so it
+    # holds the admission and reads the log again at the steward's pace.
+    effect = node.then(LogRead([JoinIntent(A, NOW)], 1))
+    assert effect == WaitForChange(None, NOW + pacing.STEWARD_POLL)
+    interval = SETTINGS.keep_alive_interval.total_seconds()
+    while not isinstance(effect, CompareAndSet):
+        assert node.now <= NOW + interval + pacing.HOLD_POLL
+        if isinstance(effect, WaitForChange):
+            effect = node.then(Changed(None), at=effect.until)
+        elif isinstance(effect, ReadState):
+            effect = node.then(StateRead(None))
+        else:
+            assert isinstance(effect, ReadLog)
+            effect = node.then(LogRead([JoinIntent(A, NOW)], 1))
+    # One interval on, nobody came: it admits itself.
+    assert node.now >= NOW + interval
+    assert effect.token is None  # no state yet: written only if there is none
+    assert set(effect.state.participants) == {A}
+    assert effect.state.intent_cursor == 1
+    # Its heartbeat is its intent's time, an interval old by now: it beats at once.
+    assert effect.state.last_heartbeats[A] == NOW
+    assert node.then(Written(snap(effect.state), True)) == WriteBeat(node.now)
+
+
+def test_in_a_small_round_the_first_pending_node_admits_at_once_when_it_can_complete() -> None:
+    node = Node(protocol.join(NOW + 60))
+    node.then(Started())
+    node.then(StateRead(None))
+    node.then(Posted())
+    # A second intent arrived with ours: one write places both.
+    effect = node.then(LogRead([JoinIntent(A, NOW), JoinIntent(B, NOW)], 2))
+    assert isinstance(effect, CompareAndSet)
+    assert set(effect.state.participants) == {A, B}
+    assert effect.state.intent_cursor == 2
 
 
 def test_a_pending_node_waits_for_the_steward_then_admits_itself() -> None:

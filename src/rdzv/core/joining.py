@@ -6,8 +6,10 @@ and again when the log rolled over to a new segment without placing it. The
 writes the *admission*; it *holds* it while the round cannot reach ``min_nodes``,
 for one keep-alive interval at most. When the state names no steward, a pending
 node places itself, as a join without a log does, and the winner of that write
-is the steward. Every other pending node waits for the steward's write, for its
-*patience*; then it admits itself.
+is the steward; in a round of :data:`~rdzv.core.pacing.FIRST_MOVER_ROUND` nodes
+or fewer, the node of the first pending intent admits instead, and holds alike
+(one write on the way, where reading the log costs nothing). Every other pending
+node waits for that write, for its *patience*; then it admits itself.
 
 A join that ends without a rank (timeout, or a failure in the shell) *withdraws*:
 it posts a withdrawal, reads the state again, and writes it once more unless
@@ -189,7 +191,7 @@ def _pending(
         return p, WriteBeat(now)  # a rejoining participant stays alive while it waits
     repost_at = p.posted + _refresh_age(settings)
     chosen = steward(view, rejoining=action is Action.REJOIN)
-    if chosen is None:
+    if chosen is None and settings.min_nodes > pacing.FIRST_MOVER_ROUND:
         # Nobody is named to admit (an empty round, or a complete one with nobody
         # waiting): place ourselves, as a join without a log would. The winner of
         # this compare-and-set is the steward the others wait for; finding the first
@@ -199,18 +201,21 @@ def _pending(
     # survivors leave a complete round (see should_hold).
     short = len(view.participants) + len(view.wait_list) + 1 < settings.min_nodes
     holding = short if not view.complete else action is Action.REJOIN
-    p, until = _patience(p, ctx, may_hold=holding)
+    named = chosen is not None
+    p, until = _patience(p, ctx, may_hold=named and holding)
     patient = now < until
-    if chosen != node and not patient and not _takes_over(p, view, ctx):
+    if named and chosen != node and not patient and not _takes_over(p, view, ctx):
         # Out of patience, but others take over first: patience once more.
         passed = attrs.evolve(p, patience_until=None, passed=p.passed + 1)
         p, until = _patience(passed, ctx, may_hold=holding)
         patient = True
-    if chosen != node and patient:
+    if named and chosen != node and patient:
         # Waiting: post again before the intent would expire.
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
-    # The steward reads the log at its pace.
-    polled = chosen != node or now < p.log_at + pacing.steward_poll(p.polls)
+    # The steward reads the log at its pace; so does the first pending node of a small
+    # round with no steward while it holds the first admission (hold_since set).
+    reads_at_pace = chosen == node or (not named and p.hold_since is not None)
+    polled = not reads_at_pace or now < p.log_at + pacing.steward_poll(p.polls)
     if not log_is_current(p, p.posted) or not polled:
         return p, read_log(p, view)
     assert p.log is not None
@@ -221,9 +226,12 @@ def _pending(
         # segment that rolled over. Post it again, where the log is now.
         return p, post
     first = next(iter(pending))
-    if node == chosen and patient and _holds(p, view, ctx, pending):
+    holder = (node == chosen and patient) or (not named and node == first)
+    if holder and _holds(p, view, ctx, pending):
         # The steward rejoins too, and holds the survivors' admission until the last
-        # of them leaves the round (see should_hold).
+        # of them leaves the round; or, in a small round with no steward yet, the first
+        # pending node holds the first admission while the round could not reach
+        # min_nodes with it (see should_hold): one write places the nodes that came.
         p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, min(now + pacing.steward_poll(p.polls), repost_at))
     if (

@@ -14,6 +14,7 @@ same inputs always give the same wait.
 from __future__ import annotations
 
 __all__ = [
+    "FIRST_MOVER_ROUND",
     "HOLD_POLL",
     "LEAVE_TIMEOUT",
     "LOST_WRITE_BACKOFF",
@@ -41,6 +42,12 @@ a notification."""
 WAKE_MARGIN = 0.005
 """A node wakes this much after a deadline: the decisions compare strictly
 (``now > deadline``), so waking exactly at it would change nothing."""
+
+FIRST_MOVER_ROUND = 16
+"""Largest ``min_nodes`` at which, with no steward named, every pending node reads the
+log and the first pending intent's node admits them all in one write. Above it, a
+node places itself instead: N nodes each reading N records would cost more than
+the write that self-placement adds."""
 
 TAKEOVERS = 8
 """About how many of the nodes a round lacks take over from a steward that kept them
