@@ -8,15 +8,28 @@ import textwrap
 
 import pytest
 
-_WITHOUT_ETCD3GW = textwrap.dedent(
+_WITHOUT = textwrap.dedent(
     """
     import sys
-    sys.modules["etcd3gw"] = None  # as if the etcd3 extra were not installed
+    for name in {blocked!r}:
+        sys.modules[name] = None  # as if the package were not installed
     import importlib
     importlib.import_module({module!r})
     print("imported")
     """
 )
+
+
+def _imports_without(module: str, blocked: tuple[str, ...]) -> None:
+    """Import ``module`` in a fresh interpreter where ``blocked`` cannot be imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT.format(module=module, blocked=blocked)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout == "imported\n", result.stderr
 
 
 @pytest.mark.parametrize(
@@ -34,28 +47,11 @@ _WITHOUT_ETCD3GW = textwrap.dedent(
     ],
 )
 def test_the_v2_etcd_code_imports_without_etcd3gw(module: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_ETCD3GW.format(module=module)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.stdout == "imported\n", result.stderr
+    _imports_without(module, ("etcd3gw",))
 
 
 def test_the_etcd_v3_code_imports_without_etcd3gw_or_requests() -> None:
     """The v3 client speaks the JSON gateway over urllib3, which python-etcd needs anyway:
     the etcd3 extra (etcd3gw, requests) is no longer needed."""
-    script = _WITHOUT_ETCD3GW.replace(
-        'sys.modules["etcd3gw"] = None', 'sys.modules["etcd3gw"] = sys.modules["requests"] = None'
-    )
     for module in ("rdzv.store.etcd_v3", "rdzv.backends.etcd_v3", "rdzv.etcd.v3_client"):
-        result = subprocess.run(
-            [sys.executable, "-c", script.format(module=module)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.stdout == "imported\n", result.stderr
+        _imports_without(module, ("etcd3gw", "requests"))
