@@ -58,9 +58,39 @@ def test_each_member_gets_an_equal_share_of_the_budget_or_all_of_it_for_a_watch(
 
 def test_every_member_failing_raises_the_exhausted_error_naming_them() -> None:
     with pytest.raises(ConnectionError, match="all down") as caught:
-        pool().call(failing(set(URLS), []), 3.0, split=True)
+        pool().call(failing(set(URLS), []), 0.3, split=True)
     assert all(url in str(caught.value) for url in URLS)
     assert isinstance(caught.value.__cause__, Down)
+
+
+def test_members_that_all_failed_are_asked_again_while_the_budget_lasts() -> None:
+    """A leader killed: the others answer "no leader" (or nothing) until they elect one.
+    One pass over them would fail a store operation that had seconds left."""
+    electing = set(URLS)
+    asked: list[tuple[str, float]] = []
+    started = time.monotonic()
+
+    def attempt(url: str, timeout: float) -> str:
+        asked.append((url, timeout))
+        if time.monotonic() - started > 0.35:
+            electing.discard("http://b:2")  # b has a leader again
+        if url in electing:
+            raise Down(url)
+        return url
+
+    assert pool().call(attempt, 3.0, split=True) == "http://b:2"
+    assert len(asked) > len(URLS)  # more than one pass
+    assert time.monotonic() - started < 2.0
+
+
+def test_members_that_keep_failing_are_given_up_once_the_budget_is_spent() -> None:
+    asked: list[tuple[str, float]] = []
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="all down"):
+        pool().call(failing(set(URLS), asked), 0.5, split=True)
+    elapsed = time.monotonic() - started
+    assert 0.5 - members.PASS_PAUSE <= elapsed < 1.0
+    assert len(asked) >= 2 * len(URLS)
 
 
 def test_one_member_raises_its_own_failure_as_before() -> None:

@@ -16,14 +16,18 @@ it waits on one member, and moves on only when that member fails.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-__all__ = ["AVOID_SECONDS", "MemberPool"]
+__all__ = ["AVOID_SECONDS", "PASS_PAUSE", "MemberPool"]
 
 logger = logging.getLogger(__name__)
+
+PASS_PAUSE = 0.1
+"""Seconds between two passes over members that all failed (see :meth:`MemberPool.call`)."""
 
 AVOID_SECONDS = 10.0
 """How long a member that failed is tried only after the others."""
@@ -82,37 +86,44 @@ class MemberPool:
     def call(self, attempt: Callable[[str, float], _T], budget: float, *, split: bool) -> _T:
         """Return ``attempt(url, timeout)`` from the first member that does not fail.
 
-        Every member is tried at most once, within ``budget`` seconds in all.
-        With ``split`` each gets ``budget / members`` (at most what remains),
-        else what remains. An exception that is not a member failure is raised
+        The members are tried in turn, within ``budget`` seconds in all. With
+        ``split`` each gets ``budget / members`` of what remains, else what remains.
+        When every member failed and time remains (the cluster is electing a leader:
+        the old one is gone, the others answer "no leader" or not at all), they are
+        tried again after :data:`PASS_PAUSE`, until the budget is spent; an infinite
+        budget gets one pass. An exception that is not a member failure is raised
         at once.
 
         Raises:
             BaseException: the single member's failure, or ``exhausted(...)`` of
-                every failure when there are several members.
+                every failure of the last pass when there are several members.
         """
         deadline = time.monotonic() + budget
-        share = budget / len(self._urls) if split else budget
-        failures: list[tuple[str, BaseException]] = []
-        for index in self.order():
-            remaining = deadline - time.monotonic()
-            if failures and remaining <= 0:
-                break
-            url = self._urls[index]
-            try:
-                result = attempt(url, max(min(share, remaining), 0.001))
-            except Exception as e:
-                if not self._is_member_failure(e):
-                    raise
-                if len(self._urls) == 1:
+        while True:
+            share = (deadline - time.monotonic()) / len(self._urls) if split else budget
+            failures: list[tuple[str, BaseException]] = []
+            for index in self.order():
+                remaining = deadline - time.monotonic()
+                if failures and remaining <= 0:
+                    break
+                url = self._urls[index]
+                try:
+                    result = attempt(url, max(min(share, remaining), 0.001))
+                except Exception as e:
+                    if not self._is_member_failure(e):
+                        raise
+                    if len(self._urls) == 1:
+                        self._failed(index, e)
+                        raise
+                    failures.append((url, e))
                     self._failed(index, e)
-                    raise
-                failures.append((url, e))
-                self._failed(index, e)
-                continue
-            self._answered(index)
-            return result
-        raise self._exhausted(failures) from failures[-1][1]
+                    continue
+                self._answered(index)
+                return result
+            remaining = deadline - time.monotonic()
+            if math.isinf(budget) or remaining <= PASS_PAUSE:
+                raise self._exhausted(failures) from failures[-1][1]
+            time.sleep(PASS_PAUSE)
 
     def _healthy(self, index: int, now: float) -> bool:
         failed = self._failed_at.get(index)
