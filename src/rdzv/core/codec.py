@@ -14,7 +14,6 @@ are bounded before anything is allocated for them.
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import math
 import zlib
@@ -225,20 +224,15 @@ def _to_state(wire: _WireV1) -> RendezvousState:
 def decode_state(data: bytes) -> RendezvousState:
     """Decode bytes written by :func:`encode_state`.
 
-    The result is immutable, so equal bytes may share one decoded state: when many
-    nodes of one process wake on the same write, it is decoded once.
+    The result is immutable, so equal bytes may share one decoded state; the shell
+    does that (:func:`rdzv.dynamic.perform.decode_once`), this function keeps none.
 
     Raises:
         RendezvousStateError: ``data`` is empty, too large, not rdzv's format,
             damaged, of another schema version, or describes an impossible state;
             the message names the reason and, for a bad field, its path.
     """
-    return _decode(bytes(data))
-
-
-@functools.lru_cache(maxsize=4)
-def _decode(data: bytes) -> RendezvousState:
-    document = _parse(data)
+    document = _parse(bytes(data))
     try:
         wire = _converter.structure(document, _WireV1)
     except Exception as e:

@@ -49,11 +49,12 @@ _RECENT = 4
 def decode_once(data: bytes) -> RendezvousState:
     """:func:`~rdzv.core.decode_state`, once per process for the same bytes.
 
-    A thousand nodes of one process woken by the same write would otherwise each
-    decode the state (15 ms at 4,096 nodes) at the same moment. Only a miss takes
-    the lock, so that the others find what the first decoded; a hit takes no lock,
-    whose hand-off from thread to thread would cost a GIL switch each. Each decode
-    is bounded work, so the wait for the lock is bounded too.
+    The last :data:`_RECENT` states decoded are kept: a thousand nodes of one
+    process woken by the same write would otherwise each decode the state (15 ms
+    at 4,096 nodes), and all at the same moment. Only a miss takes the lock, so
+    that the others find what the first decoded; a hit takes no lock, whose
+    hand-off from thread to thread would cost a GIL switch each. Each decode is
+    bounded work, so the wait for the lock is bounded too.
     """
     state = _recent.get(data)
     if state is None:
