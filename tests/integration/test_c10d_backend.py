@@ -188,3 +188,37 @@ def test_a_temporary_file_store_that_cannot_be_created_is_a_connection_error(
     assert "endpoint" in message
     assert "TMPDIR" in message
     assert isinstance(raised.value.__cause__, OSError)
+
+
+class _CountingLog(C10dRendezvousBackend):
+    """A real c10d backend that counts the intent log records each read returns."""
+
+    records_read = 0
+    lock = threading.Lock()
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        chunks, end = super().read_intents(cursor)
+        with self.lock:
+            type(self).records_read += sum(chunk.count(b"\n") for chunk in chunks)
+        return chunks, end
+
+
+def test_nodes_arriving_together_do_not_each_read_the_whole_intent_log() -> None:
+    """What tests/sim/test_costs.py found, on a real TCP store: 48 nodes (more than
+    FIRST_MOVER_ROUND) join at once. Reading the log is the steward's work, on from its
+    last read; each node reading it all, as before, read about half of 48 records."""
+    n = 48
+    port, run_id = free_port(), "log-cost"
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    _CountingLog.records_read = 0
+    try:
+        settings = RendezvousParameters("c10d", "", run_id, n, n, "127.0.0.1", join_timeout=60)
+        handlers = [create_handler(host, _CountingLog(host, run_id), settings) for _ in range(n)]
+        ranks = [info.rank for info in next_round(handlers)]
+        assert sorted(ranks) == list(range(n))
+        per_node = _CountingLog.records_read / n
+        assert per_node < 8, f"each node read {per_node:.1f} intent log records on average"
+    finally:
+        for handler in handlers:
+            handler.shutdown()
+        host.close()
