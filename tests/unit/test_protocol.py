@@ -22,6 +22,7 @@ from rdzv.core.effects import (
     BeatWritten,
     Changed,
     CompareAndSet,
+    Effect,
     Fail,
     Failure,
     Finish,
@@ -440,3 +441,33 @@ def test_the_time_comes_only_from_the_context() -> None:
     assert first.then(Started()) == second.then(Started())
     assert first.then(StateRead(None)) == Post(JoinIntent(A, NOW), 0)
     assert second.then(StateRead(None)) == Post(JoinIntent(A, NOW + 0.5), 0)
+
+
+def test_the_nodes_that_take_over_per_patience_stop_doubling_at_max_takeovers() -> None:
+    """On an overloaded machine a live steward's write took seconds; doubling the takers at
+    every patience made all 4,096 nodes write at once, and the round never formed."""
+    settings = RendezvousSettings("run", 4096, 4096, keep_alive_interval=timedelta(seconds=1))
+    forming = apply_action(RendezvousState(), Action.ADD_TO_PARTICIPANTS, A, settings, NOW)
+    node = Node(protocol.join(NOW + 600), node=B, settings=settings)
+    node.draw = 0.5  # 0.5 * 4095 missing > MAX_TAKEOVERS: it never takes over
+
+    def until_reads_log_or(passed: int) -> Effect:
+        effect = node.then(Posted())
+        while node.progress.passed < passed and not isinstance(effect, ReadLog):
+            if isinstance(effect, Post):
+                effect = node.then(Posted())
+            elif isinstance(effect, ReadBeats):  # is the steward alive? It is.
+                effect = node.then(BeatsRead({A: node.now}))
+            elif isinstance(effect, ReadState):
+                effect = node.then(StateRead(snap(forming)))
+            else:
+                assert isinstance(effect, WaitForChange)
+                effect = node.then(Changed(None), at=effect.until + 0.01)
+        return effect
+
+    node.then(Started())
+    node.then(StateRead(snap(forming)))
+    assert not isinstance(until_reads_log_or(30), ReadLog)
+    # One whose draw falls within MAX_TAKEOVERS of the 4,095 missing still does.
+    node.draw = (pacing.MAX_TAKEOVERS - 1) / 4095
+    assert isinstance(until_reads_log_or(60), ReadLog)

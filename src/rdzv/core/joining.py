@@ -149,11 +149,12 @@ def _takes_over(p: Progress, view: RendezvousState, ctx: Context) -> bool:
     a steward that a loaded machine only slowed would then drown under the work of
     those replacing it. So of the nodes the round still lacks, about
     :data:`~rdzv.core.pacing.TAKEOVERS` take over, drawn at random, and twice as
-    many after each patience that brought no write; within a few patiences any
-    node does.
+    many after each patience that brought no write, up to
+    :data:`~rdzv.core.pacing.MAX_TAKEOVERS` per patience: each node draws again at
+    each patience, so any node does in time.
     """
     missing = ctx.settings.min_nodes - len(view.participants) - len(view.wait_list)
-    return ctx.draw * max(missing, 1) < pacing.TAKEOVERS << min(p.passed, 30)
+    return ctx.draw * max(missing, 1) < pacing.takeovers(p.passed)
 
 
 def _by_steward(

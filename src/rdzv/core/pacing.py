@@ -19,6 +19,7 @@ __all__ = [
     "LEAVE_TIMEOUT",
     "LOST_WRITE_BACKOFF",
     "MAX_EXPONENT",
+    "MAX_TAKEOVERS",
     "MAX_WAIT",
     "OUTAGE_PAUSE",
     "PATIENCE",
@@ -33,6 +34,7 @@ __all__ = [
     "outage_pause",
     "patience",
     "steward_poll",
+    "takeovers",
 ]
 
 MAX_WAIT = 2.0
@@ -52,6 +54,12 @@ the write that self-placement adds."""
 TAKEOVERS = 8
 """About how many of the nodes a round lacks take over from a steward that kept them
 waiting past their patience; twice as many after each further patience."""
+
+MAX_TAKEOVERS = 64
+"""At most about this many take over per patience, however many patiences passed. A
+steward that is slow, not dead (a dead one is dropped when its heartbeat expires),
+is slow because the backend or its host is loaded: doubling without end made all
+4,096 nodes of an overloaded machine write at once, and the round never formed."""
 
 PATIENCE = 1.0
 """Longest wait (drawn between half and all of it) for the steward's write before a
@@ -98,6 +106,11 @@ def patience(draw: float) -> float:
 def steward_poll(polls: int) -> float:
     """Seconds between a steward's reads of the log after ``polls`` quiet reads in a row."""
     return doubling(STEWARD_POLL, polls + 1, HOLD_POLL)
+
+
+def takeovers(passed: int) -> float:
+    """About how many nodes take over from the steward after ``passed`` fruitless patiences."""
+    return doubling(TAKEOVERS, passed + 1, MAX_TAKEOVERS)
 
 
 def lost_write_backoff(lost: int, draw: float) -> float:
