@@ -41,55 +41,9 @@ from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 __all__ = ["STATE_CODEC", "Memory", "StateCodec", "perform", "snapshot_of"]
 
 
+_decoding = threading.Lock()
+_recent: dict[bytes, RendezvousState] = {}
 _RECENT = 4
-
-
-class _Recent:
-    """The last :data:`_RECENT` states decoded, by their bytes.
-
-    The dict is replaced whole, never changed: readers take no lock, and two decoders
-    that finish together must not change one dict under the other.
-    """
-
-    def __init__(self) -> None:
-        self.states: dict[bytes, RendezvousState] = {}
-
-    def keep(self, data: bytes, state: RendezvousState) -> None:
-        kept = list(self.states.items())[-(_RECENT - 1) :]
-        self.states = dict([*kept, (data, state)])
-
-
-_recent = _Recent()
-_decoding: dict[bytes, _Decoding] = {}
-
-
-class _Decoding:
-    """One decode under way, and the readers of the same bytes who wait for it.
-
-    Each waiter blocks on a lock of its own, which the decoder releases: a lock they
-    all shared would be handed on from one to the next, and each, holding it, would
-    wait its turn for the GIL among a thousand runnable threads (38 s for the last
-    of 4,096 nodes, measured). A waiter that arrives after the end does not block.
-    """
-
-    def __init__(self) -> None:
-        self.state: RendezvousState | None = None
-        self.done = False
-        self._waiters: list[threading.Lock] = []
-
-    def wait(self) -> RendezvousState | None:
-        """The state decoded, or ``None`` when the decode failed."""
-        lock = threading.Lock()
-        lock.acquire()
-        self._waiters.append(lock)  # atomic, as is the decoder's read of the list
-        if not self.done:
-            lock.acquire()
-        return self.state
-
-    def finish(self, state: RendezvousState | None) -> None:
-        self.state, self.done = state, True
-        for lock in self._waiters:  # a waiter added meanwhile is seen, or saw done
-            lock.release()
 
 
 def decode_once(data: bytes) -> RendezvousState:
@@ -97,28 +51,20 @@ def decode_once(data: bytes) -> RendezvousState:
 
     The last :data:`_RECENT` states decoded are kept: a thousand nodes of one
     process woken by the same write would otherwise each decode the state (15 ms
-    at 4,096 nodes), and all at the same moment. The first reader decodes; readers
-    of the same bytes meanwhile wait for it (see :class:`_Decoding`), and readers
-    of other bytes wait for nothing. A decode that fails is not kept: each waiter
-    decodes again and raises its own error.
+    at 4,096 nodes), and all at the same moment. Only a miss takes the lock, so
+    that the others find what the first decoded; a hit takes no lock, whose
+    hand-off from thread to thread would cost a GIL switch each. Each decode is
+    bounded work, so the wait for the lock is bounded too.
     """
-    state = _recent.states.get(data)
-    if state is not None:
-        return state
-    job = _Decoding()
-    running = _decoding.setdefault(data, job)  # atomic: exactly one reader decodes
-    if running is not job:
-        state = running.wait()
-        return state if state is not None else decode_state(data)
-    try:
-        state = decode_state(data)
-    except BaseException:
-        del _decoding[data]
-        job.finish(None)
-        raise
-    _recent.keep(data, state)
-    del _decoding[data]
-    job.finish(state)
+    state = _recent.get(data)
+    if state is None:
+        with _decoding:
+            state = _recent.get(data)
+            if state is None:
+                state = decode_state(data)
+                if len(_recent) >= _RECENT:
+                    _recent.pop(next(iter(_recent)))
+                _recent[data] = state
     return state
 
 
