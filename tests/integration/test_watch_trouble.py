@@ -261,11 +261,27 @@ def test_a_close_from_another_thread_never_reopens_the_connection(port: int, run
 
 def _rdzv(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "rdzv", *args],
+        [sys.executable, "-X", "faulthandler", "-m", "rdzv", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _stopped_by_ctrl_c(process: subprocess.Popen[str], within: float = 15) -> str:
+    """Send Ctrl-C and return the process's stderr once it ended.
+
+    One that has not ended ``within`` seconds is made to print every thread's stack
+    (SIGABRT, with faulthandler on) and the test fails with it: it hung once in CI,
+    under a full test run, and never here.
+    """
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.communicate(timeout=within)[1]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        stacks = process.communicate(timeout=within)[1]
+        pytest.fail(f"not stopped {within:.0f} s after Ctrl-C; its threads:\n{stacks}")
 
 
 def _target(port: int, run_id: str) -> list[str]:
@@ -282,8 +298,7 @@ def test_watch_in_the_terminal_says_the_backend_is_unreachable_and_stops_on_ctrl
         assert lines[1].startswith("!! unreachable: "), lines
         assert f"127.0.0.1:{port}" in lines[1]
     finally:
-        watch.send_signal(signal.SIGINT)
-        _, err = watch.communicate(timeout=15)
+        err = _stopped_by_ctrl_c(watch)
     assert watch.returncode == 0, err
 
 
