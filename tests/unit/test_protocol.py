@@ -445,7 +445,7 @@ def test_the_time_comes_only_from_the_context() -> None:
 
 def test_the_nodes_that_take_over_per_patience_stop_doubling_at_max_takeovers() -> None:
     """On an overloaded machine a live steward's write took seconds; doubling the takers at
-    every patience made all 4,096 nodes write at once, and the round never formed."""
+    every patience without a bound would have had all 4,095 pending nodes write."""
     settings = RendezvousSettings("run", 4096, 4096, keep_alive_interval=timedelta(seconds=1))
     forming = apply_action(RendezvousState(), Action.ADD_TO_PARTICIPANTS, A, settings, NOW)
     node = Node(protocol.join(NOW + 600), node=B, settings=settings)

@@ -58,8 +58,8 @@ waiting past their patience; twice as many after each further patience."""
 MAX_TAKEOVERS = 64
 """At most about this many take over per patience, however many patiences passed. A
 steward that is slow, not dead (a dead one is dropped when its heartbeat expires),
-is slow because the backend or its host is loaded: doubling without end made all
-4,096 nodes of an overloaded machine write at once, and the round never formed."""
+is slow because the backend or its host is loaded: doubling without end would have
+every pending node of a large round write at once, loading them further."""
 
 PATIENCE = 1.0
 """Longest wait (drawn between half and all of it) for the steward's write before a
