@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from _cli import rdzv, start_rdzv
 from _nodes import Node, wait_until
 from _ports import free_port
 
@@ -23,33 +23,6 @@ from rdzv.etcd_server import EtcdServer
 from rdzv.store.tcp import TCPStore
 from rdzv.store.tcp_protocol import StoreAuthenticationError
 from rdzv.store.tcp_server import TCPStoreServer
-
-RDZV = [sys.executable, "-m", "rdzv"]
-
-
-def rdzv(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m rdzv ARGS`` to completion."""
-    return subprocess.run(
-        [*RDZV, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def _default_sigint() -> None:
-    # A shell that runs this suite in the background makes its children ignore
-    # SIGINT (POSIX); the command under test must see it as a terminal would.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def start_rdzv(*args: str, new_group: bool = False) -> subprocess.Popen[str]:
-    """Start ``python -m rdzv ARGS`` in the background, stdout piped."""
-    return subprocess.Popen(
-        [*RDZV, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads run rdzv code in this child yet
-        start_new_session=new_group,
-    )
 
 
 def read_until(stream: IO[str] | None, pattern: str, timeout: float = 30) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 import pytest
+from _cli import start_rdzv, stopped_by_ctrl_c
 from _nodes import wait_until
 from _ports import free_port
 
@@ -259,31 +260,6 @@ def test_a_close_from_another_thread_never_reopens_the_connection(port: int, run
 # -- the same on the command line and on the page ------------------------------------
 
 
-def _rdzv(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "rdzv", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _stopped_by_ctrl_c(process: subprocess.Popen[str], within: float = 15) -> str:
-    """Send Ctrl-C and return the process's stderr once it ended.
-
-    One that has not ended ``within`` seconds is made to print every thread's stack
-    (SIGABRT, with faulthandler on) and the test fails with it: it hung once in CI,
-    under a full test run, and never here.
-    """
-    process.send_signal(signal.SIGINT)
-    try:
-        return process.communicate(timeout=within)[1]
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGABRT)
-        stacks = process.communicate(timeout=within)[1]
-        pytest.fail(f"not stopped {within:.0f} s after Ctrl-C; its threads:\n{stacks}")
-
-
 def _target(port: int, run_id: str) -> list[str]:
     return ["--backend", "c10d", "--endpoint", f"127.0.0.1:{port}", "--run-id", run_id]
 
@@ -291,14 +267,14 @@ def _target(port: int, run_id: str) -> list[str]:
 def test_watch_in_the_terminal_says_the_backend_is_unreachable_and_stops_on_ctrl_c(
     port: int, run_id: str
 ) -> None:
-    watch = _rdzv("status", *_target(port, run_id), "--read-timeout", "1", "--watch")
+    watch = start_rdzv("status", *_target(port, run_id), "--read-timeout", "1", "--watch")
     try:
         assert watch.stdout is not None
         lines = [watch.stdout.readline() for _ in range(2)]
         assert lines[1].startswith("!! unreachable: "), lines
         assert f"127.0.0.1:{port}" in lines[1]
     finally:
-        err = _stopped_by_ctrl_c(watch)
+        err = stopped_by_ctrl_c(watch)
     assert watch.returncode == 0, err
 
 
@@ -309,7 +285,9 @@ def _get(url: str, **headers: str) -> Any:
 
 
 def test_the_page_shows_each_trouble_and_recovers(port: int, run_id: str) -> None:
-    page = _rdzv("status", *_target(port, run_id), "--read-timeout", "1", "--serve", "--port", "0")
+    page = start_rdzv(
+        "status", *_target(port, run_id), "--read-timeout", "1", "--serve", "--port", "0"
+    )
     try:
         assert page.stdout is not None
         url = page.stdout.readline().split(" on ")[1].split()[0]
@@ -356,7 +334,7 @@ def test_the_page_off_loopback_needs_a_token_and_checks_it(port: int, run_id: st
     )
     assert refused.returncode == 2
     assert "--token" in refused.stderr
-    page = _rdzv(
+    page = start_rdzv(
         "status", *_target(port, run_id), "--serve", "--port", "0", "--host", "0.0.0.0",
         "--token", "s3cret",
     )  # fmt: skip
@@ -377,7 +355,7 @@ def test_the_page_off_loopback_needs_a_token_and_checks_it(port: int, run_id: st
 
 
 def test_the_page_on_loopback_refuses_a_request_for_another_host(port: int, run_id: str) -> None:
-    page = _rdzv("status", *_target(port, run_id), "--serve", "--port", "0")
+    page = start_rdzv("status", *_target(port, run_id), "--serve", "--port", "0")
     try:
         assert page.stdout is not None
         url = page.stdout.readline().split(" on ")[1].split()[0]
