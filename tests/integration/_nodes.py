@@ -84,3 +84,16 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` no longer runs (absent, or a zombie awaiting its reaper).
+
+    A process reaped between the open and the read of its ``stat`` makes the read
+    fail with ``ProcessLookupError``: it is gone too (a clean-clone CI run met it).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import pytest
 from _cli import rdzv, start_rdzv
-from _nodes import Node, wait_until
+from _nodes import Node, process_gone, wait_until
 from _ports import free_port
 
 from rdzv.etcd_server import EtcdServer
@@ -38,15 +38,6 @@ def read_until(stream: IO[str] | None, pattern: str, timeout: float = 30) -> lis
         if re.search(pattern, line):
             return lines
     raise AssertionError(f"no line matching {pattern!r}; got:\n" + "\n".join(lines))
-
-
-def process_gone(pid: int) -> bool:
-    """Whether ``pid`` no longer runs (absent, or a zombie awaiting its reaper)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:

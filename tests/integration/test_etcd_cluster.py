@@ -7,18 +7,10 @@ import os
 import time
 
 import pytest
-from _nodes import wait_until
+from _nodes import process_gone, wait_until
 
 from rdzv.etcd.cluster import EtcdCluster
 from rdzv.etcd_server import EtcdServerError
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_a_killed_leader_is_replaced_and_rejoins_when_restarted(etcd_cluster: EtcdCluster) -> None:
@@ -55,7 +47,7 @@ def test_stop_and_a_dropped_cluster_leave_no_process_nor_directory() -> None:
     assert pid is not None
     cluster.pause(0)  # a paused member is stopped all the same
     cluster.stop()
-    assert _gone(pid) and not os.path.exists(data_dir)
+    assert process_gone(pid) and not os.path.exists(data_dir)
 
     dropped = EtcdCluster(1)
     dropped.start()
@@ -63,7 +55,7 @@ def test_stop_and_a_dropped_cluster_leave_no_process_nor_directory() -> None:
     assert pid is not None
     del dropped
     gc.collect()
-    wait_until(lambda: _gone(pid), 15, "the reaper to stop the dropped cluster's member")
+    wait_until(lambda: process_gone(pid), 15, "the reaper to stop the dropped cluster's member")
 
 
 def test_a_member_index_out_of_range_and_a_second_start_are_refused(
