@@ -475,13 +475,22 @@ def _watchdog(parent: int, stop: Any, profile: str | None) -> None:
     _finish(profile)
 
 
-def worker_main(conn: Connection, stop: Any, parent: int, profile: str | None) -> None:
+def worker_main(
+    conn: Connection,
+    stop: Any,
+    parent: int,
+    profile: str | None,
+    switch_interval: float | None = None,
+) -> None:
     """A worker process: carry out the parent's operations until told to stop.
 
     Operations run one at a time, each in a thread; meanwhile the worker answers
     ``status`` (what the operation under way has done so far). With ``profile``
     (a directory), yappi profiles every thread's CPU time and saves it there.
+    ``switch_interval`` (seconds) replaces Python's GIL switch interval.
     """
+    if switch_interval is not None:
+        sys.setswitchinterval(switch_interval)
     logging.basicConfig(level=logging.ERROR, format=f"[worker {os.getpid()}] %(message)s")
     if profile is not None:
         yappi = _yappi()
@@ -543,6 +552,8 @@ class Workers:
     count: int
     profile: str | None = None
     """A directory: the workers profile themselves with yappi and save there."""
+    switch_interval: float | None = None
+    """The workers' GIL switch interval in seconds (``None``: Python's)."""
     processes: list[Any] = field(default_factory=list)
     conns: list[Connection] = field(default_factory=list)
 
@@ -553,7 +564,7 @@ class Workers:
     def start(self, deadline: float) -> None:
         for _ in range(self.count):
             parent, child = self._ctx.Pipe()
-            args = (child, self._stop, os.getpid(), self.profile)
+            args = (child, self._stop, os.getpid(), self.profile, self.switch_interval)
             process = self._ctx.Process(target=worker_main, args=args, daemon=True)
             process.start()
             child.close()

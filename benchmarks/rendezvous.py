@@ -88,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(rows 'etcd-v2 xN'), and the failover pause is measured",
     )
     add("--failover-nodes", type=int, default=32, help="N of the failover pause (--members)")
+    add(
+        "--switch-interval",
+        type=float,
+        help="GIL switch interval of the worker processes, seconds (default: Python's "
+        "0.005): a worker runs up to a thousand node threads, which one machine each would "
+        "not share; a longer interval cuts their hand-offs of the GIL",
+    )
     add("--nodes-per-worker", type=int, default=64)
     add("--max-workers", type=int, default=4)
     add("--profile", type=Path, help="directory: workers save yappi CPU profiles there")
@@ -110,6 +117,7 @@ def options_from(args: argparse.Namespace) -> Options:
         nodes_per_worker=args.nodes_per_worker,
         max_workers=args.max_workers,
         torch_store_sharing=not args.torch_no_store_sharing,
+        switch_interval=args.switch_interval,
     )
 
 
@@ -137,7 +145,7 @@ def run_once(
     Each phase of the run (the unmeasured first round of a multi-phase scenario,
     then the measured phase) gets ``limit`` seconds.
     """
-    workers = Workers(worker_count(n, options), profile)
+    workers = Workers(worker_count(n, options), profile, options.switch_interval)
     run: Run | None = None
     try:
         with contextlib.ExitStack() as stack:

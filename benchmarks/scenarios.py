@@ -50,6 +50,8 @@ class Options:
     nodes_per_worker: int = 64
     max_workers: int = 4
     torch_store_sharing: bool = True
+    switch_interval: float | None = None
+    """The workers' GIL switch interval in seconds (``None``: Python's 0.005)."""
     start_lead: float = 0.5
     """Seconds between sending an operation and the moment nodes are released."""
 
