@@ -112,11 +112,10 @@ class MemberPool:
                 except Exception as e:
                     if not self._is_member_failure(e):
                         raise
+                    self._failed(index, e)
                     if len(self._urls) == 1:
-                        self._failed(index, e)
                         raise
                     failures.append((url, e))
-                    self._failed(index, e)
                     continue
                 self._answered(index)
                 return result
