@@ -90,6 +90,16 @@ class RendezvousBackend(ABC):
         time.sleep(min(max(timeout, 0.0), 0.05))
         return None
 
+    def release_waits(self) -> None:
+        """Free what :meth:`wait_for_change` kept open for the next wait.
+
+        An etcd v3 watch stays open from one wait to the next, so that each wait
+        costs etcd no new stream and no read; the handler calls this when an
+        operation ends and no other of the node's runs. The default keeps
+        nothing and frees nothing.
+        """
+        return None
+
 
 class IntentLog(ABC):
     """Optional capability: an append-only log where joining nodes post themselves.

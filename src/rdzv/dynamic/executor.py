@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 
@@ -89,6 +90,8 @@ class RendezvousOpExecutor:
         self._memory = Memory()
         self._has_log = isinstance(backend, IntentLog)
         self._has_board = isinstance(backend, HeartbeatBoard)
+        self._running = 0  # operations in progress (a join and a launcher's read may overlap)
+        self._running_lock = threading.Lock()
 
     @property
     def state(self) -> RendezvousState:
@@ -115,13 +118,25 @@ class RendezvousOpExecutor:
             RendezvousError: the backend or rdzv failed in an unexpected way.
         """
         op = progress.op
+        with self._running_lock:
+            self._running += 1
         try:
             state = self._run(progress)
         except RendezvousError as e:
             notify(self.observer, OperationEnded(op, self.state, e), self._node)
             raise
+        finally:
+            self._ended()
         notify(self.observer, OperationEnded(op, state), self._node)
         return state
+
+    def _ended(self) -> None:
+        """Free what waits kept open (an etcd v3 watch) once no other operation runs."""
+        with self._running_lock:
+            self._running -= 1
+            last = self._running == 0
+        if last:
+            self._backend.release_waits()
 
     def _run(self, progress: Progress) -> RendezvousState:
         outcome: Outcome = Started()

@@ -128,7 +128,8 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         The watch starts at the token, so no read comes first, and it reports the
         value it fired on, which is returned so that the waiting node need not
         read it again. A malformed token names no state: the current one is
-        returned at once.
+        returned at once. On v3 the watch stays open for the next wait, until
+        :meth:`release_waits`.
         """
         if timeout <= 0:
             return None
@@ -142,11 +143,15 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
 
         with self._requests():
             found, entry = watch_until(
-                self._kv, self._raw_key, time.monotonic() + timeout, moved, cursor
+                self._kv, self._raw_key, time.monotonic() + timeout, moved, cursor, keep=True
             )
         if not found or entry is None:
             return None  # timed out, or the key expired or was deleted: read again
         return self._decode(entry)
+
+    def release_waits(self) -> None:
+        """Close the watch of the state that waits kept open (v3; v2 keeps none)."""
+        self._kv.release_watches()
 
     def post_intent(self, record: bytes, cursor: int) -> None:
         """Append ``record`` to the segment that ``cursor`` names (see :class:`IntentLog`)."""

@@ -104,15 +104,23 @@ class EtcdKV(Protocol):
         """The key and the cursor from which :meth:`watch` sees every later change."""
         ...
 
-    def watch(self, key: bytes, cursor: int | None, timeout: float) -> Change | None:
+    def watch(
+        self, key: bytes, cursor: int | None, timeout: float, *, keep: bool = False
+    ) -> Change | None:
         """The first change after ``cursor``; ``None`` when ``timeout`` seconds passed.
 
         ``cursor`` is one :meth:`read_to_watch` or an earlier :class:`Change`
-        gave, or the version of the key as the caller read it.
+        gave, or the version of the key as the caller read it. ``keep``: the
+        caller will soon watch the key again, so a client that can keep the
+        watch open until then does (v3), until :meth:`release_watches`.
 
         Raises:
             HistoryLost: the caller must read the key again.
         """
+        ...
+
+    def release_watches(self) -> None:
+        """Close the watches that ``keep`` kept open (v2 keeps none)."""
         ...
 
     def put(self, key: bytes, value: bytes, *, ttl: float | None = None) -> None:
@@ -172,6 +180,8 @@ def watch_until(
     deadline: float,
     done: Callable[[Entry | None], bool],
     cursor: int | None = None,
+    *,
+    keep: bool = False,
 ) -> tuple[bool, Entry | None]:
     """Wait until ``key`` (``None``: absent) satisfies ``done``; whether it did, and the key.
 
@@ -179,7 +189,8 @@ def watch_until(
     no write in between is missed; with one (the version the caller read), the
     watch starts there and the read is spared. The key is read again only when
     the watch lost its place (:class:`HistoryLost`). A key not read at all when
-    ``deadline`` passes is reported as ``(False, None)``.
+    ``deadline`` passes is reported as ``(False, None)``. ``keep`` is
+    :meth:`EtcdKV.watch`'s.
     """
     fresh = cursor is None
     entry: Entry | None = None
@@ -193,7 +204,7 @@ def watch_until(
         if remaining <= 0:
             return False, entry
         try:
-            change = kv.watch(key, cursor, remaining)
+            change = kv.watch(key, cursor, remaining, keep=keep)
         except HistoryLost:
             fresh = True
             continue

@@ -57,7 +57,10 @@ class EtcdV2KV:
         # fail with "index cleared".
         return v2_entry(node), node.etcd_index
 
-    def watch(self, key: bytes, cursor: int | None, timeout: float) -> Change | None:
+    def watch(
+        self, key: bytes, cursor: int | None, timeout: float, *, keep: bool = False
+    ) -> Change | None:
+        # ``keep`` is moot: a v2 watch is one long-poll request.
         if cursor is None or cursor < 0:
             time.sleep(min(0.05, timeout))  # no index to watch from: poll
             raise HistoryLost
@@ -74,6 +77,9 @@ class EtcdV2KV:
         if event.action in _REMOVE_ACTIONS or event.value is None:
             return Change(None, event.modifiedIndex)
         return Change(v2_entry(event), event.modifiedIndex)
+
+    def release_watches(self) -> None:
+        """Nothing to close: a v2 watch is one long-poll request."""
 
     def put(self, key: bytes, value: bytes, *, ttl: float | None = None) -> None:
         options: dict[str, Any] = {} if ttl is None else {"ttl": _seconds(ttl)}

@@ -42,13 +42,18 @@ class EtcdV3KV:
         entry = self.get(key)
         return entry, None if entry is None else entry.version
 
-    def watch(self, key: bytes, cursor: int | None, timeout: float) -> Change | None:
-        event = self.client.watch(key, cursor, timeout)
+    def watch(
+        self, key: bytes, cursor: int | None, timeout: float, *, keep: bool = False
+    ) -> Change | None:
+        event = self.client.watch(key, cursor, timeout, keep=keep)
         if event is None:
             return None  # the watch's own timeout: the caller checks its deadline
         if event.deleted:
             return Change(None, None)
         return Change(_v3_entry(event.kv), event.kv.mod_revision)
+
+    def release_watches(self) -> None:
+        self.client.release_watches()
 
     def put(self, key: bytes, value: bytes, *, ttl: float | None = None) -> None:
         self.client.put(key, value, ttl=ttl)

@@ -1,14 +1,15 @@
-"""A small etcd v3 client over etcd's JSON gateway (``/v3/...``), on urllib3.
+"""A small etcd v3 client over etcd's JSON gateway (``/v3/...``).
 
 The ``etcd-v3`` backend and :class:`rdzv.store.etcd_v3.EtcdV3Store` share it. It
 speaks only the v3 API, so it works on etcd 3.6 and later, which have no v2 API.
 
-Each request is one JSON POST through a :class:`GatewaySession`: a urllib3
-connection pool per member, with the client's TLS settings and headers. urllib3
-is a dependency of python-etcd already, and a request through it alone costs
-about half the client CPU of one through requests and etcd3gw, which this
-client used before (``benchmarks/etcd_client_cost.py``). Around it, with the help
-of the modules named:
+Each request is one JSON POST through a :class:`GatewaySession`: connections
+kept open to each member, made by urllib3 (a dependency of python-etcd already)
+with the client's TLS settings, on which the session speaks HTTP itself
+(:mod:`rdzv.etcd.v3_http`). A read of a key so costs about 145 µs of client
+CPU against 370 µs through urllib3's own HTTP, which cost half of one through
+requests and etcd3gw, the client before (``benchmarks/etcd_client_cost.py``).
+Around it, with the help of the modules named:
 
 - **Several members.** Given the members of a cluster, each request goes through
   a :class:`~rdzv.etcd.members.MemberPool`: a member that fails (refused, reset,
@@ -16,8 +17,9 @@ of the modules named:
   ``read_timeout``.
 - **Authentication** by username and password: a token, taken again when etcd
   reports it expired (:mod:`rdzv.etcd.v3_auth`).
-- **A bounded watch**, read in the calling thread, that returns at its timeout and
-  reports a cancelled watch (:mod:`rdzv.etcd.v3_watch`).
+- **A bounded watch**, read in the calling thread, that returns at its timeout,
+  reports a cancelled watch, and on request stays open for the next wait
+  (:mod:`rdzv.etcd.v3_watch`).
 - **Typed results**: :class:`KeyValue` holds keys, values and revisions decoded
   from the gateway's base64 and strings (:mod:`rdzv.etcd.v3_wire`).
 
@@ -35,15 +37,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import urllib3
+import urllib3.connection
+import urllib3.util
 
 from rdzv.api import RendezvousParameters
 from rdzv.etcd.members import MemberPool
 from rdzv.etcd.v2_connect import etcd_client_options, etcd_members
 from rdzv.etcd.v3_auth import TokenAuth
+from rdzv.etcd.v3_http import GatewayConnection
 from rdzv.etcd.v3_leases import LeaseCache
 from rdzv.etcd.v3_watch import WatchReader
 from rdzv.etcd.v3_wire import (
     API_PATH,
+    TRANSPORT_ERRORS,
     EtcdV3ConnectionError,
     EtcdV3Error,
     KeyValue,
@@ -77,9 +83,6 @@ MAX_TXN_OPS = 128
 POOL_SIZE = 10
 """Connections kept open to each member (requests' default, which this client had)."""
 
-_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
-"""What urllib3 raises when a member cannot be reached or breaks off its answer."""
-
 
 def _member_url(protocol: str, host: str, port: int) -> str:
     """``protocol://host:port`` of a member, an IPv6 host in brackets."""
@@ -89,7 +92,7 @@ def _member_url(protocol: str, host: str, port: int) -> str:
 
 
 class GatewaySession:
-    """HTTP to the JSON gateways of a cluster's members: one urllib3 pool each; thread-safe.
+    """HTTP to the JSON gateways of a cluster's members, on connections kept open; thread-safe.
 
     Args:
         urls: ``protocol://host:port`` of each member.
@@ -97,9 +100,12 @@ class GatewaySession:
             ``(certificate, key)`` pair; used with https.
         ca_cert: CA that signed etcd's certificate (default: the system's CAs).
 
-    As the requests session it replaces was set up: no proxy or ``.netrc`` from
-    the environment (urllib3 reads neither), one attempt a request (no retries,
-    no redirects), and a timeout on connecting and on each read of the answer.
+    urllib3 makes the connections (TLS included); the session then speaks HTTP on
+    them itself (:class:`~rdzv.etcd.v3_http.GatewayConnection`), at a third of
+    urllib3's client CPU a request. No proxy or ``.netrc`` from the environment,
+    one attempt a request (no retries, no redirects), and a deadline on
+    connecting and on the whole answer. Up to :data:`POOL_SIZE` idle connections
+    a member are kept; one that etcd closed meanwhile is dropped before use.
 
     Attributes:
         headers: sent with every request; :class:`~rdzv.etcd.v3_auth.TokenAuth`
@@ -121,89 +127,110 @@ class GatewaySession:
         self.cert = cert
         self._urls = tuple(urls)
         self._lock = threading.Lock()
-        self._pools = self._open_pools()
+        self._idle: dict[str, list[GatewayConnection]] = {url: [] for url in self._urls}
+        self._generation = 0  # close() moves it on: connections of before are not kept
 
     def post(self, url: str, path: str, body: dict[str, Any], seconds: float) -> dict[str, Any]:
         """POST ``body`` to gateway ``path`` of the member at ``url``; its decoded answer.
 
-        ``seconds`` bounds the connection and each read of the answer.
+        ``seconds`` bounds connecting, and then the whole answer.
 
         Raises:
             EtcdV3ConnectionError: the member did not answer, answered that it
                 cannot serve now (HTTP 408, 503, 504), or sent no JSON.
             EtcdV3Error: the member refused the request.
         """
+        deadline = time.monotonic() + seconds
+        headers = dict(self.headers)  # one copy, taken whole: TokenAuth may change it
         try:
-            timeout = urllib3.Timeout(connect=seconds, read=seconds)
-            response = self._send(url, path, body, timeout, preload=True)
-        except _TRANSPORT_ERRORS as e:
+            connection, generation = self._checkout(url, seconds)
+        except TRANSPORT_ERRORS as e:
             raise connection_error(url, path, e) from e
-        if response.status != http.client.OK:
-            raise status_error(url, path, response.status, _response_text(response))
         try:
-            result = json.loads(response.data)
+            status, answer = connection.request(
+                API_PATH + path, headers, json.dumps(body).encode(), deadline
+            )
+            data = connection.body(answer, deadline)
+        except TRANSPORT_ERRORS as e:  # a timeout, a reset, an EtcdV3ConnectionError
+            connection.close()
+            raise connection_error(url, path, e) from e
+        self._checkin(url, connection, generation)
+        if status != http.client.OK:
+            raise status_error(url, path, status, data.decode("utf-8", "replace"))
+        try:
+            result = json.loads(data)
         except ValueError as e:
             raise connection_error(url, path, e) from e
         if not isinstance(result, dict):
             raise EtcdV3Error(f"etcd at {url} answered {path} with {result!r}.")
         return result
 
-    def stream(
-        self,
-        url: str,
-        path: str,
-        body: dict[str, Any],
-        connect_seconds: float,
-        read_seconds: float,
-    ) -> urllib3.BaseHTTPResponse:
-        """POST ``body`` to gateway ``path`` of ``url`` and return the answer unread.
+    def connect(self, url: str, seconds: float) -> GatewayConnection:
+        """A new connection to the member at ``url``, with this session's TLS settings.
 
-        The caller reads it, and closes and releases it. Raises what urllib3
-        raises (an ``HTTPError``, an ``OSError``), so that the caller can tell a
-        timeout from a failure.
+        Requests take idle ones first (:meth:`post`); a watch takes a new one of its
+        own. Raises what urllib3 raises when connecting fails (a timeout, a refusal).
         """
-        timeout = urllib3.Timeout(connect=connect_seconds, read=read_seconds)
-        return self._send(url, path, body, timeout, preload=False)
+        parsed = urllib3.util.parse_url(url)
+        host, port = parsed.host or "", parsed.port
+        if url.startswith("https:"):
+            https = urllib3.connection.HTTPSConnection(
+                host, port, timeout=seconds, **self._tls_options()
+            )
+            https.connect()
+            sock = https.sock
+        else:
+            plain = urllib3.connection.HTTPConnection(host, port, timeout=seconds)
+            plain.connect()
+            sock = plain.sock
+        if sock is None:
+            raise EtcdV3ConnectionError(f"etcd at {url}: no connection was made.")
+        return GatewayConnection(sock, url, url.split("://", 1)[-1])
 
     def close(self) -> None:
-        """Close every connection; a later request opens new ones."""
+        """Close every idle connection; a later request opens new ones."""
         with self._lock:
-            old, self._pools = self._pools, self._open_pools()
-        for pool in old.values():
-            pool.close()
+            self._generation += 1
+            idle = [c for connections in self._idle.values() for c in connections]
+            for connections in self._idle.values():
+                connections.clear()
+        for connection in idle:
+            connection.close()
 
-    def _send(
-        self, url: str, path: str, body: dict[str, Any], timeout: urllib3.Timeout, *, preload: bool
-    ) -> urllib3.BaseHTTPResponse:
-        return self._pools[url].urlopen(
-            "POST",
-            API_PATH + path,
-            body=json.dumps(body).encode(),
-            headers=dict(self.headers),  # one copy, taken whole: TokenAuth may change it
-            timeout=timeout,
-            retries=False,
-            redirect=False,
-            preload_content=preload,  # else the caller reads it
-        )
+    def _checkout(self, url: str, seconds: float) -> tuple[GatewayConnection, int]:
+        """An idle connection to ``url`` that etcd kept open, or a new one."""
+        while True:
+            with self._lock:
+                generation = self._generation
+                connection = self._idle[url].pop() if self._idle[url] else None
+            if connection is None:
+                break
+            if not connection.dropped():
+                return connection, generation
+            connection.close()
+        return self.connect(url, seconds), generation
 
-    def _open_pools(self) -> dict[str, urllib3.HTTPConnectionPool]:
-        pools = {}
-        for url in self._urls:
-            options: dict[str, Any] = {"maxsize": POOL_SIZE, "retries": False}
-            if url.startswith("https:"):
-                ca_file = self.verify if isinstance(self.verify, str) else None
-                options.update(cert_reqs="CERT_REQUIRED", ca_certs=ca_file)
-                if isinstance(self.cert, tuple):
-                    options.update(cert_file=self.cert[0], key_file=self.cert[1])
-                elif self.cert is not None:
-                    options.update(cert_file=self.cert)
-            pools[url] = urllib3.connection_from_url(url, **options)
-        return pools
+    def _checkin(self, url: str, connection: GatewayConnection, generation: int) -> None:
+        with self._lock:
+            keep = (
+                connection.reusable
+                and generation == self._generation
+                and len(self._idle[url]) < POOL_SIZE
+            )
+            if keep:
+                self._idle[url].append(connection)
+        if not keep:
+            connection.close()
 
-
-def _response_text(response: urllib3.BaseHTTPResponse) -> str:
-    """The body of an answer as text, for an error message."""
-    return response.data.decode("utf-8", "replace")
+    def _tls_options(self) -> dict[str, Any]:
+        """How an https connection checks etcd and shows itself."""
+        ca_file = self.verify if isinstance(self.verify, str) else None
+        options: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file}
+        if isinstance(self.cert, tuple):
+            options.update(cert_file=self.cert[0], key_file=self.cert[1])
+        elif self.cert is not None:
+            options.update(cert_file=self.cert)
+        return options
 
 
 class EtcdV3Client:
@@ -251,7 +278,12 @@ class EtcdV3Client:
         )
         self._leases = LeaseCache(self._auth.post, lambda: self.endpoint)
         self._watches = WatchReader(
-            self._session.stream, read_timeout, lambda key: self.get(key)[0], self._auth.renew
+            self._pool,
+            self._session.connect,
+            lambda: dict(self._session.headers),
+            read_timeout,
+            self.get,
+            self._auth.renew,
         )
 
     @property
@@ -370,7 +402,9 @@ class EtcdV3Client:
             body["range_end"] = b64(prefix_range_end(key))
         return int_field(self._auth.post("kv/deleterange", body).get("deleted"))
 
-    def watch(self, key: bytes, seen: int | None, timeout: float) -> WatchEvent | None:
+    def watch(
+        self, key: bytes, seen: int | None, timeout: float, *, keep: bool = False
+    ) -> WatchEvent | None:
         """Wait up to ``timeout`` s until ``key`` differs from the version the caller saw.
 
         ``seen`` is the mod revision of that version, ``None`` when the key was
@@ -379,6 +413,10 @@ class EtcdV3Client:
         passed or the stream ended (the caller reads the key again). A member that
         fails while the watch is open hands it to the next member, which reads
         the key again once its watch is open: no change is missed.
+
+        With ``keep``, the watch stays open when this call returns, and the next
+        call on ``key`` goes on with it: no new stream, no read. Call
+        :meth:`release_watches` when no wait is near (:meth:`close` does too).
 
         Why not a watch from ``seen + 1``: etcd delivers the events of a watch that
         starts in the past from a loop that runs every 100 ms, and any write to any
@@ -389,15 +427,15 @@ class EtcdV3Client:
         if timeout <= 0:
             return None
         self._auth.ensure_token()
-        deadline = time.monotonic() + timeout
+        return self._watches.watch(key, seen, time.monotonic() + timeout, keep=keep)
 
-        def attempt(url: str, seconds: float) -> WatchEvent | None:
-            return self._watches.watch_on(url, key, seen, deadline)
-
-        return self._pool.call(attempt, timeout, split=False)
+    def release_watches(self) -> None:
+        """Close the watches kept open by :meth:`watch` with ``keep``."""
+        self._watches.release()
 
     def close(self) -> None:
-        """Close the HTTP connections; a later request opens new ones."""
+        """Close the HTTP connections and kept watches; a later request opens new ones."""
+        self._watches.release()
         self._session.close()
 
     # -- internals ------------------------------------------------------------------

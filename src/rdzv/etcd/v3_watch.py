@@ -1,25 +1,32 @@
-"""A bounded watch of one etcd key over the v3 JSON gateway, read in the calling thread.
+"""Watches of etcd keys over the v3 JSON gateway, read in the calling thread, kept if asked.
 
 The gateway answers a watch with a stream of JSON objects, one a line, for as
-long as the watch lasts. :class:`WatchReader` reads it in the calling thread
-(no thread pool per watch), returns at a deadline (a dead etcd must not hang a
-watch), and tells a cancelled watch apart: one the caller recovers from by
-reading again (compacted history, a stale token), and one that is an error.
-:meth:`rdzv.etcd.v3_client.EtcdV3Client.watch` hands it each member in turn.
+long as the watch lasts. :class:`WatchReader` reads it in the calling thread (no
+thread per watch), returns at a deadline (a dead etcd must not hang a watch),
+and tells a cancelled watch apart: one the caller recovers from by reading again
+(compacted history, a stale token), and one that is an error.
+
+A watch asked to be kept stays open when the wait returns, with what it knows of
+the key: the next wait on that key reads on from there, without opening a stream
+or reading the key again. A waiting rendezvous node waits many times on one key;
+for each, etcd would otherwise set up a stream and a watcher and serve a read.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-import urllib3
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
+from rdzv.etcd.members import MemberPool
+from rdzv.etcd.v3_http import GatewayConnection
 from rdzv.etcd.v3_wire import (
+    API_PATH,
+    TRANSPORT_ERRORS,
     EtcdV3ConnectionError,
     EtcdV3Error,
     KeyValue,
@@ -31,19 +38,15 @@ from rdzv.etcd.v3_wire import (
     status_error,
 )
 
-__all__ = ["WatchReader"]
+__all__ = ["Connect", "WatchReader"]
 
 _CREATED = "created"
 """A watch stream's first message: etcd watches the key from now on."""
 _GIVE_UP = "give up"
 """etcd cancelled the watch in a way the caller recovers from by reading again."""
 
-
-_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
-"""What urllib3 raises when a member cannot be reached or breaks off a stream."""
-
-OpenStream = Callable[[str, str, dict[str, Any], float, float], urllib3.BaseHTTPResponse]
-"""Opens a streamed POST: (member URL, gateway path, body, connect seconds, read seconds)."""
+Connect = Callable[[str, float], GatewayConnection]
+"""Connects to a member (TLS and all): (member URL, seconds) -> a new connection."""
 
 
 def _timed_out(error: BaseException) -> bool:
@@ -53,105 +56,202 @@ def _timed_out(error: BaseException) -> bool:
     """
     if isinstance(error, NewConnectionError):
         return False
-    return isinstance(error, (ConnectTimeoutError, ReadTimeoutError))
+    return isinstance(error, (ConnectTimeoutError, ReadTimeoutError, TimeoutError))
+
+
+def _error_text(stream: GatewayConnection, headers: dict[str, str], deadline: float) -> str:
+    """The body of a refusal, as far as it came by ``deadline`` (for the message)."""
+    try:
+        return stream.body(headers, deadline).decode("utf-8", "replace")
+    except (TimeoutError, EtcdV3ConnectionError):
+        return ""
+
+
+class _KeyWatch:
+    """One open watch of a key on one member, and the newest version of the key it knows.
+
+    ``revision`` is how far that knowledge goes: the revision of the read made
+    once the watch was created, then of each event. ``current`` is the key then
+    (``None``: absent).
+    """
+
+    def __init__(self, url: str, key: bytes, stream: GatewayConnection) -> None:
+        self.url = url
+        self.key = key
+        self.stream = stream
+        self.known = False
+        self.current: KeyValue | None = None
+        self.revision = 0
+
+    def learn(self, current: KeyValue | None, revision: int) -> None:
+        if revision >= self.revision:
+            self.known, self.current, self.revision = True, current, revision
+
+    def newer(self, seen: int | None) -> WatchEvent | None:
+        """The key's version, if newer than the one of mod revision ``seen`` (``None``: absent)."""
+        if not self.known:
+            return None
+        if seen is None:
+            return None if self.current is None else WatchEvent(self.current, deleted=False)
+        if self.revision < seen:
+            return None  # the caller knows more already (its own write): wait for the event
+        if self.current is None:
+            return WatchEvent(KeyValue(self.key, b"", 0, self.revision), deleted=True)
+        if self.current.mod_revision != seen:
+            return WatchEvent(self.current, deleted=False)
+        return None
 
 
 class WatchReader:
-    """Watches a key on one member at a time, for an :class:`~rdzv.etcd.v3_client.EtcdV3Client`.
+    """Watches keys for an :class:`~rdzv.etcd.v3_client.EtcdV3Client`; thread-safe.
 
     Args:
-        open_stream: opens a streamed POST to a member (the client's session:
-            TLS, credentials); see :data:`OpenStream`.
+        pool: the client's members; a watch goes to the first that does not fail.
+        connect: opens a connection to a member (the client's TLS settings).
+        headers: the headers of a request now (the auth token among them).
         read_timeout: seconds that opening a watch may take.
-        read_key: reads a key (``None`` when absent), once a watch is open.
+        read_key: reads a key: it (``None`` when absent) and etcd's revision then.
         renew_token: takes a new auth token and returns ``True``, or returns
             ``False`` when the client has no credentials.
     """
 
     def __init__(
         self,
-        open_stream: OpenStream,
+        pool: MemberPool,
+        connect: Connect,
+        headers: Callable[[], dict[str, str]],
         read_timeout: float,
-        read_key: Callable[[bytes], KeyValue | None],
+        read_key: Callable[[bytes], tuple[KeyValue | None, int]],
         renew_token: Callable[[], bool],
     ) -> None:
-        self._open_stream = open_stream
+        self._pool = pool
+        self._connect = connect
+        self._headers = headers
         self._read_timeout = read_timeout
         self._read_key = read_key
         self._renew_token = renew_token
+        self._lock = threading.Lock()
+        self._kept: dict[bytes, _KeyWatch] = {}
 
-    def watch_on(
-        self, url: str, key: bytes, seen: int | None, deadline: float
+    def watch(
+        self, key: bytes, seen: int | None, deadline: float, *, keep: bool = False
     ) -> WatchEvent | None:
-        """Watch ``key`` on the member at ``url`` until ``deadline`` (monotonic).
+        """Wait until ``deadline`` (monotonic) for ``key`` to differ from the version seen.
 
         ``seen`` is the mod revision of the version the caller saw (``None``: the
-        key was absent). Returns the key's new version or its deletion, or
+        key was absent). Returns the key's newer version or its deletion, or
         ``None`` at the deadline or when etcd cancelled the watch for a reason
-        that reading again cures.
+        that reading again cures. With ``keep`` the watch stays open for the next
+        call on ``key``, until :meth:`release`.
 
         Raises:
-            EtcdV3ConnectionError: the member failed or ended the stream early.
+            EtcdV3ConnectionError: every member failed or ended the stream early.
             EtcdV3Error: etcd refused or cancelled the watch.
         """
+        kept = self._take(key)
+        if kept is not None:
+            try:
+                return self._wait(kept, seen, deadline, keep)
+            except EtcdV3ConnectionError:
+                pass  # the kept stream broke (etcd restarted, closed it): open another
+
+        def attempt(url: str, seconds: float) -> WatchEvent | None:
+            opened = self._open(url, key, deadline)
+            return None if opened is None else self._wait(opened, seen, deadline, keep)
+
+        return self._pool.call(attempt, max(deadline - time.monotonic(), 0.0), split=False)
+
+    def release(self) -> None:
+        """Close every kept watch (etcd drops its watchers with the connections)."""
+        with self._lock:
+            kept, self._kept = list(self._kept.values()), {}
+        for watch in kept:
+            watch.stream.close()
+
+    # -- internals ------------------------------------------------------------------
+
+    def _take(self, key: bytes) -> _KeyWatch | None:
+        """The kept watch of ``key``, for this thread alone; ``None`` if there is none
+        or it is on a member that requests no longer go to first (it failed lately)."""
+        with self._lock:
+            watch = self._kept.pop(key, None)
+        if watch is not None and watch.url != self._pool.urls[self._pool.order()[0]]:
+            watch.stream.close()
+            return None
+        return watch
+
+    def _open(self, url: str, key: bytes, deadline: float) -> _KeyWatch | None:
+        """A new watch of ``key`` on ``url``; ``None`` if etcd did not answer by ``deadline``."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
         try:
-            # Connect within read_timeout; then each read of the stream may block
-            # at most until the deadline.
-            response = self._open_stream(
-                url,
-                "watch",
-                {"create_request": {"key": b64(key)}},
-                min(self._read_timeout, remaining),
-                remaining,
-            )
-        except _TRANSPORT_ERRORS as e:
+            stream = self._connect(url, min(self._read_timeout, remaining))
+        except TRANSPORT_ERRORS as e:
             if _timed_out(e):
                 return None  # no answer before the deadline: the watch timed out
             raise connection_error(url, "watch", e) from e
         try:
-            if response.status != http.client.OK:
-                text = response.data.decode("utf-8", "replace")
-                raise status_error(url, "watch", response.status, text)
-            buffer = b""
-            # Without a size, a chunked answer comes a chunk at a time, as etcd sends it.
-            for chunk in response.stream(None):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    event = self._line(url, line)
-                    if event is _CREATED:
-                        current = self._read_key(key)
-                        if current is None and seen is not None:
-                            return WatchEvent(KeyValue(key, b"", 0, 0), deleted=True)
-                        if current is not None and current.mod_revision != seen:
-                            return WatchEvent(current, deleted=False)
-                    elif isinstance(event, WatchEvent):
-                        return event
-                    elif event is _GIVE_UP:
-                        return None
-                if time.monotonic() >= deadline:
-                    return None
-            if time.monotonic() < deadline:
-                # The stream ended before the deadline: the member went away.
-                raise EtcdV3ConnectionError(f"etcd at {url} ended a watch stream early.")
+            body = json.dumps({"create_request": {"key": b64(key)}}).encode()
+            status, headers = stream.request(API_PATH + "watch", self._headers(), body, deadline)
+            if status != http.client.OK:
+                raise status_error(url, "watch", status, _error_text(stream, headers, deadline))
+            if "chunked" not in headers.get("transfer-encoding", ""):
+                raise EtcdV3ConnectionError(
+                    f"etcd at {url} answered a watch with a body that is not a stream."
+                )
+        except TimeoutError:
+            stream.close()
             return None
         except EtcdV3Error:
-            raise  # ours (an EtcdV3ConnectionError is an OSError too): as it is
-        except _TRANSPORT_ERRORS as e:
-            if _timed_out(e):
-                return None
+            stream.close()
+            raise
+        except OSError as e:
+            stream.close()
             raise connection_error(url, "watch", e) from e
-        finally:
-            # Not read to its end: the connection is closed, then its slot given back.
-            response.close()
-            response.release_conn()
+        return _KeyWatch(url, key, stream)
 
-    def _line(self, url: str, line: bytes) -> WatchEvent | str | None:
-        """One line of a watch stream: an event, :data:`_CREATED`, :data:`_GIVE_UP` ("stop,
-        read again") or ``None`` (nothing to act on)."""
+    def _wait(
+        self, watch: _KeyWatch, seen: int | None, deadline: float, keep: bool
+    ) -> WatchEvent | None:
+        """Follow ``watch`` until it has news for ``seen`` or ``deadline``; keep or close it."""
+        kept = False
+        try:
+            while True:
+                for line in watch.stream.lines(deadline):
+                    if self._take_line(watch, line) is _GIVE_UP:
+                        return None
+                newer = watch.newer(seen)
+                if newer is not None or time.monotonic() >= deadline:
+                    kept = keep
+                    return newer
+        finally:
+            if kept:
+                self._keep(watch)
+            else:
+                watch.stream.close()
+
+    def _keep(self, watch: _KeyWatch) -> None:
+        with self._lock:
+            other = self._kept.setdefault(watch.key, watch)
+        if other is not watch:
+            watch.stream.close()  # another thread kept one already
+
+    def _take_line(self, watch: _KeyWatch, line: bytes) -> str | None:
+        """Learn what one line of the stream says; :data:`_GIVE_UP` to stop and read again."""
+        message = self._message(watch.url, line)
+        if message is _CREATED:
+            watch.learn(*self._read_key(watch.key))
+        elif message is _GIVE_UP:
+            return _GIVE_UP
+        elif isinstance(message, list):
+            for event in message:
+                watch.learn(None if event.deleted else event.kv, event.kv.mod_revision)
+        return None
+
+    def _message(self, url: str, line: bytes) -> list[WatchEvent] | str | None:
+        """One line of a watch stream: its events, :data:`_CREATED`, :data:`_GIVE_UP`
+        ("stop, read again") or ``None`` (nothing to act on)."""
         if not line.strip():
             return None
         try:
@@ -182,10 +282,9 @@ class WatchReader:
             raise EtcdV3Error(f"etcd at {url} cancelled a watch: {reason or 'no reason'}")
         if result.get("created"):
             return _CREATED
-        events = result.get("events") or []
-        if not events:
-            return None  # a progress notice
-        last = events[-1]
-        if not isinstance(last, dict):
-            raise EtcdV3Error("etcd's watch stream sent an event that is not a JSON object.")
-        return WatchEvent(key_value(last.get("kv")), last.get("type") == "DELETE")
+        events = []
+        for item in result.get("events") or []:  # none: a progress notice
+            if not isinstance(item, dict):
+                raise EtcdV3Error("etcd's watch stream sent an event that is not a JSON object.")
+            events.append(WatchEvent(key_value(item.get("kv")), item.get("type") == "DELETE"))
+        return events

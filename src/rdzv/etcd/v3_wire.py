@@ -11,14 +11,17 @@ Nothing here sends a request, and nothing needs the ``etcd3`` extra.
 from __future__ import annotations
 
 import binascii
+import http.client
 import json
 from base64 import b64decode, b64encode
 from typing import Any
 
 import attrs
+import urllib3.exceptions
 
 __all__ = [
     "API_PATH",
+    "TRANSPORT_ERRORS",
     "EtcdV3ConnectionError",
     "EtcdV3Error",
     "KeyValue",
@@ -38,6 +41,11 @@ __all__ = [
 
 API_PATH = "/v3/"
 """The gateway's path on etcd 3.4 and later; set, not discovered, to spare a request."""
+
+TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+"""What connecting to a member, or talking to it, raises when it cannot be reached or
+breaks off (urllib3's and http.client's errors, timeouts, resets, and
+:class:`EtcdV3ConnectionError`, an ``OSError`` too)."""
 
 _UNAVAILABLE = frozenset({408, 503, 504})
 """HTTP statuses of etcd's gateway for a member that cannot serve now (gRPC Unavailable,
