@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from _etcd_metrics import metric
 
 from rdzv.etcd_server import EtcdServer
 from rdzv.etcd_v3_client import EtcdV3Client
@@ -181,3 +182,19 @@ def test_a_stopped_etcd_is_a_connection_error_naming_the_endpoint() -> None:
     with pytest.raises(EtcdStoreConnectionError, match=re.escape(client.endpoint)):
         store.get("k")
     assert issubclass(EtcdStoreConnectionError, EtcdStoreError)
+
+
+def test_a_wait_for_keys_that_are_all_there_is_one_read(
+    store: EtcdV3Store, etcd_v3_server: EtcdServer
+) -> None:
+    store.multi_set(["a", "b"], [b"1", b"2"])
+
+    def served() -> tuple[float, float]:
+        txns = metric(etcd_v3_server, "grpc_server_started_total", grpc_method="Txn")
+        return txns, metric(etcd_v3_server, "grpc_server_started_total", grpc_method="Range")
+
+    before = served()
+    store.wait(["a", "b"])
+    assert store.multi_get(["a", "b"]) == [b"1", b"2"]
+    after = served()
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 0)  # one transaction each

@@ -165,8 +165,15 @@ class EtcdKVStore(Store):
     def _wait_values(self, keys: Sequence[str | bytes], timeout: timedelta) -> list[bytes]:
         limit = timeout.total_seconds()
         deadline = time.monotonic() + limit
+        # One read of them all first (one request on v3): in the usual case every
+        # key is there already, and only a missing one needs a watch.
+        present = list(self._values_if_exist(keys))
         values: list[bytes] = []
         for position, key in enumerate(keys):
+            value = present[position]
+            if value is not None:
+                values.append(value)
+                continue
             with self._translate(f"read key {key!r}"):
                 found, value = self._watch_until(key, deadline, lambda v: v is not None)
             if not found or value is None:
