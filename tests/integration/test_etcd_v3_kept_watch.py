@@ -8,9 +8,11 @@ before and after.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
+import warnings
 
 from _etcd_metrics import metric as _metric
 
@@ -149,3 +151,24 @@ def test_two_threads_may_wait_on_one_key_of_one_client(etcd_v3_server: EtcdServe
         thread.join(timeout=15)
     assert seen == [b"2", b"2"]
     client.close()
+
+
+def test_a_client_dropped_without_close_closes_its_connections_and_watches_quietly(
+    etcd_v3_server: EtcdServer,
+) -> None:
+    """As urllib3's pools did: a handler dropped unclosed leaves no socket to the GC's warning."""
+    _, open_before, _ = _served(etcd_v3_server)
+    client = EtcdV3Client("127.0.0.1", etcd_v3_server.get_port(), read_timeout=10)
+    key = _key()
+    revision = client.put(key, b"1")  # an idle connection kept for the next request
+    assert client.watch(key, revision, 0.2, keep=True) is None  # a watch kept open
+    assert _served(etcd_v3_server)[1] == open_before + 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    deadline = time.monotonic() + 10
+    while _served(etcd_v3_server)[1] > open_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _served(etcd_v3_server)[1] <= open_before  # etcd saw the watch closed

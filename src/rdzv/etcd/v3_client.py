@@ -33,6 +33,7 @@ import http.client
 import json
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,6 +92,13 @@ def _member_url(protocol: str, host: str, port: int) -> str:
     return f"{protocol}://{host}:{port}"
 
 
+def _close_idle(idle: dict[str, list[GatewayConnection]]) -> None:
+    """Close the idle connections of a :class:`GatewaySession` that is gone."""
+    for connections in idle.values():
+        for connection in list(connections):
+            connection.close()
+
+
 class GatewaySession:
     """HTTP to the JSON gateways of a cluster's members, on connections kept open; thread-safe.
 
@@ -129,6 +137,9 @@ class GatewaySession:
         self._lock = threading.Lock()
         self._idle: dict[str, list[GatewayConnection]] = {url: [] for url in self._urls}
         self._generation = 0  # close() moves it on: connections of before are not kept
+        # A session dropped without close() still closes its connections, as
+        # urllib3's pools do: no socket is left to the garbage collector's warning.
+        weakref.finalize(self, _close_idle, self._idle)
 
     def post(self, url: str, path: str, body: dict[str, Any], seconds: float) -> dict[str, Any]:
         """POST ``body`` to gateway ``path`` of the member at ``url``; its decoded answer.

@@ -18,6 +18,7 @@ import http.client
 import json
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
@@ -102,6 +103,12 @@ class _KeyWatch:
         return None
 
 
+def _close_kept(kept: dict[bytes, _KeyWatch]) -> None:
+    """Close the streams of a :class:`WatchReader` that is gone."""
+    for watch in list(kept.values()):
+        watch.stream.close()
+
+
 class WatchReader:
     """Watches keys for an :class:`~rdzv.etcd.v3_client.EtcdV3Client`; thread-safe.
 
@@ -132,6 +139,9 @@ class WatchReader:
         self._renew_token = renew_token
         self._lock = threading.Lock()
         self._kept: dict[bytes, _KeyWatch] = {}
+        # A reader dropped without release() (its client never closed) still closes
+        # its streams, as urllib3's pools close their connections.
+        weakref.finalize(self, _close_kept, self._kept)
 
     def watch(
         self, key: bytes, seen: int | None, deadline: float, *, keep: bool = False
@@ -164,7 +174,8 @@ class WatchReader:
     def release(self) -> None:
         """Close every kept watch (etcd drops its watchers with the connections)."""
         with self._lock:
-            kept, self._kept = list(self._kept.values()), {}
+            kept = list(self._kept.values())
+            self._kept.clear()
         for watch in kept:
             watch.stream.close()
 
