@@ -20,7 +20,8 @@ import _store_workers
 import pytest
 
 from rdzv.store import tcp_server
-from rdzv.store.base import StoreClosedError, StoreError, StoreTimeoutError
+from rdzv.store.base import StoreClosedError, StoreError, StoreTimeoutError, value_digest
+from rdzv.store.prefix import PrefixStore
 from rdzv.store.tcp import TCPStore, TCPStoreServer
 from rdzv.store.tcp_protocol import (
     AUTH_TOKEN_ENV,
@@ -245,6 +246,24 @@ def test_get_times_out_naming_the_missing_key(connect: Callable[..., TCPStore]) 
     assert 0.25 < time.monotonic() - started < 2
     store.set("after", b"1")  # the connection survives a timeout
     assert store.get("after") == b"1"
+
+
+def test_get_if_changed_answers_unchanged_only_for_the_digest_of_the_value_held(
+    store: TCPStore,
+) -> None:
+    assert store.get_if_changed("polled", value_digest(b"v1")) == (True, None)  # missing
+    store.set("polled", b"v1")
+    assert store.get_if_changed("polled", value_digest(b"v1")) == (False, None)
+    assert store.get_if_changed("polled", value_digest(b"v0")) == (True, b"v1")
+    store.set("polled", b"v2")  # a new value: its digest is taken afresh
+    assert store.get_if_changed("polled", value_digest(b"v1")) == (True, b"v2")
+    assert store.get_if_changed("polled", value_digest(b"v2")) == (False, None)
+    store.delete_key("polled")
+    assert store.get_if_changed("polled", value_digest(b"v2")) == (True, None)
+    prefixed = PrefixStore("run/", store)
+    prefixed.set("k", b"x")
+    assert prefixed.get_if_changed("k", value_digest(b"x")) == (False, None)
+    assert prefixed.get_if_changed("k", value_digest(b"y")) == (True, b"x")
 
 
 def test_add_starts_from_zero_and_returns_the_running_sum(store: TCPStore) -> None:

@@ -8,6 +8,7 @@ until the keys exist or the store's timeout passes.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -19,10 +20,16 @@ __all__ = [
     "StoreError",
     "StoreTimeoutError",
     "to_bytes",
+    "value_digest",
 ]
 
 DEFAULT_STORE_TIMEOUT = timedelta(seconds=300)
 """How long blocking operations wait by default (torch's default too)."""
+
+
+def value_digest(value: bytes) -> bytes:
+    """16 bytes that name ``value`` for :meth:`Store.get_if_changed` (BLAKE2b)."""
+    return hashlib.blake2b(value, digest_size=16).digest()
 
 
 class StoreError(RuntimeError):
@@ -224,6 +231,19 @@ class Store:
         The default asks key by key; stores that can answer in one request override it.
         """
         return [self.get_if_exists(key) for key in keys]
+
+    def get_if_changed(self, key: str, digest: bytes) -> tuple[bool, bytes | None]:
+        """``(False, None)`` while ``key`` holds the value whose :func:`value_digest` is
+        ``digest``; else ``(True, value)``, the value ``None`` when the key does not exist.
+
+        For a caller that polls a large value which rarely changes (a launcher's
+        ``num_nodes_waiting()`` reads the rendezvous state): the TCP store answers
+        an unchanged value in a few bytes. The default reads the value whole.
+        """
+        value = self.get_if_exists(key)
+        if value is not None and value_digest(value) == digest:
+            return False, None
+        return True, value
 
     def get_if_exists(self, key: str) -> bytes | None:
         """Return the value of ``key``, or ``None`` when it does not exist, without waiting."""

@@ -52,6 +52,9 @@ class PrefixStore(Store):
     def multi_get_if_exists(self, keys: Sequence[str]) -> list[bytes | None]:
         return self._store.multi_get_if_exists([self._key(k) for k in keys])
 
+    def get_if_changed(self, key: str, digest: bytes) -> tuple[bool, bytes | None]:
+        return self._store.get_if_changed(self._key(key), digest)
+
     def get_if_exists(self, key: str) -> bytes | None:
         return self._store.get_if_exists(self._key(key))
 

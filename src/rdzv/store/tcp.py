@@ -690,6 +690,23 @@ class TCPStore(Store):
         reply = self._call(f"get_if_exists({key!r})", Op.GET_IF_EXISTS, (_encode_key(key),))
         return reply[0] if reply else None
 
+    def get_if_changed(self, key: str, digest: bytes) -> tuple[bool, bytes | None]:
+        """As :meth:`Store.get_if_changed`, in one request whose answer is a byte while the
+        value is unchanged."""
+        reply = self._call(
+            f"get_if_changed({key!r})", Op.GET_IF_CHANGED, (_encode_key(key), digest)
+        )
+        if not reply:
+            return True, None
+        if reply == (b"\x00",):
+            return False, None
+        if len(reply) == 2 and reply[0] == b"\x01":
+            return True, reply[1]
+        raise StoreProtocolError(
+            f"The TCP store answered get_if_changed({key!r}) with {len(reply)} values; is "
+            "it a compatible rdzv store?"
+        )
+
     def wait_for_change(self, key: str, current: bytes | None, timeout: float) -> bytes | None:
         """Return once ``key`` no longer holds ``current`` (``None``: absent), or after ``timeout``.
 

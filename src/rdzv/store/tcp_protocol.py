@@ -142,6 +142,7 @@ class Op(enum.IntEnum):
     GET_IF_EXISTS = 12
     WAIT_FOR_CHANGE = 13
     MULTI_GET_IF_EXISTS = 14
+    GET_IF_CHANGED = 15
     AUTH = 64
 
 

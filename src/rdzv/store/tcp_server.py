@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import cast
 
 from rdzv._reaper import Release, track
-from rdzv.store.base import StoreError
+from rdzv.store.base import StoreError, value_digest
 from rdzv.store.tcp_protocol import (
     AUTH_TOKEN_ENV,
     HANDSHAKE_TIMEOUT,
@@ -74,6 +74,7 @@ _STOP_JOIN_TIMEOUT = 10.0
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _OK_EMPTY = encode_frame(Status.OK)
 _TRUE, _FALSE = b"\x01", b"\x00"
+_UNCHANGED = encode_frame(Status.OK, (_FALSE,))
 _START_TIMEOUT = 30.0
 """Seconds the server's loop thread may take to start listening before start() fails."""
 
@@ -225,6 +226,9 @@ class _Engine:
         self.data: dict[bytes, bytes] = {}
         self.watchers: dict[bytes, set[_Waiter]] = {}
         self.connections: set[_ServerConnection] = set()
+        self._digests: dict[bytes, tuple[bytes, bytes]] = {}
+        """key -> (the value whose digest was last asked, that digest): polls of a value
+        that did not change hash it once."""
         self._handlers: dict[int, Callable[[_ServerConnection, tuple[bytes, ...]], bytes | None]]
         self._handlers = {
             Op.PING: self._ping,
@@ -242,6 +246,7 @@ class _Engine:
             Op.GET_IF_EXISTS: self._get_if_exists,
             Op.WAIT_FOR_CHANGE: self._wait_for_change,
             Op.MULTI_GET_IF_EXISTS: self._multi_get_if_exists,
+            Op.GET_IF_CHANGED: self._get_if_changed,
         }
 
     def handle(self, conn: _ServerConnection, frame: Frame) -> bytes | None:
@@ -390,6 +395,7 @@ class _Engine:
         _arity(args, Op.DELETE_KEY, 1)
         key = args[0]
         existed = self.data.pop(key, None) is not None
+        self._digests.pop(key, None)
         if existed:
             self._notify(key)
         return encode_frame(Status.OK, (_TRUE if existed else _FALSE,))
@@ -440,6 +446,22 @@ class _Engine:
             value = self.data.get(_key_arg(key))
             reply += (_FALSE, b"") if value is None else (_TRUE, value)
         return encode_frame(Status.OK, reply)
+
+    def _get_if_changed(self, conn: _ServerConnection, args: tuple[bytes, ...]) -> bytes:
+        """Arguments (key, digest); reply ``()`` for a missing key, ``(FALSE,)`` when the
+        value has that digest, else ``(TRUE, value)``."""
+        _arity(args, Op.GET_IF_CHANGED, 2)
+        key = _key_arg(args[0])
+        value = self.data.get(key)
+        if value is None:
+            return _OK_EMPTY
+        known = self._digests.get(key)
+        if known is None or known[0] is not value:
+            known = (value, value_digest(value))
+            self._digests[key] = known
+        if known[1] == args[1]:
+            return _UNCHANGED
+        return encode_frame(Status.OK, (_TRUE, value))
 
     def _wait_for_change(self, conn: _ServerConnection, args: tuple[bytes, ...]) -> bytes | None:
         _arity(args, Op.WAIT_FOR_CHANGE, 2, 3)
