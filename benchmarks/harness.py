@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from rdzv import RendezvousBackend, RendezvousParameters
-from rdzv.dynamic.backend import HeartbeatBoard, IntentLog
+from rdzv.backends.base import UNCHANGED, HeartbeatBoard, IntentLog
 
 IMPLS = ("rdzv", "torch")
 BACKENDS = ("etcd-v2", "etcd-v3", "c10d")
@@ -129,6 +129,11 @@ class CountingBackend(RendezvousBackend):
         self._counter.count("get_state", read=_state_size(result))
         return result
 
+    def get_state_if_changed(self, token: Any) -> Any:
+        result = self._inner.get_state_if_changed(token)
+        self._counter.count("get_state", read=_state_size(result) if result is not UNCHANGED else 0)
+        return result
+
     def set_state(self, state: bytes, token: Any = None) -> Any:
         result = self._inner.set_state(state, token)
         lost = result is None or not result[2]
@@ -144,6 +149,9 @@ class CountingBackend(RendezvousBackend):
         result = self._inner.wait_for_change(token, timeout)
         self._counter.count("wait_for_change", read=_state_size(result))
         return result
+
+    def release_waits(self) -> None:
+        self._inner.release_waits()
 
 
 class CountingSideChannels(CountingBackend, IntentLog, HeartbeatBoard):

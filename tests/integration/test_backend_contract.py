@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from rdzv import InMemoryBackend, RendezvousBackend, RendezvousStateError
+from rdzv.backends.base import UNCHANGED
 from rdzv.backends.c10d import C10dRendezvousBackend
 from rdzv.backends.etcd import EtcdRendezvousBackend
 from rdzv.backends.etcd_v3 import EtcdV3RendezvousBackend
@@ -105,6 +106,49 @@ def test_corrupt_value_raises_state_error(
     with pytest.raises(RendezvousStateError, match=r"not base64|not written by rdzv"):
         result = backend.get_state()  # etcd-v2 and c10d check their base64 here,
         assert result is not None
+        decode_state(result[0])  # the in-memory backend stores raw bytes: the codec checks
+
+
+ASKS_WHETHER_CHANGED = {"c10d", "etcd-v3"}
+"""Backends whose poll of an unchanged state is a small request (the others read it)."""
+
+
+def test_get_state_if_changed_answers_unchanged_or_the_state_and_then_the_new_one(
+    backend_and_plant: tuple[RendezvousBackend, Plant],
+) -> None:
+    backend, _ = backend_and_plant
+    first = backend.set_state(b"one")
+    assert first is not None
+    unchanged = backend.get_state_if_changed(first[1])
+    if backend.name in ASKS_WHETHER_CHANGED:
+        assert unchanged is UNCHANGED
+    else:
+        assert unchanged in (UNCHANGED, (b"one", first[1]))
+    second = backend.set_state(b"two", first[1])
+    assert second is not None
+    assert backend.get_state_if_changed(first[1]) == (b"two", second[1])
+
+
+def test_get_state_if_changed_with_a_token_that_names_no_state_reads_it_whole(
+    backend_and_plant: tuple[RendezvousBackend, Plant],
+) -> None:
+    backend, _ = backend_and_plant
+    assert backend.get_state_if_changed(object()) is None  # no state yet
+    first = backend.set_state(b"one")
+    assert first is not None
+    assert backend.get_state_if_changed(object()) == (b"one", first[1])
+
+
+def test_get_state_if_changed_checks_a_new_value_as_get_state_does(
+    backend_and_plant: tuple[RendezvousBackend, Plant],
+) -> None:
+    backend, plant = backend_and_plant
+    first = backend.set_state(b"one")
+    assert first is not None
+    plant("not base64 !!")
+    with pytest.raises(RendezvousStateError, match=r"not base64|not written by rdzv"):
+        result = backend.get_state_if_changed(first[1])
+        assert result is not None and result is not UNCHANGED
         decode_state(result[0])  # the in-memory backend stores raw bytes: the codec checks
 
 

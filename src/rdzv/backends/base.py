@@ -8,6 +8,7 @@ waiting node wakes when the state moves instead of polling once a second.
 from __future__ import annotations
 
 import binascii
+import enum
 import time
 from abc import ABC, abstractmethod
 from base64 import b64decode, b64encode
@@ -17,16 +18,28 @@ from typing import Any
 from rdzv.api import RendezvousStateError
 
 __all__ = [
+    "UNCHANGED",
     "HeartbeatBoard",
     "IntentLog",
     "RendezvousBackend",
     "Token",
+    "Unchanged",
     "decode_base64_state",
     "encode_base64_state",
 ]
 
 Token = Any
 """An opaque fencing token; only the backend that issued it interprets it."""
+
+
+class Unchanged(enum.Enum):
+    """The type of :data:`UNCHANGED`."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+"""What :meth:`RendezvousBackend.get_state_if_changed` returns for the state the caller has."""
 
 
 class RendezvousBackend(ABC):
@@ -45,6 +58,21 @@ class RendezvousBackend(ABC):
             RendezvousConnectionError: the backend cannot be reached.
             RendezvousStateError: the stored value is not an encoded state.
         """
+
+    def get_state_if_changed(self, token: Token) -> tuple[bytes, Token] | Unchanged | None:
+        """:meth:`get_state`, or :data:`UNCHANGED` if the state is still the one ``token`` names.
+
+        A launcher polls ``num_nodes_waiting()`` every few tenths of a second on
+        every node, and each poll reads the state: tens of kilobytes each at a
+        thousand nodes, for a state that rarely changed. Backends that can ask
+        whether it changed in a small request (the TCP store, etcd v3) override
+        this; the default reads the state whole.
+
+        Raises:
+            RendezvousConnectionError: the backend cannot be reached.
+            RendezvousStateError: the stored value is not an encoded state.
+        """
+        return self.get_state()
 
     @abstractmethod
     def set_state(

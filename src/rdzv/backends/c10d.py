@@ -23,17 +23,19 @@ from typing import TypeVar
 from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousConnectionError, RendezvousParameters, RendezvousStateError
 from rdzv.backends.base import (
+    UNCHANGED,
     HeartbeatBoard,
     IntentLog,
     RendezvousBackend,
     Token,
+    Unchanged,
     decode_base64_state,
     encode_base64_state,
 )
 from rdzv.core.intents import LOG_SEGMENT_SPAN
 from rdzv.endpoint import parse_rendezvous_endpoint
 from rdzv.options import refuse_none
-from rdzv.store.base import Store, StoreError
+from rdzv.store.base import Store, StoreError, value_digest
 from rdzv.store.file import FileStore
 from rdzv.store.tcp import TCPStore
 
@@ -90,6 +92,8 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         self._intents_prefix = f"rdzv.intents.{run_id}."
         self._segment_bytes = intent_segment_bytes
         self._beats_prefix = f"rdzv.heartbeats.{run_id}."
+        self._digest: tuple[bytes, bytes] | None = None
+        """The last token asked about, and its digest."""
 
     @property
     def name(self) -> str:
@@ -128,6 +132,19 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
 
     def get_state(self) -> tuple[bytes, Token] | None:
         value = self._call(lambda: self._store.get_if_exists(self._key))
+        return None if value is None else self._decode(value)
+
+    def get_state_if_changed(self, token: Token) -> tuple[bytes, Token] | Unchanged | None:
+        """One small request while the state is the one ``token`` (its stored value) names."""
+        if not isinstance(token, bytes) or not token:
+            return self.get_state()
+        digest = self._digest
+        if digest is None or digest[0] is not token:
+            digest = (token, value_digest(token))
+            self._digest = digest  # a node polls with one token many times
+        changed, value = self._call(lambda: self._store.get_if_changed(self._key, digest[1]))
+        if not changed:
+            return UNCHANGED
         return None if value is None else self._decode(value)
 
     def set_state(

@@ -189,7 +189,8 @@ class RendezvousOpExecutor:
                 time.sleep(max(effect.until - self._clock(), 0.0))
                 outcome = Slept()
             else:
-                outcome = perform(effect, self._backend, self._node, self._settings)
+                known = self._memory.last
+                outcome = perform(effect, self._backend, self._node, self._settings, known=known)
         except RendezvousConnectionError as e:
             return Unreachable(str(e))
         except RendezvousError:

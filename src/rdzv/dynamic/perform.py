@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import attrs
 
-from rdzv.backends.base import HeartbeatBoard, IntentLog, RendezvousBackend, Token
+from rdzv.backends.base import UNCHANGED, HeartbeatBoard, IntentLog, RendezvousBackend, Token
 from rdzv.core import decode_state, encode_state
 from rdzv.core.effects import (
     BeatsRead,
@@ -99,8 +99,13 @@ def perform(
     node: NodeDesc,
     settings: RendezvousSettings,
     codec: StateCodec = STATE_CODEC,
+    known: Snapshot | None = None,
 ) -> Outcome:
     """Carry out ``effect``, which must not wait, and return its outcome.
+
+    ``known`` is the last state the node saw: a read asks the backend only whether
+    it changed, and takes ``known`` again if it did not (a launcher's polls read
+    a state that rarely moves).
 
     Raises:
         RendezvousConnectionError: the backend cannot be reached.
@@ -109,7 +114,10 @@ def perform(
             backend lacks (the protocol never asks for one).
     """
     if isinstance(effect, ReadState):
-        return StateRead(snapshot_of(backend.get_state(), codec))
+        if known is None or known.token is None:
+            return StateRead(snapshot_of(backend.get_state(), codec))
+        fresh = backend.get_state_if_changed(known.token)
+        return StateRead(known if fresh is UNCHANGED else snapshot_of(fresh, codec))
     if isinstance(effect, CompareAndSet):
         result = backend.set_state(codec.encode(effect.state), effect.token)
         if result is None:

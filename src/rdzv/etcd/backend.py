@@ -31,10 +31,12 @@ from typing import ClassVar
 
 from rdzv.api import RendezvousConnectionError, RendezvousStateError
 from rdzv.backends.base import (
+    UNCHANGED,
     HeartbeatBoard,
     IntentLog,
     RendezvousBackend,
     Token,
+    Unchanged,
     decode_base64_state,
     encode_base64_state,
 )
@@ -101,6 +103,16 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     def get_state(self) -> tuple[bytes, Token] | None:
         with self._requests():
             entry = self._kv.get(self._raw_key)
+        return None if entry is None else self._decode(entry)
+
+    def get_state_if_changed(self, token: Token) -> tuple[bytes, Token] | Unchanged | None:
+        """On v3, one transaction with no value in its answer while the state is unchanged."""
+        if not isinstance(token, int) or isinstance(token, bool) or token <= 0:
+            return self.get_state()  # a malformed token names no state
+        with self._requests():
+            changed, entry = self._kv.get_if_changed(self._raw_key, token)
+        if not changed:
+            return UNCHANGED
         return None if entry is None else self._decode(entry)
 
     def set_state(

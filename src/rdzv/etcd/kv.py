@@ -100,6 +100,14 @@ class EtcdKV(Protocol):
         """The key, ``None`` when absent."""
         ...
 
+    def get_if_changed(self, key: bytes, version: int) -> tuple[bool, Entry | None]:
+        """``(False, None)`` while the key's version is ``version``; else ``(True, the key)``.
+
+        v3 asks in one transaction that carries no value while the key is
+        unchanged; v2 has no such request and reads the key.
+        """
+        ...
+
     def read_to_watch(self, key: bytes) -> tuple[Entry | None, int | None]:
         """The key and the cursor from which :meth:`watch` sees every later change."""
         ...

@@ -43,6 +43,12 @@ class EtcdV2KV:
         except etcd.EtcdKeyNotFound:
             return None
 
+    def get_if_changed(self, key: bytes, version: int) -> tuple[bool, Entry | None]:
+        entry = self.get(key)
+        if entry is not None and entry.version == version:
+            return False, None
+        return True, entry
+
     def read_to_watch(self, key: bytes) -> tuple[Entry | None, int | None]:
         """The key and etcd's index at the read; index -1 when etcd did not report one."""
         try:

@@ -33,6 +33,10 @@ class EtcdV3KV:
         kv, _ = self.client.get(key)
         return _v3_entry(kv)
 
+    def get_if_changed(self, key: bytes, version: int) -> tuple[bool, Entry | None]:
+        changed, kv = self.client.get_if_changed(key, version)
+        return changed, _v3_entry(kv)
+
     def get_many(self, keys: list[bytes]) -> list[Entry | None]:
         """The keys (``None`` for each absent one) in one transaction per 128 keys."""
         return [_v3_entry(kv) for kv in self.client.get_many(keys)]

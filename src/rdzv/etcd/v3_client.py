@@ -244,6 +244,13 @@ class GatewaySession:
         return options
 
 
+def _ranged_key(txn_result: dict[str, Any]) -> KeyValue | None:
+    """The key a transaction's first response read (``None``: absent)."""
+    responses = txn_result.get("responses") or [{}]
+    kvs = (responses[0].get("response_range") or {}).get("kvs") or []
+    return key_value(kvs[0]) if kvs else None
+
+
 class EtcdV3Client:
     """The requests rdzv makes to etcd's v3 API; thread-safe.
 
@@ -323,6 +330,26 @@ class EtcdV3Client:
         kvs = result.get("kvs") or []
         return (key_value(kvs[0]) if kvs else None), header_revision(result)
 
+    def get_if_changed(self, key: bytes, mod_revision: int) -> tuple[bool, KeyValue | None]:
+        """``(False, None)`` while ``key``'s mod revision is ``mod_revision``; else ``(True,
+        the key)``, ``None`` when absent. One transaction whose answer carries no value
+        while the key is unchanged."""
+        txn = {
+            "compare": [
+                {
+                    "key": b64(key),
+                    "result": "EQUAL",
+                    "target": "MOD",
+                    "mod_revision": str(mod_revision),
+                }
+            ],
+            "failure": [{"request_range": {"key": b64(key)}}],
+        }
+        result = self._auth.post("kv/txn", txn)
+        if result.get("succeeded"):
+            return False, None
+        return True, _ranged_key(result)
+
     def get_prefix(
         self, prefix: bytes, *, min_create_revision: int = 0, by_creation: bool = False
     ) -> list[KeyValue]:
@@ -400,9 +427,7 @@ class EtcdV3Client:
             result = self._auth.post("kv/txn", txn)
             if result.get("succeeded"):
                 return True, header_revision(result), None
-            responses = result.get("responses") or [{}]
-            kvs = (responses[0].get("response_range") or {}).get("kvs") or []
-            return False, 0, (key_value(kvs[0]) if kvs else None)
+            return False, 0, _ranged_key(result)
 
         return self._leases.with_lease(ttl, attempt)
 

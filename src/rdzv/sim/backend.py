@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from rdzv.backends.base import HeartbeatBoard, IntentLog, RendezvousBackend, Token
+from rdzv.backends.base import (
+    UNCHANGED,
+    HeartbeatBoard,
+    IntentLog,
+    RendezvousBackend,
+    Token,
+    Unchanged,
+)
 from rdzv.core.intents import LOG_SEGMENT_SPAN, segment_of
 
 __all__ = ["SimBackend", "Traffic"]
@@ -83,6 +90,12 @@ class SimBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     def get_state(self) -> tuple[bytes, Token] | None:
         self.traffic.add(read=self.size(self.value or b""))
         return None if self.value is None else (self.value, self.version)
+
+    def get_state_if_changed(self, token: Token) -> tuple[bytes, Token] | Unchanged | None:
+        if self.value is not None and token == self.version:
+            self.traffic.add(read=0)
+            return UNCHANGED
+        return self.get_state()
 
     def set_state(
         self, state: bytes, token: Token | None = None

@@ -477,7 +477,9 @@ class World:
             current = snapshot_of(self.backend.get_state(), self.codec)
             self._reply(node, run, Written(current, False))
             return
-        outcome = perform(effect, self.backend, node.desc, node.settings, self.codec)
+        outcome = perform(
+            effect, self.backend, node.desc, node.settings, self.codec, node.memory.last
+        )
         if isinstance(outcome, Written) and outcome.written and isinstance(effect, CompareAndSet):
             self.checker.written(effect.state, self.now, decided)
             self._notify()
