@@ -541,6 +541,10 @@ def worker_main(
     _finish(profile)
 
 
+STATUS_WAIT = 15.0
+"""Seconds the parent waits for the workers' status after a cell ran out of time."""
+
+
 class CellTimeout(Exception):
     """The run of a cell passed its time limit."""
 
@@ -583,14 +587,16 @@ class Workers:
     def status(self) -> dict[str, Any]:
         """What the stuck operation did so far on every worker: completions and traffic.
 
-        Workers that do not answer within a few seconds are left out.
+        Workers that do not answer within :data:`STATUS_WAIT` seconds are left out, and
+        ``answered`` says how many did: a worker of a thousand busy threads may wait
+        that long for the GIL.
         """
-        completed = 0
+        completed = answered = 0
         counts: dict[str, Any] = {}
         for conn in self.conns:
             with contextlib.suppress(OSError, ValueError):
                 conn.send({"op": "status"})
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + STATUS_WAIT
         for conn in self.conns:
             with contextlib.suppress(OSError, EOFError):
                 while conn.poll(max(deadline - time.monotonic(), 0)):
@@ -598,8 +604,9 @@ class Workers:
                     if "status" in reply:
                         completed += reply["completed"]
                         counts = add_counts(counts, reply["counts"])
+                        answered += 1
                         break
-        return {"completed": completed, "counts": counts}
+        return {"completed": completed, "counts": counts, "answered": answered}
 
     def call(self, op: str, args: Sequence[dict[str, Any]], deadline: float) -> list[Any]:
         """Send worker ``i`` the operation with ``args[i]``; return the replies in order."""

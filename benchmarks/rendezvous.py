@@ -151,18 +151,22 @@ def run_once(
         with contextlib.ExitStack() as stack:
             endpoint = stack.enter_context(endpoint_for(impl, backend, etcds))
             stack.callback(workers.stop)  # before the store master goes
-            workers.start(time.monotonic() + 120)
-            run = Run(impl, backend, n, endpoint, workers, limit, options)
-            return RUNNERS[scenario](run)
-    except CellTimeout:
-        status = workers.status()
-        phase = run.phase if run is not None else "start-up"
-        return RunResult(
-            finished=False,
-            counts=status["counts"],
-            note=f"did not finish in {limit:g} s ({phase}: {status['completed']} of {n} nodes "
-            "through)",
-        )
+            try:
+                workers.start(time.monotonic() + 120)
+                run = Run(impl, backend, n, endpoint, workers, limit, options)
+                return RUNNERS[scenario](run)
+            except CellTimeout:
+                # Asked here, while the workers still run: the stack stops them on its way
+                # out (asked after that, no worker ever answered).
+                status = workers.status()
+                phase = run.phase if run is not None else "start-up"
+                return RunResult(
+                    finished=False,
+                    counts=status["counts"],
+                    note=f"did not finish in {limit:g} s ({phase}: {status['completed']} of "
+                    f"{n} nodes through, as {status['answered']} of {workers.count} workers "
+                    "told)",
+                )
     except WorkerError as e:
         return RunResult(note=str(e).strip().splitlines()[0])
     finally:
