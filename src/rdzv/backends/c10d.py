@@ -35,7 +35,7 @@ from rdzv.backends.base import (
 from rdzv.core.intents import LOG_SEGMENT_SPAN
 from rdzv.endpoint import parse_rendezvous_endpoint
 from rdzv.options import refuse_none
-from rdzv.store.base import Store, StoreError, value_digest
+from rdzv.store.base import Digests, Store, StoreError
 from rdzv.store.file import FileStore
 from rdzv.store.tcp import TCPStore
 
@@ -92,8 +92,7 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         self._intents_prefix = f"rdzv.intents.{run_id}."
         self._segment_bytes = intent_segment_bytes
         self._beats_prefix = f"rdzv.heartbeats.{run_id}."
-        self._digest: tuple[bytes, bytes] | None = None
-        """The last token asked about, and its digest."""
+        self._digests = Digests()  # a node polls with one token many times
 
     @property
     def name(self) -> str:
@@ -138,11 +137,8 @@ class C10dRendezvousBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         """One small request while the state is the one ``token`` (its stored value) names."""
         if not isinstance(token, bytes) or not token:
             return self.get_state()
-        digest = self._digest
-        if digest is None or digest[0] is not token:
-            digest = (token, value_digest(token))
-            self._digest = digest  # a node polls with one token many times
-        changed, value = self._call(lambda: self._store.get_if_changed(self._key, digest[1]))
+        digest = self._digests.of(self._key, token)
+        changed, value = self._call(lambda: self._store.get_if_changed(self._key, digest))
         if not changed:
             return UNCHANGED
         return None if value is None else self._decode(value)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import cast
 
 from rdzv._reaper import Release, track
-from rdzv.store.base import StoreError, value_digest
+from rdzv.store.base import Digests, StoreError
 from rdzv.store.tcp_protocol import (
     AUTH_TOKEN_ENV,
     HANDSHAKE_TIMEOUT,
@@ -226,9 +226,7 @@ class _Engine:
         self.data: dict[bytes, bytes] = {}
         self.watchers: dict[bytes, set[_Waiter]] = {}
         self.connections: set[_ServerConnection] = set()
-        self._digests: dict[bytes, tuple[bytes, bytes]] = {}
-        """key -> (the value whose digest was last asked, that digest): polls of a value
-        that did not change hash it once."""
+        self._digests = Digests()
         self._handlers: dict[int, Callable[[_ServerConnection, tuple[bytes, ...]], bytes | None]]
         self._handlers = {
             Op.PING: self._ping,
@@ -395,7 +393,7 @@ class _Engine:
         _arity(args, Op.DELETE_KEY, 1)
         key = args[0]
         existed = self.data.pop(key, None) is not None
-        self._digests.pop(key, None)
+        self._digests.forget(key)
         if existed:
             self._notify(key)
         return encode_frame(Status.OK, (_TRUE if existed else _FALSE,))
@@ -455,11 +453,7 @@ class _Engine:
         value = self.data.get(key)
         if value is None:
             return _OK_EMPTY
-        known = self._digests.get(key)
-        if known is None or known[0] is not value:
-            known = (value, value_digest(value))
-            self._digests[key] = known
-        if known[1] == args[1]:
+        if self._digests.of(key, value) == args[1]:
             return _UNCHANGED
         return encode_frame(Status.OK, (_TRUE, value))
 
