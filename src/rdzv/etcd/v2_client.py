@@ -13,9 +13,10 @@ leader. When the leader dies, the proposal dies with it, but etcd's v2 API says
 so only when its own request timeout runs out (5 s plus two election timeouts),
 where the v3 API answers "leader changed" at once. So a write that has not
 answered after :data:`LEADER_CHECK_SECONDS` asks its member, every as long, who
-leads; once the member has lost or changed its leader, the write is given up as
-a failure of that member and sent to the next. That is what a timeout did
-already, only sooner: the write may have been applied all the same, so every
+leads and since when; once the member has no leader, or a leader it took after
+the write was sent (the write may have been forwarded to the one before), the
+write is given up as a failure of that member and sent to the next. That is what
+a timeout did already, only sooner: the write may have been applied all the same, so every
 write of rdzv must be safe to repeat (a compare-and-set that lost re-reads; a
 join intent posted twice is admitted once; a heartbeat is overwritten; a delete
 tolerates a key already gone).
@@ -27,9 +28,10 @@ import concurrent.futures
 import http.client
 import json
 import math
+import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import etcd
 import urllib3
@@ -37,7 +39,15 @@ from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from rdzv.etcd.members import MemberPool
 
-__all__ = ["LEADER_CHECK_SECONDS", "ClusterClient", "OneAttemptClient", "is_member_failure"]
+__all__ = [
+    "LEADER_CHECK_SECONDS",
+    "ClusterClient",
+    "Leadership",
+    "OneAttemptClient",
+    "go_duration",
+    "is_member_failure",
+    "write_lost",
+]
 
 LEADER_CHECK_SECONDS = 0.5
 """How long a write waits before, and between, asking its member who leads."""
@@ -47,6 +57,48 @@ _SETTLED_STATES = ("StateFollower", "StateLeader")
 
 _RAFT_INTERNAL, _LEADER_ELECTION = 300, 301
 """etcd v2 error codes of a member that cannot serve a write now (no leader, a timeout)."""
+
+
+class Leadership(NamedTuple):
+    """A member's view of its leader, as ``/v2/stats/self`` gives it."""
+
+    state: str
+    """The member's raft state (``StateFollower``, ``StateLeader``, ...)."""
+    leader: str
+    """The id of the member it follows; empty or ``0`` without a leader."""
+    uptime: float
+    """Seconds since the member took this leader (or, a leader, since it was elected)."""
+
+
+def write_lost(first: Leadership, seen: Leadership, waited: float) -> bool:
+    """Whether a write that has waited ``waited`` seconds on a member may have been dropped.
+
+    ``first`` is the member's first answer while the write waited, ``seen`` its
+    latest. The write may have been forwarded to a leader that is gone when the
+    member has no leader now, when it follows another than at first, or when it
+    took its leader less than ``waited`` ago: the election ended between the
+    write's arrival and the first answer.
+    """
+    settled = seen.state in _SETTLED_STATES and seen.leader not in ("", "0")
+    return not settled or seen.leader != first.leader or seen.uptime < waited
+
+
+_GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?)(ms|us|µs|ns|h|m|s)")
+
+
+def go_duration(text: str) -> float:
+    """Seconds of a Go ``time.Duration`` string (``1h2m3.5s``, ``250ms``, ``0s``).
+
+    Raises:
+        ValueError: ``text`` is not such a string.
+    """
+    body = text[1:] if text.startswith("-") else text
+    parts = _GO_PART.findall(body)
+    if not parts or "".join(number + unit for number, unit in parts) != body:
+        raise ValueError(f"not a Go duration: {text!r}")
+    seconds = sum(float(number) * _GO_UNITS[unit] for number, unit in parts)
+    return -seconds if text.startswith("-") else seconds
 
 
 class _MemberDown(etcd.EtcdConnectionFailed):
@@ -160,9 +212,10 @@ class ClusterClient(OneAttemptClient):
         self, url: str, path: str, method: str, params: dict[str, Any] | None, seconds: float
     ) -> urllib3.BaseHTTPResponse:
         """Send a write to ``url``; give it up once the member's leader goes (see the module)."""
+        sent = time.monotonic()
         pending = self._writes.submit(self._send, url + path, method, params, seconds, False)
-        deadline = time.monotonic() + seconds
-        first: tuple[str, str] | None = None
+        deadline = sent + seconds
+        first: Leadership | None = None
         while True:
             remaining = deadline - time.monotonic()
             try:
@@ -174,14 +227,15 @@ class ClusterClient(OneAttemptClient):
             if seen is None:
                 continue  # the member does not say: the write's own timeout decides
             first = first or seen
-            if seen[0] not in _SETTLED_STATES or seen != first:
+            if write_lost(first, seen, time.monotonic() - sent):
                 raise _LeaderLost(
-                    f"{url} lost its leader while a write waited on it ({first[1] or 'none'} "
-                    f"-> {seen[1] or 'none'}, {seen[0]}): etcd drops such a write"
+                    f"{url} lost or changed its leader while a write waited on it "
+                    f"({first.leader or 'none'} -> {seen.leader or 'none'}, {seen.state}, "
+                    f"leading for {seen.uptime:.1f} s): etcd drops such a write"
                 )
 
-    def _leadership(self, url: str) -> tuple[str, str] | None:
-        """The member's raft state and leader id, from ``/v2/stats/self``; ``None`` if unknown."""
+    def _leadership(self, url: str) -> Leadership | None:
+        """The member's view of its leader, from ``/v2/stats/self``; ``None`` if unknown."""
         pool: Any = self.http
         try:
             response = pool.request(
@@ -191,7 +245,10 @@ class ClusterClient(OneAttemptClient):
                 headers=self._get_headers(),
             )
             stats = json.loads(response.data)
-            return str(stats["state"]), str(stats["leaderInfo"]["leader"])
+            info = stats["leaderInfo"]
+            return Leadership(
+                str(stats["state"]), str(info["leader"]), go_duration(str(info["uptime"]))
+            )
         except (HTTPError, http.client.HTTPException, OSError, ValueError, KeyError, TypeError):
             return None
 
