@@ -6,7 +6,7 @@ speaks only the v3 API, so it works on etcd 3.6 and later, which have no v2 API.
 Each request is one JSON POST through a :class:`GatewaySession`: connections
 kept open to each member, made by urllib3 (a dependency of python-etcd already)
 with the client's TLS settings, on which the session speaks HTTP itself
-(:mod:`rdzv.etcd.v3_http`). A read of a key so costs about 145 µs of client
+(:mod:`rdzv.etcd.connection`). A read of a key so costs about 145 µs of client
 CPU against 370 µs through urllib3's own HTTP, which cost half of one through
 requests and etcd3gw, the client before (``benchmarks/etcd_client_cost.py``).
 Around it, with the help of the modules named:
@@ -31,21 +31,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
-import urllib3
-import urllib3.connection
-import urllib3.util
-
 from rdzv.api import RendezvousParameters
+from rdzv.etcd.connection import MemberSession
 from rdzv.etcd.members import MemberPool
 from rdzv.etcd.v2_connect import etcd_client_options, etcd_members
 from rdzv.etcd.v3_auth import TokenAuth
-from rdzv.etcd.v3_http import GatewayConnection
 from rdzv.etcd.v3_leases import LeaseCache
 from rdzv.etcd.v3_watch import WatchReader
 from rdzv.etcd.v3_wire import (
@@ -81,9 +75,6 @@ __all__ = [
 MAX_TXN_OPS = 128
 """Operations per transaction: etcd's default ``--max-txn-ops``."""
 
-POOL_SIZE = 10
-"""Connections kept open to each member (requests' default, which this client had)."""
-
 
 def _member_url(protocol: str, host: str, port: int) -> str:
     """``protocol://host:port`` of a member, an IPv6 host in brackets."""
@@ -92,36 +83,8 @@ def _member_url(protocol: str, host: str, port: int) -> str:
     return f"{protocol}://{host}:{port}"
 
 
-def _close_idle(idle: dict[str, list[GatewayConnection]]) -> None:
-    """Close the idle connections of a :class:`GatewaySession` that is gone."""
-    for connections in idle.values():
-        for connection in list(connections):
-            connection.close()
-
-
-class GatewaySession:
-    """HTTP to the JSON gateways of a cluster's members, on connections kept open; thread-safe.
-
-    Args:
-        urls: ``protocol://host:port`` of each member.
-        cert: client certificate: a file holding certificate and key, or a
-            ``(certificate, key)`` pair; used with https.
-        ca_cert: CA that signed etcd's certificate (default: the system's CAs).
-
-    urllib3 makes the connections (TLS included); the session then speaks HTTP on
-    them itself (:class:`~rdzv.etcd.v3_http.GatewayConnection`), at a third of
-    urllib3's client CPU a request. No proxy or ``.netrc`` from the environment,
-    one attempt a request (no retries, no redirects), and a deadline on
-    connecting and on the whole answer. Up to :data:`POOL_SIZE` idle connections
-    a member are kept; one that etcd closed meanwhile is dropped before use.
-
-    Attributes:
-        headers: sent with every request; :class:`~rdzv.etcd.v3_auth.TokenAuth`
-            keeps the auth token here.
-        verify: what https checks etcd's certificate against: the CA file, or
-            ``True`` for the system's CAs.
-        cert: the client certificate, as given.
-    """
+class GatewaySession(MemberSession):
+    """A :class:`~rdzv.etcd.connection.MemberSession` that POSTs JSON to the v3 gateway."""
 
     def __init__(
         self,
@@ -130,16 +93,8 @@ class GatewaySession:
         cert: str | tuple[str, str] | None = None,
         ca_cert: str | None = None,
     ) -> None:
-        self.headers: dict[str, str] = {"Content-Type": "application/json"}
-        self.verify: str | bool = ca_cert if ca_cert is not None else True
-        self.cert = cert
-        self._urls = tuple(urls)
-        self._lock = threading.Lock()
-        self._idle: dict[str, list[GatewayConnection]] = {url: [] for url in self._urls}
-        self._generation = 0  # close() moves it on: connections of before are not kept
-        # A session dropped without close() still closes its connections, as
-        # urllib3's pools do: no socket is left to the garbage collector's warning.
-        weakref.finalize(self, _close_idle, self._idle)
+        super().__init__(urls, cert=cert, ca_cert=ca_cert)
+        self.headers["Content-Type"] = "application/json"
 
     def post(self, url: str, path: str, body: dict[str, Any], seconds: float) -> dict[str, Any]:
         """POST ``body`` to gateway ``path`` of the member at ``url``; its decoded answer.
@@ -151,21 +106,12 @@ class GatewaySession:
                 cannot serve now (HTTP 408, 503, 504), or sent no JSON.
             EtcdV3Error: the member refused the request.
         """
-        deadline = time.monotonic() + seconds
-        headers = dict(self.headers)  # one copy, taken whole: TokenAuth may change it
         try:
-            connection, generation = self._checkout(url, seconds)
-        except TRANSPORT_ERRORS as e:
-            raise connection_error(url, path, e) from e
-        try:
-            status, answer = connection.request(
-                API_PATH + path, headers, json.dumps(body).encode(), deadline
+            status, _, data = self.exchange(
+                url, API_PATH + path, json.dumps(body).encode(), seconds
             )
-            data = connection.body(answer, deadline)
         except TRANSPORT_ERRORS as e:  # a timeout, a reset, an EtcdV3ConnectionError
-            connection.close()
             raise connection_error(url, path, e) from e
-        self._checkin(url, connection, generation)
         if status != http.client.OK:
             raise status_error(url, path, status, data.decode("utf-8", "replace"))
         try:
@@ -175,73 +121,6 @@ class GatewaySession:
         if not isinstance(result, dict):
             raise EtcdV3Error(f"etcd at {url} answered {path} with {result!r}.")
         return result
-
-    def connect(self, url: str, seconds: float) -> GatewayConnection:
-        """A new connection to the member at ``url``, with this session's TLS settings.
-
-        Requests take idle ones first (:meth:`post`); a watch takes a new one of its
-        own. Raises what urllib3 raises when connecting fails (a timeout, a refusal).
-        """
-        parsed = urllib3.util.parse_url(url)
-        host, port = parsed.host or "", parsed.port
-        if url.startswith("https:"):
-            https = urllib3.connection.HTTPSConnection(
-                host, port, timeout=seconds, **self._tls_options()
-            )
-            https.connect()
-            sock = https.sock
-        else:
-            plain = urllib3.connection.HTTPConnection(host, port, timeout=seconds)
-            plain.connect()
-            sock = plain.sock
-        if sock is None:
-            raise EtcdV3ConnectionError(f"etcd at {url}: no connection was made.")
-        return GatewayConnection(sock, url, url.split("://", 1)[-1])
-
-    def close(self) -> None:
-        """Close every idle connection; a later request opens new ones."""
-        with self._lock:
-            self._generation += 1
-            idle = [c for connections in self._idle.values() for c in connections]
-            for connections in self._idle.values():
-                connections.clear()
-        for connection in idle:
-            connection.close()
-
-    def _checkout(self, url: str, seconds: float) -> tuple[GatewayConnection, int]:
-        """An idle connection to ``url`` that etcd kept open, or a new one."""
-        while True:
-            with self._lock:
-                generation = self._generation
-                connection = self._idle[url].pop() if self._idle[url] else None
-            if connection is None:
-                break
-            if not connection.dropped():
-                return connection, generation
-            connection.close()
-        return self.connect(url, seconds), generation
-
-    def _checkin(self, url: str, connection: GatewayConnection, generation: int) -> None:
-        with self._lock:
-            keep = (
-                connection.reusable
-                and generation == self._generation
-                and len(self._idle[url]) < POOL_SIZE
-            )
-            if keep:
-                self._idle[url].append(connection)
-        if not keep:
-            connection.close()
-
-    def _tls_options(self) -> dict[str, Any]:
-        """How an https connection checks etcd and shows itself."""
-        ca_file = self.verify if isinstance(self.verify, str) else None
-        options: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file}
-        if isinstance(self.cert, tuple):
-            options.update(cert_file=self.cert[0], key_file=self.cert[1])
-        elif self.cert is not None:
-            options.update(cert_file=self.cert)
-        return options
 
 
 def _ranged_key(txn_result: dict[str, Any]) -> KeyValue | None:

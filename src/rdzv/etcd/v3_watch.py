@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
+from rdzv.etcd.connection import MemberConnection
 from rdzv.etcd.members import MemberPool
-from rdzv.etcd.v3_http import GatewayConnection
 from rdzv.etcd.v3_wire import (
     API_PATH,
     TRANSPORT_ERRORS,
@@ -46,7 +46,7 @@ _CREATED = "created"
 _GIVE_UP = "give up"
 """etcd cancelled the watch in a way the caller recovers from by reading again."""
 
-Connect = Callable[[str, float], GatewayConnection]
+Connect = Callable[[str, float], MemberConnection]
 """Connects to a member (TLS and all): (member URL, seconds) -> a new connection."""
 
 
@@ -60,7 +60,7 @@ def _timed_out(error: BaseException) -> bool:
     return isinstance(error, (ConnectTimeoutError, ReadTimeoutError, TimeoutError))
 
 
-def _error_text(stream: GatewayConnection, headers: dict[str, str], deadline: float) -> str:
+def _error_text(stream: MemberConnection, headers: dict[str, str], deadline: float) -> str:
     """The body of a refusal, as far as it came by ``deadline`` (for the message)."""
     try:
         return stream.body(headers, deadline).decode("utf-8", "replace")
@@ -76,7 +76,7 @@ class _KeyWatch:
     (``None``: absent).
     """
 
-    def __init__(self, url: str, key: bytes, stream: GatewayConnection) -> None:
+    def __init__(self, url: str, key: bytes, stream: MemberConnection) -> None:
         self.url = url
         self.key = key
         self.stream = stream
