@@ -4,6 +4,8 @@ Starts its own etcd on loopback (:class:`rdzv.etcd.server.EtcdServer`, v2 API on
 so that the v2 and v3 clients meet the same server) and times, side by side:
 
 - ``v2 python-etcd``: ``etcd.Client`` (urllib3), a read and a compare-and-swap;
+- ``v2 rdzv``: the same through rdzv's v2 client as it is installed
+  (:func:`rdzv.etcd_client.create_etcd_client`, its own HTTP on kept connections);
 - ``v3 rdzv``: rdzv's :class:`~rdzv.etcd.v3_client.EtcdV3Client` as it is
   installed, ``get``, ``put`` and ``put_if`` (a transaction);
 - ``v3 etcd3gw``: the same JSON gateway requests through ``etcd3gw.Etcd3Client``
@@ -108,10 +110,18 @@ def measure(setup: Setup, ops: int, threads: int, etcd_pid: int) -> dict[str, fl
 # -- v2 and v3 over HTTP, in this interpreter --------------------------------------------
 
 
-def v2_setups(host: str, port: int) -> dict[str, Setup]:
+def v2_setups(host: str, port: int, *, ours: bool = False) -> dict[str, Setup]:
+    """A read and a compare-and-swap through python-etcd's ``etcd.Client``, or rdzv's."""
     import etcd
 
+    from rdzv import RendezvousParameters
+    from rdzv.etcd_client import create_etcd_client
+
     def client() -> etcd.Client:
+        if ours:
+            endpoint = f"{host}:{port}"
+            params = RendezvousParameters("etcd-v2", endpoint, "cost", 1, 1, read_timeout=10)
+            return create_etcd_client(params)
         return etcd.Client(host=host, port=port, read_timeout=10)
 
     def read(key: str) -> Op:
@@ -415,6 +425,7 @@ def main() -> None:
         print(f"{'client':<14} {'op':<6} {'thr':>3}  {'wall us':>8}  {'cpu us':>8}  {'etcd us':>8}")
         clients: dict[str, dict[str, Setup]] = {
             "v2 python-etcd": v2_setups(host, port),
+            "v2 rdzv": v2_setups(host, port, ours=True),
             "v3 rdzv": rdzv_setups(host, port),
         }
         old_stack = etcd3gw_post(host, port)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rdzv import RendezvousParameters
-from rdzv.etcd.v2_client import ClusterClient, OneAttemptClient
+from rdzv.etcd.v2_client import ClusterClient
 from rdzv.etcd_client import create_etcd_client
 from rdzv.etcd_v3_client import create_etcd_v3_client
 
@@ -39,10 +39,11 @@ def test_a_list_gives_a_v2_cluster_client_whose_tls_and_credentials_serve_every_
     assert (client.username, client.password) == ("u", "p")
 
 
-def test_a_single_endpoint_gives_the_one_member_client_as_before() -> None:
+def test_a_single_endpoint_gives_a_client_of_that_one_member() -> None:
     client = create_etcd_client(params("h1:2379"))
-    assert type(client) is OneAttemptClient
+    assert isinstance(client, ClusterClient)
     assert client.base_uri == "http://h1:2379"
+    assert client.pool.urls == ("http://h1:2379",)
 
 
 def test_a_list_gives_a_v3_client_of_every_member_with_the_same_tls(ca: str) -> None:

@@ -1,11 +1,13 @@
-"""python-etcd clients that make one attempt per member: for one etcd, and for a cluster.
+"""The v2 client of rdzv: python-etcd's ``etcd.Client``, with requests of our own making.
 
 python-etcd hands requests to urllib3, whose default retry policy repeats a
 request that timed out three more times, and its own reconnection (a list of
 hosts with ``allow_reconnect``) asks etcd for its members when the client is
 built, swaps the client's one base URL under every thread that shares it, and
-tries members without bound in time. The clients here send a request once to a
-member, and :class:`ClusterClient` moves it to the next member through a
+tries members without bound in time. :class:`ClusterClient` keeps python-etcd's
+API, requests and results, but sends each request itself, once to a member, on
+connections kept open (:class:`~rdzv.etcd.connection.MemberSession`, at a third
+of urllib3's client CPU), and moves it to the next member through a
 :class:`~rdzv.etcd.members.MemberPool`, within the same ``read_timeout``.
 
 A write sent to a follower is a proposal that the follower forwards to the
@@ -24,19 +26,20 @@ tolerates a key already gone).
 
 from __future__ import annotations
 
-import concurrent.futures
 import http.client
 import json
 import math
 import re
 import time
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import etcd
 import urllib3
-from urllib3.exceptions import HTTPError, ReadTimeoutError
+from urllib3.exceptions import HTTPError
 
+from rdzv.etcd.connection import WAITING_CHECK_SECONDS, MemberSession
 from rdzv.etcd.members import MemberPool
 
 __all__ = [
@@ -49,8 +52,16 @@ __all__ = [
     "write_lost",
 ]
 
-LEADER_CHECK_SECONDS = 0.5
+LEADER_CHECK_SECONDS = WAITING_CHECK_SECONDS
 """How long a write waits before, and between, asking its member who leads."""
+
+_TRANSPORT_ERRORS = (HTTPError, http.client.HTTPException, OSError)
+"""What connecting to a member, or talking to it, raises when it fails (timeouts among them)."""
+
+_PATH_SAFE = "/:@!$&'()*+,;=~"
+"""Characters a key's path keeps as they are; the others are percent-encoded. A key is
+the key itself: ``%``, ``?`` and ``#`` in it are escaped too (urllib3, under
+python-etcd, takes ``%41`` for ``A`` and cuts a key at ``?`` or ``#``)."""
 
 _SETTLED_STATES = ("StateFollower", "StateLeader")
 """Raft states of a member with a leader (``/v2/stats/self``'s ``state``)."""
@@ -128,7 +139,11 @@ def is_member_failure(error: BaseException) -> bool:
 
 
 class OneAttemptClient(etcd.Client):
-    """An ``etcd.Client`` whose HTTP pool never repeats a request on its own."""
+    """An ``etcd.Client`` whose HTTP pool never repeats a request on its own.
+
+    :class:`ClusterClient` sends rdzv's requests itself; this pool serves what
+    python-etcd sends on its own (``machines``, ``leader``, ``stats``).
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -145,16 +160,31 @@ def _exhausted(urls: str, failures: list[tuple[str, BaseException]]) -> etcd.Etc
     )
 
 
+class _Answer:
+    """An answer of etcd as python-etcd reads one (status, body, lower-case headers)."""
+
+    def __init__(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.status = status
+        self.data = data
+        self._headers = headers
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self._headers.get(name.lower(), default)
+
+    def getheaders(self) -> dict[str, str]:
+        return self._headers
+
+
 class ClusterClient(OneAttemptClient):
     """An ``etcd.Client`` for the members of one cluster: a failed request goes to the next.
 
     Each request is sent to one member at a time, in the order of a
     :class:`~rdzv.etcd.members.MemberPool`, all within the request's timeout
-    (``read_timeout`` unless given). A watch that breaks resumes on the next
-    member from the same ``waitIndex``: etcd v2's index is the cluster's, so no
-    change is missed (an index etcd no longer holds raises
-    ``EtcdEventIndexCleared``, as on one member). :attr:`base_uri` names every
-    member, so that each message built from it does.
+    (``read_timeout`` unless given); with one member, that member gets it all. A
+    watch that breaks resumes on the next member from the same ``waitIndex``:
+    etcd v2's index is the cluster's, so no change is missed (an index etcd no
+    longer holds raises ``EtcdEventIndexCleared``, as on one member).
+    :attr:`base_uri` names every member, so that each message built from it does.
 
     Args:
         members: ``(host, port)`` of each member, in order; the first is asked first.
@@ -170,11 +200,7 @@ class ClusterClient(OneAttemptClient):
             urls, is_member_failure, lambda failures: _exhausted(self._pool.describe(), failures)
         )
         super().__init__(host=host, port=port, **kwargs)
-        # Writes wait in a worker so that the caller can ask who leads meanwhile;
-        # workers are made on demand and an abandoned write ends at its own timeout.
-        self._writes = concurrent.futures.ThreadPoolExecutor(
-            max_workers=32, thread_name_prefix="rdzv-etcd-write"
-        )
+        self._session = MemberSession(urls, cert=kwargs.get("cert"), ca_cert=kwargs.get("ca_cert"))
 
     @property
     def base_uri(self) -> str:
@@ -192,40 +218,57 @@ class ClusterClient(OneAttemptClient):
         method: str,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
-    ) -> urllib3.BaseHTTPResponse:
-        """Send one request, to the members in turn until one answers (see the class)."""
+    ) -> Any:
+        """Send one request, to the members in turn until one answers (see the class).
+
+        Returns the answer, which python-etcd reads as it reads urllib3's.
+        """
         if not path.startswith("/"):
             raise ValueError("Path does not start with /")
+        if method not in (self._MGET, self._MDELETE, self._MPUT, self._MPOST):
+            raise etcd.EtcdException(f"HTTP method {method} not supported")
         watch = (params or {}).get("wait") == "true"
         budget = self.read_timeout if timeout is None else timeout
         if not budget:
             budget = math.inf  # python-etcd: 0 waits without end
+        fields = urllib.parse.urlencode(params or {})
+        target = urllib.parse.quote(path, safe=_PATH_SAFE)
+        headers = dict(self._get_headers())
+        if method in (self._MGET, self._MDELETE):
+            target, body = (f"{target}?{fields}" if fields else target), b""
+        else:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            body = fields.encode()
+        # A write to one of several members asks it who leads while it waits (module).
+        check = method != self._MGET and not watch and len(self._pool.urls) > 1
 
-        def attempt(url: str, seconds: float) -> urllib3.BaseHTTPResponse:
-            if watch or method == self._MGET:
-                return self._send(url + path, method, params, seconds, watch)
-            return self._write(url, path, method, params, seconds)
+        def attempt(url: str, seconds: float) -> Any:
+            waiting = self._leader_check(url) if check else None
+            try:
+                status, answer, data = self._session.exchange(
+                    url, target, body, seconds, method=method, headers=headers, waiting=waiting
+                )
+            except _TRANSPORT_ERRORS as e:
+                if watch and isinstance(e, TimeoutError):
+                    raise etcd.EtcdWatchTimedOut(f"Watch timed out: {e!r}", cause=e) from e
+                raise _MemberDown(f"{url} did not answer: {e!r}", cause=e) from e
+            # python-etcd reads it as it reads urllib3's answers (its stubs say so).
+            response: Any = _Answer(status, answer, data)
+            self._check_cluster_id(response)
+            return self._handle_server_response(response)
 
         return self._pool.call(attempt, budget, split=not watch)
 
-    def _write(
-        self, url: str, path: str, method: str, params: dict[str, Any] | None, seconds: float
-    ) -> urllib3.BaseHTTPResponse:
-        """Send a write to ``url``; give it up once the member's leader goes (see the module)."""
+    def _leader_check(self, url: str) -> Callable[[], None]:
+        """What a write to ``url`` does while it waits: give up once the leader went."""
         sent = time.monotonic()
-        pending = self._writes.submit(self._send, url + path, method, params, seconds, False)
-        deadline = sent + seconds
         first: Leadership | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return pending.result(timeout=max(0.0, min(LEADER_CHECK_SECONDS, remaining)))
-            except concurrent.futures.TimeoutError:
-                if remaining <= LEADER_CHECK_SECONDS:
-                    return pending.result()  # ends at the request's own timeout
+
+        def waiting() -> None:
+            nonlocal first
             seen = self._leadership(url)
             if seen is None:
-                continue  # the member does not say: the write's own timeout decides
+                return  # the member does not say: the write's own timeout decides
             first = first or seen
             if write_lost(first, seen, time.monotonic() - sent):
                 raise _LeaderLost(
@@ -234,60 +277,26 @@ class ClusterClient(OneAttemptClient):
                     f"leading for {seen.uptime:.1f} s): etcd drops such a write"
                 )
 
+        return waiting
+
     def _leadership(self, url: str) -> Leadership | None:
         """The member's view of its leader, from ``/v2/stats/self``; ``None`` if unknown."""
-        pool: Any = self.http
         try:
-            response = pool.request(
-                self._MGET,
-                url + "/v2/stats/self",
-                timeout=LEADER_CHECK_SECONDS,
-                headers=self._get_headers(),
+            _, _, data = self._session.exchange(
+                url,
+                "/v2/stats/self",
+                b"",
+                LEADER_CHECK_SECONDS,
+                method=self._MGET,
+                headers=dict(self._get_headers()),
             )
-            stats = json.loads(response.data)
+            stats = json.loads(data)
             info = stats["leaderInfo"]
             return Leadership(
                 str(stats["state"]), str(info["leader"]), go_duration(str(info["uptime"]))
             )
-        except (HTTPError, http.client.HTTPException, OSError, ValueError, KeyError, TypeError):
+        except (*_TRANSPORT_ERRORS, ValueError, KeyError, TypeError):
             return None
-
-    def _send(
-        self, url: str, method: str, params: dict[str, Any] | None, seconds: float, watch: bool
-    ) -> urllib3.BaseHTTPResponse:
-        timeout = None if math.isinf(seconds) else seconds
-        # urllib3's stubs type request_encode_body's keywords as str; the calls are
-        # python-etcd's own (etcd.Client.api_execute).
-        pool: Any = self.http
-        try:
-            if method in (self._MGET, self._MDELETE):
-                response = pool.request(
-                    method,
-                    url,
-                    timeout=timeout,
-                    fields=params,
-                    redirect=self.allow_redirect,
-                    headers=self._get_headers(),
-                    preload_content=False,
-                )
-            else:
-                response = pool.request_encode_body(
-                    method,
-                    url,
-                    fields=params,
-                    timeout=timeout,
-                    encode_multipart=False,
-                    redirect=self.allow_redirect,
-                    headers=self._get_headers(),
-                    preload_content=False,
-                )
-            self._check_cluster_id(response)
-            _ = response.data  # raise the I/O errors of the body here
-        except (HTTPError, http.client.HTTPException, OSError) as e:
-            if watch and isinstance(e, ReadTimeoutError):
-                raise etcd.EtcdWatchTimedOut(f"Watch timed out: {e!r}", cause=e) from e
-            raise _MemberDown(f"{url.split('/v2/', 1)[0]} did not answer: {e!r}", cause=e) from e
-        return self._handle_server_response(response)
 
 
 def _url_host(host: str) -> str:

@@ -2,11 +2,12 @@
 
 python-etcd hands requests to urllib3, whose default retry policy repeats a
 request that timed out three more times: a failing etcd would take four times
-``read_timeout`` to report. The client built here makes one attempt per request,
-so a failure surfaces within ``read_timeout``. An endpoint that lists several
-members (``host1:2379,host2:2379,host3:2379``) gets a
-:class:`~rdzv.etcd.v2_client.ClusterClient`, which moves a failed request to the
-next member within that same ``read_timeout``.
+``read_timeout`` to report. The client built here, a
+:class:`~rdzv.etcd.v2_client.ClusterClient`, makes one attempt per member and
+request, on connections it keeps open, so a failure surfaces within
+``read_timeout``; an endpoint that lists several members
+(``host1:2379,host2:2379,host3:2379``) has a failed request moved to the next
+member within that same ``read_timeout``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import urllib3
 
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
 from rdzv.endpoint import parse_endpoint_list
-from rdzv.etcd.v2_client import ClusterClient, OneAttemptClient
+from rdzv.etcd.v2_client import ClusterClient
 from rdzv.options import refuse_none
 
 __all__ = [
@@ -155,11 +156,10 @@ def etcd_client_options(params: RendezvousParameters) -> dict[str, Any]:
 
 
 def create_etcd_client(params: RendezvousParameters) -> etcd.Client:
-    """A client for the etcd at ``params.endpoint`` (default port 2379).
+    """A client for the etcd at ``params.endpoint`` (default port 2379; a list for a cluster).
 
-    An endpoint listing several members gives a
-    :class:`~rdzv.etcd.v2_client.ClusterClient`, whose ``base_uri`` names them all.
-    No request is sent (:func:`check_etcd_v2` sends one).
+    A :class:`~rdzv.etcd.v2_client.ClusterClient`, whose ``base_uri`` names every
+    member. No request is sent (:func:`check_etcd_v2` sends one).
 
     Raises:
         ValueError: an option is invalid (see :func:`etcd_client_options`).
@@ -168,12 +168,10 @@ def create_etcd_client(params: RendezvousParameters) -> etcd.Client:
     options = etcd_client_options(params)
     members = etcd_members(params)
     endpoint = ",".join(f"{options['protocol']}://{host}:{port}" for host, port in members)
+    del options["host"], options["port"]
     try:
         # allow_reconnect=False: with it, the constructor asks etcd for its members
         # and a request that fails would be retried on each of them without bound.
-        if len(members) > 1:
-            del options["host"], options["port"]
-            return ClusterClient(members, allow_reconnect=False, **options)
-        return OneAttemptClient(allow_reconnect=False, **options)
+        return ClusterClient(members, allow_reconnect=False, **options)
     except ETCD_ERRORS as e:
         raise connection_error(endpoint, e) from e
