@@ -11,7 +11,7 @@ so that the v2 and v3 clients meet the same server) and times, side by side:
 - ``v3 etcd3gw``: the same JSON gateway requests through ``etcd3gw.Etcd3Client``
   (on requests), where installed: the transport of rdzv's client before it
   moved to urllib3;
-- ``v3 requests``: the same requests on a bare ``requests.Session``;
+- ``v3 requests``: the same requests on a bare ``requests.Session``, where installed;
 - ``v3 urllib3``: the same requests on a bare ``urllib3.HTTPConnectionPool``;
 - ``v3 gRPC``: etcd's native gRPC API (range, put, txn), in another interpreter
   given with ``--grpc-python``, where a gRPC client of etcd is installed (this
@@ -214,8 +214,11 @@ def gateway_setups(post_factory: Callable[[], Callable[[str, Any], Any]]) -> dic
     return {"range": get, "put": put, "txn": txn}
 
 
-def requests_post(host: str, port: int) -> Callable[[], Callable[[str, Any], Any]]:
-    import requests
+def requests_post(host: str, port: int) -> Callable[[], Callable[[str, Any], Any]] | None:
+    try:
+        import requests
+    except ImportError:
+        return None
 
     def factory() -> Callable[[str, Any], Any]:
         session = requests.Session()
@@ -428,13 +431,15 @@ def main() -> None:
             "v2 rdzv": v2_setups(host, port, ours=True),
             "v3 rdzv": rdzv_setups(host, port),
         }
-        old_stack = etcd3gw_post(host, port)
-        if old_stack is not None:
-            clients["v3 etcd3gw"] = gateway_setups(old_stack)
-        clients |= {
-            "v3 requests": gateway_setups(requests_post(host, port)),
-            "v3 urllib3": gateway_setups(urllib3_post(host, port)),
-        }
+        for name, post in (
+            ("v3 etcd3gw", etcd3gw_post(host, port)),
+            ("v3 requests", requests_post(host, port)),
+        ):
+            if post is None:
+                print(f"{name}: not installed here", flush=True)
+            else:
+                clients[name] = gateway_setups(post)
+        clients["v3 urllib3"] = gateway_setups(urllib3_post(host, port))
         for client, ops_of in clients.items():
             for op, setup in ops_of.items():
                 for count in args.threads:
