@@ -300,6 +300,7 @@ class MemberSession:
         cert: client certificate: a file holding certificate and key, or a
             ``(certificate, key)`` pair; used with https.
         ca_cert: CA that signed etcd's certificate (default: the system's CAs).
+        headers: the first :attr:`headers`.
 
     urllib3 makes the connections (TLS included); the session then speaks HTTP on
     them itself (:class:`MemberConnection`), at a third of
@@ -322,8 +323,9 @@ class MemberSession:
         *,
         cert: str | tuple[str, str] | None = None,
         ca_cert: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        self.headers: dict[str, str] = {}
+        self.headers: dict[str, str] = dict(headers or {})
         self.verify: str | bool = ca_cert if ca_cert is not None else True
         self.cert = cert
         self._urls = tuple(urls)

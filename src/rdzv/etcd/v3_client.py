@@ -86,16 +86,6 @@ def _member_url(protocol: str, host: str, port: int) -> str:
 class GatewaySession(MemberSession):
     """A :class:`~rdzv.etcd.connection.MemberSession` that POSTs JSON to the v3 gateway."""
 
-    def __init__(
-        self,
-        urls: Sequence[str],
-        *,
-        cert: str | tuple[str, str] | None = None,
-        ca_cert: str | None = None,
-    ) -> None:
-        super().__init__(urls, cert=cert, ca_cert=ca_cert)
-        self.headers["Content-Type"] = "application/json"
-
     def post(self, url: str, path: str, body: dict[str, Any], seconds: float) -> dict[str, Any]:
         """POST ``body`` to gateway ``path`` of the member at ``url``; its decoded answer.
 
@@ -164,7 +154,9 @@ class EtcdV3Client:
             raise ValueError("Give both username and password for etcd auth, or neither.")
         members = [(host, port), *other_members]
         urls = [_member_url(protocol, h, p) for h, p in members]
-        self._session = GatewaySession(urls, cert=cert, ca_cert=ca_cert)
+        self._session = GatewaySession(
+            urls, cert=cert, ca_cert=ca_cert, headers={"Content-Type": "application/json"}
+        )
         self._pool = MemberPool(
             urls, is_member_failure, lambda failures: exhausted(self.endpoint, failures)
         )
