@@ -15,6 +15,7 @@ from typing import Any
 import etcd
 import pytest
 import trustme
+from _etcd_metrics import metric
 from _silent import closed_endpoint
 from _threads import next_round
 from _threads import rendezvous as threaded_rendezvous
@@ -397,3 +398,23 @@ def test_a_wait_for_a_state_that_did_not_exist_sees_one_created_since(
     timer.join()
     assert later is not None
     assert later[0] == b"second"
+
+
+def test_a_few_suspects_beats_are_read_by_key_and_many_by_one_listing(
+    etcd_server: EtcdServer, etcd_client: etcd.Client, etcd_prefix: str
+) -> None:
+    # In a re-formation every survivor about to write checks its suspects: listing the
+    # whole board for one or two of them made that O(N^2) in reads of the board.
+    backend = EtcdRendezvousBackend(etcd_client, "beats", etcd_prefix)
+    for k in range(40):
+        backend.beat(f"node-{k}", f"{k}.5".encode(), ttl=30)
+
+    def listings() -> float:
+        return metric(etcd_server, "etcd_debugging_store_reads_total", action="getRecursive")
+
+    before = listings()
+    assert backend.read_beats(["node-3", "node-gone"]) == {"node-3": b"3.5"}
+    assert listings() == before
+    many = [f"node-{k}" for k in range(backend.FEW_BEATS + 1)]
+    assert backend.read_beats(many) == {name: f"{name[5:]}.5".encode() for name in many}
+    assert listings() == before + 1

@@ -374,3 +374,12 @@ def test_an_expired_token_is_renewed(auth_etcd: str) -> None:
     client._session.headers["Authorization"] = "stale.token"
     assert backend.wait_for_change(written[1], 0.3) is None
     assert backend.get_state() == (b"one", written[1])
+
+
+def test_more_names_than_a_few_are_read_from_one_listing_of_the_board(
+    backend: EtcdV3RendezvousBackend,
+) -> None:
+    for k in range(40):
+        backend.beat(f"node-{k}", f"{k}.5".encode(), ttl=30)
+    many = [f"node-{k}" for k in range(backend.FEW_BEATS + 5)] + ["node-gone"]
+    assert backend.read_beats(many) == {n: f"{n[5:]}.5".encode() for n in many[:-1]}

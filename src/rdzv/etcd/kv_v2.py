@@ -43,6 +43,10 @@ class EtcdV2KV:
         except etcd.EtcdKeyNotFound:
             return None
 
+    def get_many(self, keys: list[bytes]) -> list[Entry | None]:
+        """A read of each key: v2 has no request that reads several keys but a listing."""
+        return [self.get(key) for key in keys]
+
     def get_if_changed(self, key: bytes, version: int) -> tuple[bool, Entry | None]:
         entry = self.get(key)
         if entry is not None and entry.version == version:
