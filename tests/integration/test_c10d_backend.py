@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -218,6 +219,60 @@ def test_nodes_arriving_together_do_not_each_read_the_whole_intent_log() -> None
         assert sorted(ranks) == list(range(n))
         per_node = _CountingLog.records_read / n
         assert per_node < 8, f"each node read {per_node:.1f} intent log records on average"
+    finally:
+        for handler in handlers:
+            handler.shutdown()
+        host.close()
+
+
+class _CountingBoard(C10dRendezvousBackend):
+    """A real c10d backend that counts the heartbeat records each check asks for."""
+
+    asked = 0
+    lock = threading.Lock()
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        with self.lock:
+            type(self).asked += len(names)
+        return super().read_beats(names)
+
+
+def test_survivors_of_a_crash_do_not_each_read_the_whole_heartbeat_board() -> None:
+    """What tests/sim/test_costs.py found, on a real TCP store: 32 nodes, heartbeats on
+    the board, so the state's are stale once the round is older than the expiry. One
+    node stops beating; the others poll, see it dropped and re-form. Each node used to
+    read the board records of every member before it on each check (18 records a
+    node here); it needs the watcher's record, and the rest only when it is dead."""
+    n = 32
+    port, run_id = free_port(), "board-cost"
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    settings = RendezvousParameters(
+        "c10d",
+        "",
+        run_id,
+        n - 1,
+        n,
+        "127.0.0.1",
+        join_timeout=60,
+        last_call_timeout=0.1,
+        keep_alive_interval=0.2,
+        keep_alive_max_attempt=3,
+    )
+    handlers = [create_handler(host, _CountingBoard(host, run_id), settings) for _ in range(n)]
+    try:
+        assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+        time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
+        victim, survivors = handlers[n // 2], handlers[: n // 2] + handlers[n // 2 + 1 :]
+        _CountingBoard.asked = 0
+        victim._stop_heartbeats()  # a crash: no leave, no more heartbeats
+        deadline = time.monotonic() + 30
+        while 0 in [h.num_nodes_waiting() for h in survivors]:  # every survivor polls
+            assert time.monotonic() < deadline, "the survivors never saw the node dropped"
+            time.sleep(0.05)
+        infos = next_round(survivors)
+        assert sorted(info.rank for info in infos) == list(range(n - 1))
+        per_node = _CountingBoard.asked / (n - 1)
+        assert per_node < 10, f"each survivor asked for {per_node:.1f} board records"
     finally:
         for handler in handlers:
             handler.shutdown()

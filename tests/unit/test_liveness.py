@@ -283,12 +283,14 @@ def test_a_node_never_counts_itself_dead() -> None:
     assert set(survivor.participants) == {me}
 
 
-def test_a_chain_of_members_that_look_dead_is_read_at_once_before_the_watcher() -> None:
-    """Found by the simulator (seed 30084): four participants of a complete round died;
-    each waiting node read one of them per decision, two decisions an interval, and the
-    confirmations expired before the chain was through: the survivors waited for ever."""
+def test_the_watcher_is_read_first_and_a_chain_of_dead_members_in_growing_batches() -> None:
+    """A node reads the first member that looks dead; while members before it are
+    found dead, it reads as many more as it found (seed 30084: read one per decision,
+    a chain's confirmations expired before it was through)."""
     state = make_state(participants=[A, B, C], waiting=[D, E], complete=True, dead=[A, B, C])
-    assert watcher(state, E, SETTINGS, NOW) == (A, (), (A, B, C))
+    assert watcher(state, E, SETTINGS, NOW) == (A, (), (A,))
+    # A found dead: B and C next, together.
+    assert watcher(state, E, SETTINGS, NOW, checked={A: NOW}) == (B, (A,), (B, C))
     # Once read and found dead, they are dropped, and the first live member watches.
     checked = dict.fromkeys((A, B, C), NOW)
     assert watcher(state, E, SETTINGS, NOW, checked=checked) == (D, (A, B, C), ())
@@ -296,4 +298,25 @@ def test_a_chain_of_members_that_look_dead_is_read_at_once_before_the_watcher() 
     observed = {B: ALIVE}
     assert watcher(state, E, SETTINGS, NOW, observed=observed) == (A, (), (A,))
     assert watcher(state, E, SETTINGS, NOW, observed, checked) == (B, (A,), ())
-    assert watcher(state, A, SETTINGS, NOW) == (A, (), ())  # a node is alive to itself
+    # A reading that found A dead has aged: A is read again, with one more.
+    later = NOW + SETTINGS.keep_alive_interval.total_seconds()
+    aged = {A: NOW, B: later}
+    assert watcher(state, E, SETTINGS, later, checked=aged) == (A, (B,), (A, C))
+
+
+def test_a_long_chain_of_dead_members_is_through_at_two_reads_an_interval() -> None:
+    """40 dead members before the first live one; a node reads what watcher() names
+    twice an interval, and each reading holds for one interval only."""
+    dead = [NodeDesc(f"d{i:02}", 1, 0) for i in range(40)]
+    state = make_state(participants=dead, waiting=[D, E], complete=True, dead=dead)
+    step = SETTINGS.keep_alive_interval.total_seconds() / 2
+    checked: dict[NodeDesc, float] = {}
+    now = NOW
+    for _ in range(7):
+        observed = {D: now - 1}  # D beats on
+        checked.update(dict.fromkeys(watcher(state, E, SETTINGS, now, observed, checked)[2], now))
+        found = watcher(state, E, SETTINGS, now, observed, checked)  # the decision after it
+        if not found[2]:
+            break
+        now += step
+    assert found == (D, tuple(dead), ())

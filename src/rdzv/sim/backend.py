@@ -38,6 +38,8 @@ class Traffic:
     lost_writes: int = 0
     records_read: int = 0
     """Intent log records read: what a join costs the nodes that read the log."""
+    beats_asked: int = 0
+    """Heartbeat records asked for on the board: what liveness checks cost."""
 
     def add(self, *, write: bool = False, written: int = 0, read: int = 0) -> None:
         self.requests += 1
@@ -132,5 +134,6 @@ class SimBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
 
     def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
         found = {name: self.beats[name] for name in names if name in self.beats}
+        self.traffic.beats_asked += len(names)
         self.traffic.add(read=sum(map(len, found.values())))
         return found
