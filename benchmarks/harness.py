@@ -51,18 +51,27 @@ class Counter:
         self._local = threading.local()
         self._tallies: list[_Tally] = []
 
-    def count(self, op: str, written: bytes | None = None, read: int = 0) -> None:
+    def _tally(self) -> _Tally:
         tally: _Tally | None = getattr(self._local, "tally", None)
         if tally is None:
             tally = self._local.tally = _Tally()
             with self._lock:
                 self._tallies.append(tally)
+        return tally
+
+    def count(self, op: str, written: bytes | None = None, read: int = 0) -> None:
+        tally = self._tally()
         tally.requests += 1
         tally.ops[op] = tally.ops.get(op, 0) + 1
         tally.bytes_read += read
         if written is not None:
             tally.writes += 1
             tally.bytes_written += len(written)
+
+    def add(self, what: str, number: int) -> None:
+        """Add ``number`` to the count ``what`` among the ops, not as a request."""
+        tally = self._tally()
+        tally.ops[what] = tally.ops.get(what, 0) + number
 
     def snapshot(self) -> dict[str, Any]:
         """The totals so far, as plain data."""
@@ -175,6 +184,7 @@ class CountingSideChannels(CountingBackend, IntentLog, HeartbeatBoard):
     def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
         result: dict[str, bytes] = self._inner.read_beats(names)
         self._counter.count("read_beats", read=sum(map(len, result.values())))
+        self._counter.add("beat_records_asked", len(names))
         return result
 
 

@@ -403,8 +403,8 @@ def test_a_wait_for_a_state_that_did_not_exist_sees_one_created_since(
 def test_a_few_suspects_beats_are_read_by_key_and_many_by_one_listing(
     etcd_server: EtcdServer, etcd_client: etcd.Client, etcd_prefix: str
 ) -> None:
-    # In a re-formation every survivor about to write checks its suspects: listing the
-    # whole board for one or two of them made that O(N^2) in reads of the board.
+    # A node checks its suspects, often one or two: listing the whole board for them
+    # made every check cost the size of the job.
     backend = EtcdRendezvousBackend(etcd_client, "beats", etcd_prefix)
     for k in range(40):
         backend.beat(f"node-{k}", f"{k}.5".encode(), ttl=30)

@@ -111,7 +111,7 @@ class Progress:
     lost: int = 0
     """Compare-and-sets lost in a row."""
     watch_all: bool = False
-    """About to write: check every member's heartbeat, not only those watched."""
+    """About to complete a round: check every member's heartbeat, not only those watched."""
     backing_off: bool = False
     dropped: tuple[NodeDesc, ...] = ()
     posted: float | None = None

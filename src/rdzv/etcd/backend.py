@@ -215,9 +215,8 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
         """Up to :attr:`FEW_BEATS` names, their keys are read; more, the board is listed.
 
-        A node checks only the suspects it has (usually one or two); in a
-        re-formation every survivor about to write checks its own, and a listing
-        of the whole board for each would cost O(N) a check, O(N²) in all.
+        A node checks only the suspects it has (usually one or two): a listing of
+        the whole board for them would make every check cost the size of the job.
         """
         if len(names) <= self.FEW_BEATS:
             with self._requests():
