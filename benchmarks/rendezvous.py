@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -469,6 +470,9 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.profile is not None and importlib.util.find_spec("yappi") is None:
+        # Checked here: a worker that failed to import it left the run waiting.
+        sys.exit("--profile needs yappi in this interpreter: pip install yappi")
     signal.signal(signal.SIGTERM, _terminate)
     options = options_from(args)
     impls = list(args.impl)
