@@ -14,8 +14,12 @@ import uuid
 
 import etcd
 import pytest
+from _etcd_metrics import metric
 
 from rdzv import RendezvousParameters
+from rdzv.backends.base import UNCHANGED
+from rdzv.backends.etcd import EtcdRendezvousBackend, create_backend
+from rdzv.etcd.kv_v2 import KEPT_WATCH_SECONDS
 from rdzv.etcd_client import create_etcd_client
 from rdzv.etcd_server import EtcdServer
 
@@ -126,3 +130,77 @@ def test_a_watch_returns_the_change_and_one_without_a_change_times_out(
 def test_an_unknown_method_is_refused_as_python_etcd_refuses_it(etcd_server: EtcdServer) -> None:
     with pytest.raises(etcd.EtcdException, match="HTTP method PATCH not supported"):
         _client(etcd_server).api_execute("/v2/keys/x", "PATCH")
+
+
+def _poll_pair(server: EtcdServer) -> tuple[EtcdRendezvousBackend, EtcdRendezvousBackend]:
+    params = RendezvousParameters("etcd-v2", server.get_endpoint(), uuid.uuid4().hex, 1, 1)
+    return create_backend(params)[0], create_backend(params)[0]
+
+
+def _gets(server: EtcdServer) -> float:
+    return metric(server, "etcd_debugging_store_reads_total", action="get")
+
+
+def _watchers(server: EtcdServer) -> float:
+    return metric(server, "etcd_debugging_store_watchers")
+
+
+def test_polls_of_an_unchanged_state_wait_on_a_kept_watch_instead_of_reading(
+    etcd_server: EtcdServer,
+) -> None:
+    """v2 has no conditional read: each poll read the whole state. A read that finds it
+    unchanged leaves a watch waiting; the polls after it make no request until etcd
+    answers that watch, or KEPT_WATCH_SECONDS pass and one read confirms it."""
+    poller, writer = _poll_pair(etcd_server)
+    _, token, _ = writer.set_state(b"one")
+    before = _gets(etcd_server)
+    writer.get_state()
+    one_read = _gets(etcd_server) - before  # what etcd counts for one
+    watching = _watchers(etcd_server)
+    assert poller.get_state_if_changed(token) is UNCHANGED  # reads, and sends the watch
+    assert _watchers(etcd_server) == watching + 1
+    before = _gets(etcd_server)
+    for _ in range(50):
+        assert poller.get_state_if_changed(token) is UNCHANGED
+    assert _gets(etcd_server) == before
+    # Past the kept time, one read confirms the silence; the same watch waits on.
+    sent = metric(etcd_server, "etcd_debugging_store_watch_requests_total")
+    time.sleep(KEPT_WATCH_SECONDS + 0.1)
+    assert poller.get_state_if_changed(token) is UNCHANGED
+    assert _gets(etcd_server) == before + one_read
+    assert metric(etcd_server, "etcd_debugging_store_watch_requests_total") == sent
+    assert _watchers(etcd_server) == watching + 1
+
+
+def test_a_change_ends_the_kept_watch_and_the_next_poll_reads_it(etcd_server: EtcdServer) -> None:
+    poller, writer = _poll_pair(etcd_server)
+    _, token, _ = writer.set_state(b"one")
+    watching = _watchers(etcd_server)
+    assert poller.get_state_if_changed(token) is UNCHANGED
+    written = writer.set_state(b"two", token)
+    assert written is not None and written[2]
+    deadline = time.monotonic() + KEPT_WATCH_SECONDS / 2  # sooner than a confirming read
+    while (seen := poller.get_state_if_changed(token)) is UNCHANGED:
+        assert time.monotonic() < deadline, "the poll did not see the change from its watch"
+    assert seen == (b"two", written[1])
+    assert _watchers(etcd_server) == watching  # the answered watch is closed
+    assert poller.get_state_if_changed(written[1]) is UNCHANGED  # a new one from here
+    etcd_server.get_client().delete(writer.key)
+    deadline = time.monotonic() + KEPT_WATCH_SECONDS / 2
+    while (seen := poller.get_state_if_changed(written[1])) is UNCHANGED:
+        assert time.monotonic() < deadline, "the poll did not see the deletion"
+    assert seen is None
+
+
+def test_a_kept_watch_ends_with_its_backend(etcd_server: EtcdServer) -> None:
+    poller, writer = _poll_pair(etcd_server)
+    _, token, _ = writer.set_state(b"one")
+    watching = _watchers(etcd_server)
+    assert poller.get_state_if_changed(token) is UNCHANGED
+    assert _watchers(etcd_server) == watching + 1
+    del poller
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while _watchers(etcd_server) > watching:
+        assert time.monotonic() < deadline, "etcd still holds the dropped backend's watch"
+        time.sleep(0.05)

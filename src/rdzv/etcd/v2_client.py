@@ -39,11 +39,12 @@ import etcd
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from rdzv.etcd.connection import WAITING_CHECK_SECONDS, MemberSession
+from rdzv.etcd.connection import WAITING_CHECK_SECONDS, MemberConnection, MemberSession
 from rdzv.etcd.members import MemberPool
 
 __all__ = [
     "LEADER_CHECK_SECONDS",
+    "WATCH_SEND_SECONDS",
     "ClusterClient",
     "Leadership",
     "OneAttemptClient",
@@ -54,6 +55,9 @@ __all__ = [
 
 LEADER_CHECK_SECONDS = WAITING_CHECK_SECONDS
 """How long a write waits before, and between, asking its member who leads."""
+
+WATCH_SEND_SECONDS = 5.0
+"""Longest time :meth:`ClusterClient.send_watch` takes to connect and send."""
 
 _TRANSPORT_ERRORS = (HTTPError, http.client.HTTPException, OSError)
 """What connecting to a member, or talking to it, raises when it fails (timeouts among them)."""
@@ -258,6 +262,42 @@ class ClusterClient(OneAttemptClient):
             return self._handle_server_response(response)
 
         return self._pool.call(attempt, budget, split=not watch)
+
+    def send_watch(self, key: str, index: int) -> MemberConnection:
+        """Send a watch of ``key`` from etcd index ``index`` to the member that answered
+        last, on a connection of its own, and return without its answer.
+
+        etcd sends the head of its answer at once, and the body when the key changes
+        (or the watch ends); the head is read here, so the connection turns readable
+        (:meth:`MemberConnection.dropped`) when that body comes, or when the member
+        goes away, which the caller checks without blocking. Closing the connection
+        ends the watch.
+
+        Raises:
+            OSError, urllib3.exceptions.HTTPError: connecting or sending failed, or the
+                head did not come in time.
+            etcd.EtcdException: etcd refused the watch (its message says why).
+        """
+        url = self._pool.urls[self._pool.order()[0]]
+        key = key if key.startswith("/") else f"/{key}"  # as python-etcd's read() makes it
+        path = urllib.parse.quote(self.key_endpoint + key, safe=_PATH_SAFE)
+        query = urllib.parse.urlencode({"wait": "true", "waitIndex": index})
+        seconds = min(float(self.read_timeout or math.inf), WATCH_SEND_SECONDS)
+        connection = self._session.connect(url, seconds)
+        deadline = time.monotonic() + seconds
+        try:
+            connection.send(
+                f"{path}?{query}", dict(self._get_headers()), b"", deadline, method=self._MGET
+            )
+            status, headers = connection.head(deadline)
+            if status != 200:
+                data = connection.body(headers, deadline)
+                self._handle_server_response(_Answer(status, headers, data))  # type: ignore[arg-type]
+                raise etcd.EtcdException(f"{url} answered a watch with HTTP {status}")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def _leader_check(self, url: str) -> Callable[[], None]:
         """What a write to ``url`` does while it waits: give up once the leader went."""
