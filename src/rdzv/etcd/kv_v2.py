@@ -49,6 +49,8 @@ class EtcdV2KV:
         self.client = client
         self._lock = threading.Lock()
         self._kept: dict[bytes, _KeptWatch] = {}
+        self._unchanged: dict[bytes, int] = {}
+        """The version each key was last read unchanged at, by :meth:`get_if_changed`."""
 
     @property
     def endpoint(self) -> str:
@@ -72,8 +74,8 @@ class EtcdV2KV:
         """Read the key, or answer from a watch left waiting since the last read.
 
         v2 has no conditional read, and a launcher polls a state that rarely
-        moves: a read that finds the key unchanged sends a watch from that read
-        on (:meth:`~rdzv.etcd.v2_client.ClusterClient.send_watch`) and leaves it
+        moves: a second read in a row that finds the key unchanged sends a watch
+        from that read on (:meth:`~rdzv.etcd.v2_client.ClusterClient.send_watch`) and leaves it
         waiting. While etcd has not answered it, the key is unchanged and no
         request is made, for up to :data:`KEPT_WATCH_SECONDS`; then one read
         confirms it, as a member that vanished without closing its connections
@@ -90,7 +92,12 @@ class EtcdV2KV:
                 kept.connection.close()
             return True, entry
         if kept is None:
-            kept = self._send_watch(key, version, index)
+            with self._lock:
+                again = self._unchanged.get(key) == version
+                self._unchanged[key] = version
+            # Only for a state read unchanged twice: a forming round's is read once a
+            # version, and a watch sent for each cost it a connection and a request.
+            kept = self._send_watch(key, version, index) if again else None
         if kept is not None:
             kept.until = time.monotonic() + KEPT_WATCH_SECONDS
             self._keep_watch(key, kept)
