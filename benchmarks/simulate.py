@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rdzv.sim import ETCD, TCP_STORE, Faults, Latency, Scenario, World
+from rdzv.sim import ETCD, TCP_STORE, Latency, Scenario, World, failure_scenario
 from rdzv.sim.sharing import SharedStates
 
 LATENCIES: dict[str, Latency] = {"etcd": ETCD, "tcp": TCP_STORE}
@@ -52,17 +52,7 @@ def _job(scenario: str, n: int, latency: str, first_done: float) -> tuple[Scenar
         return Scenario(nodes=n, min_nodes=n, max_nodes=n, interval=5.0, **common), 0.0
     if scenario == "failure":
         crash = first_done + 2.0
-        job = Scenario(
-            nodes=n,
-            min_nodes=n - 1,
-            max_nodes=n,
-            interval=1.0,
-            attempts=3,
-            last_call=0.1,
-            poll=0.25,
-            faults=Faults(until=crash + 0.01, crashes=((n // 2, crash),)),
-            **common,
-        )
+        job = failure_scenario(n, crash, LATENCIES[latency], SEGMENTS[latency])
         return job, crash
     arrival = first_done + 2.0
     job = Scenario(

@@ -7,7 +7,7 @@ network does.
 
 from __future__ import annotations
 
-from rdzv.sim import TCP_STORE, Faults, Scenario, World
+from rdzv.sim import TCP_STORE, Scenario, World, failure_scenario
 
 
 def test_nodes_arriving_together_do_not_each_read_the_whole_intent_log() -> None:
@@ -41,21 +41,7 @@ def test_survivors_of_a_failure_do_not_each_read_the_whole_heartbeat_board() -> 
     ended. A node needs the watcher's record and, only when the watcher is dead,
     those after it."""
     n, crash = 400, 6.0
-    job = Scenario(
-        nodes=n,
-        min_nodes=n - 1,
-        max_nodes=n,
-        interval=1.0,
-        attempts=3,
-        last_call=0.1,
-        poll=0.25,
-        latency=TCP_STORE,
-        segment_records=1500,
-        arrival=0.1,
-        join_timeout=600.0,
-        reconnect_window=60.0,
-        faults=Faults(until=crash + 0.01, crashes=((n // 2, crash),)),
-    )
+    job = failure_scenario(n, crash, TCP_STORE, segment_records=1500)
     result = World(job, seed=1).run()
     assert not result.violations
     survivors = [i for i in range(n) if i != n // 2]

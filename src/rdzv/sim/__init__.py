@@ -11,7 +11,8 @@ liveness at its end (:mod:`rdzv.sim.checks`).
     python -m rdzv.sim --seed 1234 --trace    # replay one, with its trace
 
 :func:`random_scenario` draws a job and its faults from a seed; :func:`check_seed`
-runs it. ``benchmarks/simulate.py`` runs large jobs for planning.
+runs it. ``benchmarks/simulate.py`` runs large jobs for planning, the ``failure``
+one as :func:`failure_scenario` builds it (so do the cost tests).
 """
 
 from __future__ import annotations
@@ -32,8 +33,32 @@ __all__ = [
     "Scenario",
     "World",
     "check_seed",
+    "failure_scenario",
     "random_scenario",
 ]
+
+
+def failure_scenario(
+    nodes: int, crash: float, latency: Latency, segment_records: int, arrival: float = 0.1
+) -> Scenario:
+    """The ``failure`` benchmark as a job: a round of ``nodes`` (min one fewer), keep-alive
+    1 s x 3, last call 0.1 s, launchers polling every 0.25 s; node ``nodes // 2`` dies at
+    ``crash``, the rest re-form."""
+    return Scenario(
+        nodes=nodes,
+        min_nodes=nodes - 1,
+        max_nodes=nodes,
+        interval=1.0,
+        attempts=3,
+        last_call=0.1,
+        poll=0.25,
+        latency=latency,
+        segment_records=segment_records,
+        arrival=arrival,
+        join_timeout=3600.0,
+        reconnect_window=60.0,
+        faults=Faults(until=crash + 0.01, crashes=((nodes // 2, crash),)),
+    )
 
 
 def random_scenario(seed: int, max_nodes: int = 64) -> Scenario:
