@@ -10,17 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import threading
 import time
-import weakref
 from typing import Any
 
-import attrs
 import etcd
-import urllib3.exceptions
 
-from rdzv.etcd.connection import MemberConnection
 from rdzv.etcd.kv import Change, Entry, HistoryLost, Listed, NotADirectory, Swap
+from rdzv.etcd.v2_polls import PollWatches
 
 __all__ = ["EtcdV2KV", "v2_entry"]
 
@@ -28,29 +24,12 @@ __all__ = ["EtcdV2KV", "v2_entry"]
 _REMOVE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
 
 
-KEPT_WATCH_SECONDS = 1.0
-"""Longest time a poll of an unchanged key answers from a watch without a read."""
-
-
-@attrs.define
-class _KeptWatch:
-    """A watch of a key sent after a read found it at ``version``, not yet answered."""
-
-    version: int
-    connection: MemberConnection
-    until: float
-    """Until when its silence stands for the key unchanged; then a read confirms it."""
-
-
 class EtcdV2KV:
     """:class:`~rdzv.etcd.kv.EtcdKV` over a python-etcd client (or the failover client)."""
 
     def __init__(self, client: etcd.Client) -> None:
         self.client = client
-        self._lock = threading.Lock()
-        self._kept: dict[bytes, _KeptWatch] = {}
-        self._unchanged: dict[bytes, int] = {}
-        """The version each key was last read unchanged at, by :meth:`get_if_changed`."""
+        self._polls = PollWatches(getattr(client, "send_watch", None))
 
     @property
     def endpoint(self) -> str:
@@ -71,69 +50,19 @@ class EtcdV2KV:
         return [self.get(key) for key in keys]
 
     def get_if_changed(self, key: bytes, version: int) -> tuple[bool, Entry | None]:
-        """Read the key, or answer from a watch left waiting since the last read.
-
-        v2 has no conditional read, and a launcher polls a state that rarely
-        moves: a second read in a row that finds the key unchanged sends a watch
-        from that read on (:meth:`~rdzv.etcd.v2_client.ClusterClient.send_watch`) and leaves it
-        waiting. While etcd has not answered it, the key is unchanged and no
-        request is made, for up to :data:`KEPT_WATCH_SECONDS`; then one read
-        confirms it, as a member that vanished without closing its connections
-        would answer no watch. Any answer of the watch (a change, an error, the
-        member gone) ends it, and the next call reads.
-        """
-        kept = self._take_watch(key, version)
+        """Read the key, or answer from a watch left waiting since it was last read
+        unchanged (see :mod:`rdzv.etcd.v2_polls`)."""
+        kept = self._polls.take(key, version)
         if kept is not None and time.monotonic() < kept.until:
-            self._keep_watch(key, kept)
+            self._polls.keep(key, kept)
             return False, None
         entry, index = self.read_to_watch(key)
         if entry is None or entry.version != version:
             if kept is not None:
                 kept.connection.close()
             return True, entry
-        if kept is None:
-            with self._lock:
-                again = self._unchanged.get(key) == version
-                self._unchanged[key] = version
-            # Only for a state read unchanged twice: a forming round's is read once a
-            # version, and a watch sent for each cost it a connection and a request.
-            kept = self._send_watch(key, version, index) if again else None
-        if kept is not None:
-            kept.until = time.monotonic() + KEPT_WATCH_SECONDS
-            self._keep_watch(key, kept)
+        self._polls.read_unchanged(key, version, index, kept)
         return False, None
-
-    def _take_watch(self, key: bytes, version: int) -> _KeptWatch | None:
-        """The watch kept for ``key`` if it watches ``version`` and etcd has not answered
-        it; a watch that does not is closed. Taken out: one caller at a time uses it."""
-        with self._lock:
-            kept = self._kept.pop(key, None)
-        if kept is None:
-            return None
-        if kept.version == version and not kept.connection.dropped():
-            return kept
-        kept.connection.close()
-        return None
-
-    def _keep_watch(self, key: bytes, kept: _KeptWatch) -> None:
-        with self._lock:
-            other = self._kept.get(key)
-            self._kept[key] = kept
-        if other is not None and other is not kept:
-            other.connection.close()
-
-    def _send_watch(self, key: bytes, version: int, index: int | None) -> _KeptWatch | None:
-        """A watch of ``key`` from the read at etcd index ``index``, if the client sends one."""
-        send = getattr(self.client, "send_watch", None)
-        if send is None or index is None or index < 0:
-            return None  # python-etcd's own client: every poll reads
-        try:
-            connection = send(key.decode("utf-8"), index + 1)
-        except (OSError, urllib3.exceptions.HTTPError, etcd.EtcdException):
-            return None  # the next call reads, and tries again
-        kept = _KeptWatch(version, connection, 0.0)
-        weakref.finalize(kept, connection.close)
-        return kept
 
     def read_to_watch(self, key: bytes) -> tuple[Entry | None, int | None]:
         """The key and etcd's index at the read; index -1 when etcd did not report one."""

@@ -1,0 +1,102 @@
+"""Polls of an unchanged etcd v2 key answered by a watch left waiting, not by reads.
+
+v2 has no conditional read, and a launcher polls a state that rarely moves. A
+second read in a row that finds the key unchanged sends a watch from that read on
+(:meth:`~rdzv.etcd.v2_client.ClusterClient.send_watch`) and leaves it waiting.
+While etcd has not answered it, the key is unchanged and no request is made, for
+up to :data:`KEPT_WATCH_SECONDS`; then one read confirms it, as a member that
+vanished without closing its connections would answer no watch. Any answer of the
+watch (a change, an error, the member gone) ends it, and the next poll reads. A
+forming round's state is read about once a version: a watch sent after every
+unchanged read would cost it a connection and a request for nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+import attrs
+import etcd
+import urllib3.exceptions
+
+from rdzv.etcd.connection import MemberConnection
+
+__all__ = ["KEPT_WATCH_SECONDS", "PollWatches"]
+
+KEPT_WATCH_SECONDS = 1.0
+"""Longest time a poll of an unchanged key answers from a watch without a read."""
+
+
+@attrs.define
+class KeptWatch:
+    """A watch of a key sent after a read found it at ``version``, not yet answered."""
+
+    version: int
+    connection: MemberConnection
+    until: float = 0.0
+    """Until when its silence stands for the key unchanged; then a read confirms it."""
+
+
+class PollWatches:
+    """The watches kept for polls, a key each; thread-safe.
+
+    Args:
+        send: sends a watch of a key from an etcd index (``send_watch``); ``None``
+            for a client that cannot (python-etcd's own): every poll then reads.
+    """
+
+    def __init__(self, send: Callable[[str, int], MemberConnection] | None) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._kept: dict[bytes, KeptWatch] = {}
+        self._unchanged: dict[bytes, int] = {}
+        """The version each key was last read unchanged at."""
+
+    def take(self, key: bytes, version: int) -> KeptWatch | None:
+        """The watch kept for ``key`` if it watches ``version`` and etcd has not answered
+        it (a watch that does not is closed); taken out, so one caller uses it at a time."""
+        with self._lock:
+            kept = self._kept.pop(key, None)
+        if kept is None:
+            return None
+        if kept.version == version and not kept.connection.dropped():
+            return kept
+        kept.connection.close()
+        return None
+
+    def keep(self, key: bytes, kept: KeptWatch) -> None:
+        """Put ``kept`` back for the next poll of ``key``."""
+        with self._lock:
+            other = self._kept.get(key)
+            self._kept[key] = kept
+        if other is not None and other is not kept:
+            other.connection.close()
+
+    def read_unchanged(
+        self, key: bytes, version: int, index: int | None, kept: KeptWatch | None
+    ) -> None:
+        """A read at etcd index ``index`` found ``key`` still at ``version``: keep ``kept``
+        for another :data:`KEPT_WATCH_SECONDS`, or send a watch if this is the second
+        such read in a row."""
+        if kept is None:
+            with self._lock:
+                again = self._unchanged.get(key) == version
+                self._unchanged[key] = version
+            kept = self._watch(key, version, index) if again else None
+        if kept is not None:
+            kept.until = time.monotonic() + KEPT_WATCH_SECONDS
+            self.keep(key, kept)
+
+    def _watch(self, key: bytes, version: int, index: int | None) -> KeptWatch | None:
+        if self._send is None or index is None or index < 0:
+            return None
+        try:
+            connection = self._send(key.decode("utf-8"), index + 1)
+        except (OSError, urllib3.exceptions.HTTPError, etcd.EtcdException):
+            return None  # the next poll reads, and tries again
+        kept = KeptWatch(version, connection)
+        weakref.finalize(kept, connection.close)  # closed with the client's last user
+        return kept
