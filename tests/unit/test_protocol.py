@@ -114,11 +114,13 @@ BIG = RendezvousSettings(
 def test_a_node_that_finds_no_steward_places_itself_and_becomes_the_steward() -> None:
     """No state names a steward, in a round larger than FIRST_MOVER_ROUND: the node places
     itself, as a join without a log does, instead of reading the whole log to find the
-    first pending intent (which every node of a large job arriving together would do)."""
+    first pending intent (which every node of a large job arriving together would do).
+    It writes before it posts: posting first, every node of a large job still found no
+    steward after its post, and all but one lost a write (1.90 writes a node at 256
+    nodes on etcd-v3 against 1.50)."""
     node = Node(protocol.join(NOW + 60), settings=BIG)
     assert node.then(Started()) == ReadState()
-    assert node.then(StateRead(None)) == Post(JoinIntent(A, NOW), 0)
-    effect = node.then(Posted())
+    effect = node.then(StateRead(None))
     assert isinstance(effect, CompareAndSet)
     assert effect.token is None  # no state yet: written only if there is none
     assert set(effect.state.participants) == {A}
@@ -130,12 +132,13 @@ def test_a_node_that_finds_no_steward_places_itself_and_becomes_the_steward() ->
 def test_a_node_that_loses_the_first_placement_waits_for_the_winner() -> None:
     node = Node(protocol.join(NOW + 60), node=B, settings=BIG)
     node.then(Started())
-    node.then(StateRead(None))
-    mine = node.then(Posted())
+    mine = node.then(StateRead(None))
     assert isinstance(mine, CompareAndSet) and set(mine.state.participants) == {B}
-    # A placed itself first: after the lost write's short back-off, B reads the state
-    # and waits for A, the steward, to admit it, for its patience; it reads no log.
-    backoff = node.then(Written(snap(joined(A)), False))
+    # A placed itself first, as the lost write's answer says: B posts its intent, and
+    # after the lost write's short back-off waits for A, the steward, to admit it, for
+    # its patience; it reads no log.
+    assert node.then(Written(snap(joined(A)), False)) == Post(JoinIntent(B, NOW), 0)
+    backoff = node.then(Posted())
     assert isinstance(backoff, WaitForChange) and backoff.until < NOW + 0.1
     assert node.then(Changed(None), at=backoff.until) == ReadState()
     wait = node.then(StateRead(snap(joined(A))))

@@ -4,9 +4,9 @@ A node that needs placing posts a *join intent*, again before it would expire,
 and again when the log rolled over to a new segment without placing it. The
 *steward* (:func:`~rdzv.core.intents.steward`) reads the log at a growing pace and
 writes the *admission*; it *holds* it while the round cannot reach ``min_nodes``,
-for one keep-alive interval at most. When the state names no steward, a pending
-node places itself, as a join without a log does, and the winner of that write
-is the steward; in a round of :data:`~rdzv.core.pacing.FIRST_MOVER_ROUND` nodes
+for one keep-alive interval at most. When the state names no steward, a node
+places itself before it posts, as a join without a log does, and the winner of
+that write is the steward; in a round of :data:`~rdzv.core.pacing.FIRST_MOVER_ROUND` nodes
 or fewer, the node of the first pending intent admits instead, and holds alike
 (one write on the way, where reading the log costs nothing). Every other pending
 node waits for that write, for its *patience*; then it admits itself.
@@ -183,6 +183,15 @@ def _pending(
     node, settings, now = ctx.node, ctx.settings, ctx.now
     leaves = view.round if action is Action.REJOIN else None
     post = Post(JoinIntent(node, now, leaves), view.intent_cursor)
+    chosen = steward(view, rejoining=action is Action.REJOIN)
+    if chosen is None and settings.min_nodes > pacing.FIRST_MOVER_ROUND and p.posted is None:
+        # Nobody is named to admit (an empty round, or a complete one with nobody
+        # waiting): place ourselves, as a join without a log would, before posting.
+        # The winner of this compare-and-set is the steward the others wait for;
+        # finding the first pending intent instead, every node would read the whole
+        # log. Posting first widened the window in which every node of a large job
+        # still saw no steward, and each of those lost a write.
+        return write(p, apply_action(view, action, node, settings, now), ctx)
     lost = p.posted is not None and segment_of(view.intent_cursor) > p.posted_segment
     if p.posted is None or lost:
         return p, post
@@ -191,13 +200,8 @@ def _pending(
     if ctx.has_board and own is not None and now - own >= interval:
         return p, WriteBeat(now)  # a rejoining participant stays alive while it waits
     repost_at = p.posted + _refresh_age(settings)
-    chosen = steward(view, rejoining=action is Action.REJOIN)
     if chosen is None and settings.min_nodes > pacing.FIRST_MOVER_ROUND:
-        # Nobody is named to admit (an empty round, or a complete one with nobody
-        # waiting): place ourselves, as a join without a log would. The winner of
-        # this compare-and-set is the steward the others wait for; finding the first
-        # pending intent instead, every node would read the whole log.
-        return write(p, apply_action(view, action, node, settings, now), ctx)
+        return write(p, apply_action(view, action, node, settings, now), ctx)  # as above
     # The steward holds while the round cannot reach min_nodes, even with us, and while
     # survivors leave a complete round (see should_hold).
     short = len(view.participants) + len(view.wait_list) + 1 < settings.min_nodes
