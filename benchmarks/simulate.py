@@ -16,6 +16,11 @@ in benchmarks/rendezvous.py:
 - scaleup:  a round of N-1 (min N-1, max N, last call 1 s); one node arrives:
             seconds from its arrival until all N are in one round.
 
+With --step-ms, the nodes share a host of --cores CPUs (rdzv.sim.Host), as the
+benchmarks run them: every step of a node (handling a reply, a timer) takes that
+much CPU, and waits for a free core. "cpu wait" is the mean wait of a step; "false"
+counts live nodes dropped while their heartbeat was on the board (none, if sound).
+
 Per node: backend requests, writes, KiB written and read (state, intents, heartbeats,
 watch notifications), and the server's busy time. "wall" is what the simulation
 itself took on this machine. A cell that the simulation cannot finish within
@@ -31,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rdzv.sim import ETCD, TCP_STORE, Latency, Scenario, World, failure_scenario
+from rdzv.sim import ETCD, TCP_STORE, Host, Latency, Scenario, World, failure_scenario
 from rdzv.sim.sharing import SharedStates
 
 LATENCIES: dict[str, Latency] = {"etcd": ETCD, "tcp": TCP_STORE}
@@ -39,9 +44,12 @@ SEGMENTS = {"etcd": 256, "tcp": 1500}  # records a log segment holds (etcd-v2, c
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _job(scenario: str, n: int, latency: str, first_done: float) -> tuple[Scenario, float]:
+def _job(
+    scenario: str, n: int, latency: str, first_done: float, host: Host | None
+) -> tuple[Scenario, float]:
     """The scenario, and the moment its measurement starts."""
     common: dict[str, Any] = {
+        "host": host,
         "latency": LATENCIES[latency],
         "segment_records": SEGMENTS[latency],
         "arrival": 0.1,
@@ -52,7 +60,7 @@ def _job(scenario: str, n: int, latency: str, first_done: float) -> tuple[Scenar
         return Scenario(nodes=n, min_nodes=n, max_nodes=n, interval=5.0, **common), 0.0
     if scenario == "failure":
         crash = first_done + 2.0
-        job = failure_scenario(n, crash, LATENCIES[latency], SEGMENTS[latency])
+        job = failure_scenario(n, crash, LATENCIES[latency], SEGMENTS[latency], host=host)
         return job, crash
     arrival = first_done + 2.0
     job = Scenario(
@@ -69,9 +77,14 @@ def _job(scenario: str, n: int, latency: str, first_done: float) -> tuple[Scenar
 
 
 def run_cell(
-    scenario: str, n: int, latency: str, first_done: float, budget: float
+    scenario: str,
+    n: int,
+    latency: str,
+    first_done: float,
+    budget: float,
+    host: Host | None = None,
 ) -> dict[str, Any]:
-    job, start = _job(scenario, n, latency, first_done)
+    job, start = _job(scenario, n, latency, first_done, host)
     world = World(job, seed=n, shared=SharedStates())
     began = time.perf_counter()
     result = world.run(stop=lambda: time.perf_counter() - began > budget)
@@ -97,6 +110,8 @@ def run_cell(
         "server_busy": world.server.busy,
         "rounds": result.rounds,
         "steps": result.steps,
+        "false_deaths": result.false_deaths,
+        "cpu_wait": 0.0 if world.cores is None else world.cores.waited / max(result.steps, 1),
         "wall": wall,
         "violations": list(result.violations),
     }
@@ -116,17 +131,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budget", type=float, default=900.0, help="seconds of wall time per cell (900)"
     )
+    parser.add_argument(
+        "--step-ms", type=float, help="CPU milliseconds a node's step takes on a shared host"
+    )
+    parser.add_argument("--cores", type=int, default=2, help="the shared host's cores (2)")
     args = parser.parse_args(argv)
+    host = None if args.step_ms is None else Host(args.cores, args.step_ms / 1000)
     rows: list[dict[str, Any]] = []
     header = (
         f"{'scenario':<9}{'backend':<6}{'N':>8}{'sim s':>9}{'req/node':>10}{'wr/node':>9}"
         f"{'KiB wr/n':>10}{'KiB rd/n':>11}{'server s':>10}{'lost':>7}{'wall s':>9}"
+        f"{'cpu wait':>10}{'false':>7}"
     )
     print(header)
     print("-" * len(header))
     for latency in args.latency:
         for n in args.nodes:
-            first = run_cell("first", n, latency, 0.0, args.budget)
+            first = run_cell("first", n, latency, 0.0, args.budget, host)
             for scenario in args.scenario:
                 if scenario == "first":
                     row = first
@@ -134,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{scenario:<9}{latency:<6}{n:>8}  not run: the first round did not form")
                     continue
                 else:
-                    row = run_cell(scenario, n, latency, first["first_round"], args.budget)
+                    row = run_cell(scenario, n, latency, first["first_round"], args.budget, host)
                 rows.append(row)
                 seconds = "DNF" if row["seconds"] is None else f"{row['seconds']:.2f}"
                 if row["stopped"]:
@@ -143,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{scenario:<9}{latency:<6}{n:>8}{seconds:>9}"
                     f"{row['requests_per_node']:>10.1f}{row['writes_per_node']:>9.2f}"
                     f"{row['kib_written_per_node']:>10.2f}{row['kib_read_per_node']:>11.1f}"
-                    f"{row['server_busy']:>10.2f}{row['lost_writes']:>7}{row['wall']:>9.1f}",
+                    f"{row['server_busy']:>10.2f}{row['lost_writes']:>7}{row['wall']:>9.1f}"
+                    f"{1000 * row['cpu_wait']:>8.0f}ms{row['false_deaths']:>7}",
                     flush=True,
                 )
                 for violation in row["violations"][:3]:

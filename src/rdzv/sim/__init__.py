@@ -1,7 +1,8 @@
 """A deterministic simulator of rdzv's rendezvous: the real protocol, in virtual time.
 
 Many nodes run in one thread on a virtual clock against a simulated backend with
-compare-and-set, change notification and a latency model; every node runs the
+compare-and-set, change notification and a latency model (and, optionally, a host
+whose CPUs the nodes share); every node runs the
 real core (:mod:`rdzv.core.protocol`) and the shell's own ``perform``. A seed
 draws a whole run (its job, its faults, every delay and random draw), so a seed
 replays one run exactly; each run is checked for safety after every write and for
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import random
 
-from rdzv.sim.network import ETCD, JITTERY, TCP_STORE, Latency
+import attrs
+
+from rdzv.sim.network import ETCD, JITTERY, TCP_STORE, Host, Latency
 from rdzv.sim.world import EPOCH, Faults, Result, Scenario, World
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "JITTERY",
     "TCP_STORE",
     "Faults",
+    "Host",
     "Latency",
     "Result",
     "Scenario",
@@ -39,7 +43,12 @@ __all__ = [
 
 
 def failure_scenario(
-    nodes: int, crash: float, latency: Latency, segment_records: int, arrival: float = 0.1
+    nodes: int,
+    crash: float,
+    latency: Latency,
+    segment_records: int,
+    arrival: float = 0.1,
+    host: Host | None = None,
 ) -> Scenario:
     """The ``failure`` benchmark as a job: a round of ``nodes`` (min one fewer), keep-alive
     1 s x 3, last call 0.1 s, launchers polling every 0.25 s; node ``nodes // 2`` dies at
@@ -58,6 +67,7 @@ def failure_scenario(
         join_timeout=3600.0,
         reconnect_window=60.0,
         faults=Faults(until=crash + 0.01, crashes=((nodes // 2, crash),)),
+        host=host,
     )
 
 
@@ -104,7 +114,7 @@ def random_scenario(seed: int, max_nodes: int = 64) -> Scenario:
     # Enough nodes stay for a round, mostly: then liveness has something to check.
     doomed = {i for i, _ in faults.crashes} | {i for i, _ in faults.join_timeouts}
     min_nodes = rng.randint(1, max(1, total - len(doomed)))
-    return Scenario(
+    scenario = Scenario(
         nodes=n,
         min_nodes=min_nodes,
         max_nodes=rng.randint(min_nodes, total + 2),
@@ -120,6 +130,20 @@ def random_scenario(seed: int, max_nodes: int = 64) -> Scenario:
         faults=faults,
         max_skew=max_skew,
     )
+    return attrs.evolve(scenario, host=_loaded_host(seed, scenario))
+
+
+def _loaded_host(seed: int, job: Scenario) -> Host | None:
+    """One seed in eight: the nodes share two cores, each step taking the CPU time that
+    keeps the host half to nine tenths busy while the nodes are at rest (a heartbeat
+    and its answer, and two steps a poll, per interval). Heartbeats, readings and
+    decisions come late, but the host keeps up. Drawn apart from the job, which is
+    the same with or without it."""
+    load = random.Random(f"host-{seed}")
+    if load.random() >= 0.125:
+        return None
+    steps = job.total_nodes * (2 / job.interval + 2 / job.poll)  # a second, at rest
+    return Host(cores=2, step=2 * load.uniform(0.5, 0.9) / steps)
 
 
 def check_seed(seed: int, max_nodes: int = 64) -> tuple[Scenario, Result]:

@@ -9,11 +9,12 @@ a state change watched by ten thousand nodes costs the server ten thousand sends
 
 from __future__ import annotations
 
+import heapq
 import random
 
 import attrs
 
-__all__ = ["ETCD", "JITTERY", "TCP_STORE", "Latency", "Server"]
+__all__ = ["ETCD", "JITTERY", "TCP_STORE", "Cores", "Host", "Latency", "Server"]
 
 
 @attrs.frozen
@@ -72,3 +73,38 @@ class Server:
         self.free_at = done
         self.busy += cost
         return done + (self.latency.commit if write else 0.0)
+
+
+@attrs.frozen
+class Host:
+    """The machine the nodes share, as a benchmark runs them: ``cores`` CPUs, and the
+    CPU time every step of a node takes (handling a reply, a timer, a heartbeat).
+
+    Without one, the nodes' own work takes no time. With one, every step waits for a
+    free core: when the nodes ask more of the host than it has, their steps queue,
+    and a heartbeat, a poll or a reply is handled late, as on a benchmark's two cores
+    running a thousand nodes.
+    """
+
+    cores: int
+    step: float
+
+
+class Cores:
+    """A host's cores: each step runs on the first core free."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._free_at = [0.0] * host.cores
+        self.busy = 0.0
+        self.waited = 0.0
+        """Seconds steps spent waiting for a core, summed."""
+
+    def schedule(self, ready: float) -> float:
+        """When a step ready at ``ready`` has run."""
+        start = max(ready, self._free_at[0])
+        done = start + self.host.step
+        heapq.heapreplace(self._free_at, done)
+        self.busy += self.host.step
+        self.waited += start - ready
+        return done

@@ -10,7 +10,9 @@ One seed draws everything (the scenario's faults, every network delay, every
 random draw a node makes), so a seed replays one run exactly. Faults: crashes,
 pauses past the heartbeat expiry, slow nodes, backend outages, replies lost after
 the request was applied, clock skew, join timeouts, failures after a join (the
-node leaves and joins again), and closing the rendezvous at any time.
+node leaves and joins again), and closing the rendezvous at any time. A
+:class:`~rdzv.sim.network.Host` makes the nodes share a few CPUs: every step then
+waits for one, as on a benchmark's machine running a thousand nodes.
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ from rdzv.core.effects import (
 )
 from rdzv.core.intents import decode_beat, merge_heartbeats
 from rdzv.core.liveness import drop_dead_nodes
+from rdzv.core.progress import leaving
 from rdzv.dynamic.perform import STATE_CODEC, Memory, StateCodec, perform, snapshot_of
 from rdzv.sim.backend import SimBackend, Traffic
 from rdzv.sim.checks import Checker, converged
-from rdzv.sim.network import JITTERY, Latency, Server
+from rdzv.sim.network import JITTERY, Cores, Host, Latency, Server
 from rdzv.sim.sharing import SharedStates
 
 __all__ = ["EPOCH", "Faults", "Result", "Scenario", "World"]
@@ -120,6 +123,8 @@ class Scenario:
     reconnect_window: float = 5.0
     faults: Faults = Faults()
     max_skew: float = 0.0
+    host: Host | None = None
+    """The CPUs the nodes share; ``None``: a node's own work takes no time."""
 
     @property
     def settings(self) -> RendezvousSettings:
@@ -188,6 +193,8 @@ class _Node:
     beating: bool = False
     beat_run: _Run | None = None
     join_waits: bool = False
+    run: _Run | None = None
+    """Its join, or its leave, in flight."""
 
 
 @attrs.frozen
@@ -211,6 +218,9 @@ class Result:
     """True time when the run stopped."""
     stopped: bool = False
     """Given up on by the caller's ``stop`` (see :meth:`World.run`) before it ended."""
+    false_deaths: int = 0
+    """Running nodes that a write dropped while their heartbeat on the board was younger
+    than the expiry (see :meth:`World._count_false_deaths`)."""
 
 
 class World:
@@ -241,6 +251,7 @@ class World:
             stored=None if shared is None else shared.keep_stored,
         )
         self.server = Server(scenario.latency)
+        self.cores = None if scenario.host is None else Cores(scenario.host)
         self.settings = scenario.settings
         self.checker = Checker(self.settings, scenario.max_skew, size_of, epoch=EPOCH)
         self._watchers: dict[int, tuple[_Node, _Run, WaitForChange]] = {}
@@ -252,6 +263,7 @@ class World:
         self.done_at: dict[int, float] = {}
         self.last_done_at: dict[int, float] = {}
         self.unchecked = False
+        self.false_deaths = 0
         self.nodes = [self._make_node(i) for i in range(scenario.total_nodes)]
         self._closer = _Node(-1, NodeDesc("rdzv-close@sim", 1, 0), self.settings, 0.0, 0.0)
 
@@ -282,6 +294,19 @@ class World:
             return
         if node.paused_until > self.now:
             self._at(node.paused_until, self._node_event, node, fn, args)
+            return
+        if self.cores is not None:
+            # The step runs once a core has run it: it sees the time it ends.
+            self._at(self.cores.schedule(self.now), self._node_step, node, fn, args)
+            return
+        fn(*args)
+
+    def _node_step(self, node: _Node, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        """A step that has had its CPU time: it runs unless its process died meanwhile."""
+        if node.crashed:
+            return
+        if node.paused_until > self.now:
+            self._at(node.paused_until, self._node_step, node, fn, args)
             return
         fn(*args)
 
@@ -353,6 +378,7 @@ class World:
             dict(self.last_done_at),
             self.now,
             stopped,
+            self.false_deaths,
         )
 
     def _at_rest(self) -> bool:
@@ -477,14 +503,36 @@ class World:
             current = snapshot_of(self.backend.get_state(), self.codec)
             self._reply(node, run, Written(current, False))
             return
+        before = self.backend.value
         outcome = perform(
             effect, self.backend, node.desc, node.settings, self.codec, node.memory.last
         )
         if isinstance(outcome, Written) and outcome.written and isinstance(effect, CompareAndSet):
             self.checker.written(effect.state, self.now, decided)
+            self._count_false_deaths(before, effect.state)
             self._notify()
         lost = self._faulty() and self.rng.random() < self.scenario.faults.lost_replies
         self._reply(node, run, outcome, lost=lost)
+
+    def _count_false_deaths(self, before: bytes | None, after: RendezvousState) -> None:
+        """Count the members a write dropped that were running and had a heartbeat on the
+        board younger than the expiry: dropped for lateness that was not theirs."""
+        if before is None or not self.backend.beats:
+            return
+        gone = self.codec.decode(before).members() - after.members()
+        if not gone:
+            return
+        expired_before = EPOCH + self.now - self.settings.heartbeat_expiry
+        for index in range(len(self.nodes)):
+            node = self.nodes[index]
+            if node.desc not in gone or node.crashed or node.exited:
+                continue
+            if node.run is not None and leaving(node.run.progress):
+                continue  # it took itself out
+            beat = decode_beat(self.backend.beats.get(str(node.desc)))
+            if beat is not None and beat - node.skew >= expired_before:
+                self.false_deaths += 1
+                self._note(node, "DROPPED ALIVE")
 
     def _watch(self, node: _Node, run: _Run, effect: WaitForChange, decided: float) -> None:
         if self._in_outage():
@@ -535,7 +583,7 @@ class World:
         self.checker.node_joins(node.desc, self.now)
         deadline = self.clock(node) + node.settings.timeout.join.total_seconds()
         progress = protocol.join(deadline, leaving=node.joined)
-        self._start_op(node, progress, lambda run, end: self._joined(node, run, end))
+        node.run = self._start_op(node, progress, lambda run, end: self._joined(node, run, end))
 
     def _joined(self, node: _Node, run: _Run, end: Finish | Fail) -> None:
         node.joining = False
@@ -552,7 +600,8 @@ class World:
         if self._faulty() and self.rng.random() < self.scenario.faults.shell_failures:
             self._note(node, "SHELL FAILURE: leaves, then joins again")
             deadline = self.clock(node) + 5.0
-            self._start_op(node, protocol.leave(deadline), lambda run, _: self._left(node, run))
+            leave = protocol.leave(deadline)
+            node.run = self._start_op(node, leave, lambda run, _: self._left(node, run))
             return
         node.beating = True
         delay = self._heartbeat_delay(node)
