@@ -277,3 +277,53 @@ def test_survivors_of_a_crash_do_not_each_read_the_whole_heartbeat_board() -> No
         for handler in handlers:
             handler.shutdown()
         host.close()
+
+
+class _LateAnswers(C10dRendezvousBackend):
+    """A real c10d backend on a loaded host: the answer to a board read is handled 0.7 s
+    after the store sent it, as when the node waits that long for a CPU."""
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        beats = super().read_beats(names)
+        time.sleep(0.7)
+        return beats
+
+
+def test_a_watcher_whose_board_reads_are_handled_late_drops_no_live_node() -> None:
+    """What tests/sim/test_loaded_host.py found, on a real TCP store: two nodes, heartbeats
+    expiring after 0.6 s. The watcher reads the other's record and handles the answer
+    0.7 s later, when the heartbeat it holds has expired. Dated when it was handled, the
+    reading confirmed the live node dead, and the watcher dropped it at its first poll;
+    dated when it was asked for, it proves nothing, and the next reading finds a newer
+    heartbeat."""
+    port, run_id = free_port(), "late-answers"
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    settings = RendezvousParameters(
+        "c10d",
+        "",
+        run_id,
+        2,
+        2,
+        "127.0.0.1",
+        join_timeout=60,
+        last_call_timeout=0.1,
+        keep_alive_interval=0.2,
+        keep_alive_max_attempt=3,
+    )
+    handlers = [create_handler(host, _LateAnswers(host, run_id), settings) for _ in range(2)]
+    watcher = min(handlers, key=lambda h: h._node)  # the first member watches
+    other = max(handlers, key=lambda h: h._node)
+    try:
+        assert sorted(info.rank for info in next_round(handlers)) == [0, 1]
+        time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
+        polls, deadline = 0, time.monotonic() + 6
+        while time.monotonic() < deadline:
+            assert watcher.num_nodes_waiting() == 0, f"the live node was dropped at poll {polls}"
+            polls += 1
+            time.sleep(0.05)  # room for the watcher's own heartbeats, which share its lock
+        assert polls >= 8
+        assert other.num_nodes_waiting() == 0
+    finally:
+        for handler in handlers:
+            handler.shutdown()
+        host.close()

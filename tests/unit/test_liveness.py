@@ -270,7 +270,8 @@ def test_a_node_is_known_dead_only_from_a_recent_reading_after_its_expiry() -> N
     assert confirmed_dead(NOW, beat, NOW, SETTINGS)
     assert not confirmed_dead(None, beat, NOW, SETTINGS)  # never read
     assert not confirmed_dead(beat + EXPIRY - 1, beat, NOW, SETTINGS)  # read before it expired
-    assert not confirmed_dead(NOW, beat, NOW + interval, SETTINGS)  # read too long ago
+    assert confirmed_dead(NOW, beat, NOW + interval, SETTINGS)  # an answer handled late
+    assert not confirmed_dead(NOW, beat, NOW + EXPIRY, SETTINGS)  # read too long ago
 
 
 def test_a_node_never_counts_itself_dead() -> None:
@@ -299,14 +300,14 @@ def test_the_watcher_is_read_first_and_a_chain_of_dead_members_in_growing_batche
     assert watcher(state, E, SETTINGS, NOW, observed=observed) == (A, (), (A,))
     assert watcher(state, E, SETTINGS, NOW, observed, checked) == (B, (A,), ())
     # A reading that found A dead has aged: A is read again, with one more.
-    later = NOW + SETTINGS.keep_alive_interval.total_seconds()
+    later = NOW + EXPIRY
     aged = {A: NOW, B: later}
-    assert watcher(state, E, SETTINGS, later, checked=aged) == (A, (B,), (A, C))
+    assert watcher(state, E, SETTINGS, later, {D: later}, aged) == (A, (B,), (A, C))
 
 
 def test_a_long_chain_of_dead_members_is_through_at_two_reads_an_interval() -> None:
     """40 dead members before the first live one; a node reads what watcher() names
-    twice an interval, and each reading holds for one interval only."""
+    twice an interval: it is through the chain in seven reads."""
     dead = [NodeDesc(f"d{i:02}", 1, 0) for i in range(40)]
     state = make_state(participants=dead, waiting=[D, E], complete=True, dead=dead)
     step = SETTINGS.keep_alive_interval.total_seconds() / 2

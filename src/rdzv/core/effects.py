@@ -97,9 +97,14 @@ class WriteBeat:
 
 @attrs.frozen
 class ReadBeats:
-    """Read the heartbeat records of ``nodes`` from the board. Outcome: :class:`BeatsRead`."""
+    """Read the heartbeat records of ``nodes`` from the board. Outcome: :class:`BeatsRead`.
+
+    ``at``: the node's clock when it asked. The records it gets are at least that
+    recent, and no more is sure: the answer may wait for a loaded host to handle it.
+    """
 
     nodes: tuple[NodeDesc, ...]
+    at: float
 
 
 @attrs.frozen

@@ -302,18 +302,27 @@ def _view(
     if watching == node or p.watch_all:
         suspects = dead_nodes(state, settings, now, node, ctx.observed)
         # Dead when the board, read after its heartbeat expired, had nothing newer.
-        if may_read and not all(
-            confirmed_dead(ctx.checked.get(n), _beat(state, n, ctx), now, settings)
+        dead = tuple(
+            n
             for n in suspects
-        ):
+            if confirmed_dead(ctx.checked.get(n), _beat(state, n, ctx), now, settings)
+        )
+        if may_read and len(dead) < len(suspects):
             # With those that expire within an interval, so that the next checks need none.
             soon = now + settings.keep_alive_interval.total_seconds()
-            return state, (), ReadBeats(dead_nodes(state, settings, soon, node, ctx.observed))
-        return drop_nodes(state, suspects, settings), suspects, None
+            return state, (), ReadBeats(dead_nodes(state, settings, soon, node, ctx.observed), now)
+        if p.watch_all:
+            # A round completes only without a node whose heartbeat expired, confirmed or
+            # not (a crashed node in a new round would be a ghost rank).
+            dead = suspects
+        # The watcher drops only what the board confirmed: a heartbeat that expired
+        # while the answer came back may be on the board already. Dropping those too,
+        # the watcher of 1,024 nodes on two loaded cores dropped 267 live nodes.
+        return drop_nodes(state, dead, settings), dead, None
     # Only the members up to the watcher: usually just the watcher's own record, once
     # it looks dead; the whole chain when several before it do.
     if unsure and may_read:
-        return state, (), ReadBeats(unsure)
+        return state, (), ReadBeats(unsure, now)
     return drop_nodes(state, head, settings), head, None
 
 

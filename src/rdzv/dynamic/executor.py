@@ -201,7 +201,7 @@ class RendezvousOpExecutor:
                 f"({type(e).__name__}: {e}). Check the backend's configuration; if it is "
                 "right, report this as a bug of the backend."
             ) from e
-        self._memory.update(self._node, effect, outcome, self._clock())
+        self._memory.update(self._node, effect, outcome)
         return outcome
 
 

@@ -163,8 +163,8 @@ class Memory:
         self.checked: MappingProxyType[NodeDesc, float] = MappingProxyType({})
         """When the node last read each node's record on the board (its own clock)."""
 
-    def update(self, node: NodeDesc, effect: Effect, outcome: Outcome, now: float) -> None:
-        """Take in what ``effect`` returned at ``now`` (the node's clock)."""
+    def update(self, node: NodeDesc, effect: Effect, outcome: Outcome) -> None:
+        """Take in what ``effect`` returned."""
         snapshot = getattr(outcome, "snapshot", None)
         if isinstance(outcome, StateRead | Written | Changed) and snapshot is not None:
             self.last = snapshot
@@ -172,7 +172,9 @@ class Memory:
             self._observe({node: effect.at})
         elif isinstance(outcome, BeatsRead) and isinstance(effect, ReadBeats):
             self._observe(outcome.beats)
-            self.checked = MappingProxyType({**self.checked, **dict.fromkeys(effect.nodes, now)})
+            # Dated when asked: when the answer was handled, the records may be old news.
+            asked = dict.fromkeys(effect.nodes, effect.at)
+            self.checked = MappingProxyType({**self.checked, **asked})
 
     def _observe(self, beats: Mapping[NodeDesc, float]) -> None:
         fresher = {n: b for n, b in beats.items() if b > self.observed.get(n, -float("inf"))}

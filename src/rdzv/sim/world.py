@@ -466,7 +466,7 @@ class World:
 
     def _deliver(self, node: _Node, run: _Run, outcome: Outcome) -> None:
         if run.effect is not None:
-            node.memory.update(node.desc, run.effect, outcome, self.clock(node))
+            node.memory.update(node.desc, run.effect, outcome)
         self._advance(node, run, outcome)
 
     def _issue(self, node: _Node, run: _Run, effect: Effect) -> None:
