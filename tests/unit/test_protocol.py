@@ -513,6 +513,55 @@ def test_the_nodes_that_take_over_per_patience_stop_doubling_at_max_takeovers() 
     assert isinstance(until_reads_log_or(60), ReadLog)
 
 
+# -- a loaded host: every step takes a large part of a second --------------------------
+
+
+def _complete(*nodes: NodeDesc, at: float) -> RendezvousState:
+    state = joined(*nodes, at=at)  # complete already at max_nodes
+    if state.complete:
+        return state
+    return apply_action(state, Action.MARK_RENDEZVOUS_COMPLETE, nodes[0], SETTINGS, at)
+
+
+def test_a_rejoining_member_whose_heartbeat_is_late_beats_before_it_reads_the_board() -> None:
+    """Found by the simulator with a loaded host: a survivor rejoining read the watcher's
+    record, posted its intent and read the state, a step each, and its heartbeat, due
+    first, came 4 s late; the watcher dropped it alive. Late (halfway from due to
+    dead), the beat comes before anything else."""
+    node = Node(protocol.join(NOW + 60, leaving=0), node=B)
+    node.then(Started())
+    formed = _complete(A, B, at=NOW - 10)  # A, the watcher, looks dead by the state
+    node.observed = {B: NOW - 2.5}
+    assert node.then(StateRead(snap(formed))) == WriteBeat(NOW)
+    node.observed = {B: NOW}
+    assert node.then(BeatWritten()) == ReadBeats((A,), NOW)
+
+
+def test_a_member_due_a_heartbeat_decides_first_on_what_it_just_read() -> None:
+    """Due but not late, the beat waits for the decision on a read: a beat taking the place
+    of every decision had a watcher beat, read the board, beat, read the state, for ever."""
+    node = Node(protocol.join(NOW + 60, leaving=0), node=B)
+    node.then(Started())
+    node.observed = {B: NOW - 1.2}
+    assert node.then(StateRead(snap(_complete(A, B, at=NOW - 10)))) == ReadBeats((A,), NOW)
+    node.observed = {A: NOW, B: NOW - 1.2}
+    assert isinstance(node.then(BeatsRead({A: NOW})), Post)  # its rejoin intent
+    assert node.then(Posted()) == WriteBeat(NOW)  # then the beat, before anything else
+
+
+def test_a_join_busy_with_other_work_reads_the_state_again_before_deciding_on_an_old_one() -> None:
+    """Found by the simulator with a loaded host: a rejoining survivor went from beats to
+    posts to log reads, never waiting, so never reading the state: it decided on one
+    10 s old, long after its round had formed without a write of its own."""
+    node = Node(protocol.join(NOW + 60, leaving=0), node=B)
+    node.then(Started())
+    node.observed = {A: NOW, B: NOW}
+    assert isinstance(node.then(StateRead(snap(_complete(A, B, at=NOW)))), Post)
+    later = NOW + pacing.MAX_VIEW_AGE + 0.1
+    node.observed = {A: later, B: later}
+    assert node.then(Posted(), at=later) == ReadState()
+
+
 def test_the_watcher_drops_only_the_members_the_board_confirmed_dead() -> None:
     """The board was read at NOW; C's heartbeat on it expired while the answer came back.
     C may have beaten since: the watcher keeps it until a reading confirms it. Dropping
@@ -520,7 +569,7 @@ def test_the_watcher_drops_only_the_members_the_board_confirmed_dead() -> None:
     loaded cores dropped live ones by the hundred."""
     node = Node(protocol.read(), node=A)
     node.then(Started())
-    formed = joined(A, B, C, at=NOW - 10)  # complete at max_nodes
+    formed = _complete(A, B, C, at=NOW - 10)
     assert node.then(StateRead(snap(formed))) == ReadBeats((B, C), NOW)
     node.observed = {A: NOW, B: NOW - 0.5, C: NOW - 2.9}
     node.context["checked"] = {B: NOW, C: NOW}

@@ -195,10 +195,6 @@ def _pending(
     lost = p.posted is not None and segment_of(view.intent_cursor) > p.posted_segment
     if p.posted is None or lost:
         return p, post
-    own = ctx.observed.get(node)
-    interval = settings.keep_alive_interval.total_seconds()
-    if ctx.has_board and own is not None and now - own >= interval:
-        return p, WriteBeat(now)  # a rejoining participant stays alive while it waits
     repost_at = p.posted + _refresh_age(settings)
     if chosen is None and settings.min_nodes > pacing.FIRST_MOVER_ROUND:
         return write(p, apply_action(view, action, node, settings, now), ctx)  # as above

@@ -20,6 +20,7 @@ __all__ = [
     "LOST_WRITE_BACKOFF",
     "MAX_EXPONENT",
     "MAX_TAKEOVERS",
+    "MAX_VIEW_AGE",
     "MAX_WAIT",
     "OUTAGE_PAUSE",
     "PATIENCE",
@@ -40,6 +41,13 @@ __all__ = [
 MAX_WAIT = 2.0
 """Longest single wait for a change of the state: a safety net should a backend miss
 a notification."""
+
+MAX_VIEW_AGE = 1.0
+"""Oldest state a node decides on: older, it reads the state again first (a read that
+asks only whether it changed). A node refreshes its view at every wait; on a host so
+loaded that each step takes a large part of a second, every step finds other work due
+(a heartbeat, an intent to post again, a board record to read) and the node never
+waits: it went on deciding on a state 10 s old, long after its round had formed."""
 
 WAKE_MARGIN = 0.005
 """A node wakes this much after a deadline: the decisions compare strictly

@@ -105,6 +105,8 @@ class Progress:
     issued: float = 0.0
     """When ``last`` was issued: how long a failed attempt took shows from it."""
     snap: Snapshot | None = None
+    read_at: float = -math.inf
+    """When ``snap`` was read (see :data:`~rdzv.core.pacing.MAX_VIEW_AGE`)."""
     seen: Any = NOT_READ
     """The token of the last state seen (``snap`` is cleared when it must be read again)."""
     outage: Outage | None = None

@@ -24,7 +24,7 @@ import math
 import attrs
 
 from rdzv.core import pacing
-from rdzv.core.decisions import Action, decide_close, decide_keep_alive
+from rdzv.core.decisions import Action, decide_close, decide_keep_alive, should_keep_alive
 from rdzv.core.effects import (
     Changed,
     CompareAndSet,
@@ -140,15 +140,15 @@ def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) ->
         p = attrs.evolve(p, outage=None)
     if isinstance(outcome, StateRead):
         # No state stored yet reads as the empty state, written with no token.
-        return _new_snapshot(p, outcome.snapshot or Snapshot(RendezvousState(), None))
+        return _new_snapshot(p, outcome.snapshot or Snapshot(RendezvousState(), None), ctx)
     if isinstance(outcome, Changed):
-        return _new_snapshot(p, outcome.snapshot)
+        return _new_snapshot(p, outcome.snapshot, ctx)
     if isinstance(outcome, Written):
         if outcome.written:
             p = attrs.evolve(p, lost=0, left=p.left or leaving(p), watch_all=False)
         else:
             p = attrs.evolve(p, lost=p.lost + 1, backing_off=outcome.snapshot is not None)
-        return _new_snapshot(p, outcome.snapshot)
+        return _new_snapshot(p, outcome.snapshot, ctx)
     if isinstance(outcome, Posted) and isinstance(p.last, Post):
         segment = segment_of(p.last.cursor)
         if isinstance(p.last.record, Withdrawal):
@@ -190,13 +190,15 @@ def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) ->
     return p
 
 
-def _new_snapshot(p: Progress, snap: Snapshot | None) -> Progress:
+def _new_snapshot(p: Progress, snap: Snapshot | None, ctx: Context) -> Progress:
     if snap is None:
         return attrs.evolve(p, snap=None)
     if p.seen is not NOT_READ and snap.token == p.seen:
-        return attrs.evolve(p, snap=snap)
+        return attrs.evolve(p, snap=snap, read_at=ctx.now)
     # The state moved: whoever is steward now gets a full patience again.
-    return attrs.evolve(p, snap=snap, seen=snap.token, patience_until=None, passed=0, polls=0)
+    return attrs.evolve(
+        p, snap=snap, read_at=ctx.now, seen=snap.token, patience_until=None, passed=0, polls=0
+    )
 
 
 def _unreachable(p: Progress, outcome: Unreachable, ctx: Context, events: list[Event]) -> Step:
@@ -235,7 +237,14 @@ def _unreachable(p: Progress, outcome: Unreachable, ctx: Context, events: list[E
 
 
 def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Effect]:
-    if p.snap is None and not (p.op is Op.KEEP_ALIVE and ctx.has_board):
+    if p.op is Op.KEEP_ALIVE and ctx.has_board:
+        return _keep_alive(p, ctx)
+    if _beat_due(p, ctx):
+        # On a loaded host each step takes a large part of a second: a heartbeat due
+        # behind a board read, a post and a state read came 3 s late, and the watcher
+        # dropped its node.
+        return p, WriteBeat(ctx.now)
+    if p.snap is None or _stale(p, ctx):
         return p, ReadState()
     if p.op is Op.KEEP_ALIVE:
         return _keep_alive(p, ctx)
@@ -254,6 +263,46 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
         # records in 1,320 listings, and never ended.
         return _next(attrs.evolve(p, watch_all=True), ctx, events)
     return decided, effect
+
+
+def _stale(p: Progress, ctx: Context) -> bool:
+    """Whether the state read is too old to decide on (:data:`~rdzv.core.pacing.MAX_VIEW_AGE`).
+
+    Never right after a read: the node decides on what it read (a board or a log
+    read is for the state it has), or on a loaded host it would read for ever.
+    """
+    if isinstance(p.last, ReadState | ReadBeats | ReadLog):
+        return False
+    return ctx.now - p.read_at > pacing.MAX_VIEW_AGE
+
+
+def _beat_due(p: Progress, ctx: Context) -> bool:
+    """Whether a joining member of the state it last read owes the board a heartbeat now
+    (its keep-alive timer stops while it joins).
+
+    Before any other work, except a decision on what the node has just read: after a
+    state or board read only once the beat is late (halfway from due to expired),
+    and never after a log read, the last read before a decision. A beat taking the
+    place of every decision, on a host where a step takes half a second, had a
+    watcher beat, read the board, beat, read the state, and so on, for ever: each
+    reading had aged by the time it could be used.
+    """
+    if not ctx.has_board or p.op is not Op.JOIN or leaving(p) or p.snap is None:
+        return False
+    if isinstance(p.last, WriteBeat):
+        return False  # one at a time, should the clock stand still
+    own = ctx.observed.get(ctx.node)
+    state, settings = p.snap.state, ctx.settings
+    if not should_keep_alive(state, ctx.node, settings, ctx.now, own):
+        return False
+    if isinstance(p.last, ReadLog):
+        return False  # the last read before a decision
+    if not isinstance(p.last, ReadState | ReadBeats):
+        return True
+    # Late: halfway from due (one interval old) to dead (the expiry).
+    interval = settings.keep_alive_interval.total_seconds()
+    late = (settings.heartbeat_expiry - interval) / 2
+    return should_keep_alive(state, ctx.node, settings, ctx.now - late, own)
 
 
 def _completes(view: RendezvousState, written: RendezvousState) -> bool:
@@ -297,8 +346,13 @@ def _view(
         return (*drop_dead_nodes(state, settings, now, node, ctx.observed), None)
     watching, head, unsure = watcher(state, node, settings, now, ctx.observed, ctx.checked)
     # At most one read of the board per decision: a slow node whose readings age on
-    # the way back would otherwise read for ever.
-    may_read = not isinstance(p.last, ReadBeats)
+    # the way back would otherwise read for ever. None right after a log read, the
+    # last input of a decision, unless the write completes a round: on a loaded host
+    # the steward's readings aged while it read the log, and it read the board again
+    # instead of admitting, then the log again, and so on.
+    may_read = not isinstance(p.last, ReadBeats) and (
+        p.watch_all or not isinstance(p.last, ReadLog)
+    )
     if watching == node or p.watch_all:
         suspects = dead_nodes(state, settings, now, node, ctx.observed)
         # Dead when the board, read after its heartbeat expired, had nothing newer.
