@@ -244,6 +244,34 @@ def test_out_of_patience_a_few_nodes_take_over_first_and_more_after_each_patienc
     assert eager.then(StateRead(snap(forming))) == ReadLog(0)
 
 
+def test_out_of_patience_a_few_participants_complete_the_round_in_the_stewards_place() -> None:
+    """The node that completes a round reads every member's heartbeat record first: when
+    every participant out of patience with the steward did, a round of 1,024 on a
+    loaded host read 1,600 board records a node (in the simulator). About eight do,
+    twice as many after each further patience, as for an admission."""
+    settings = RendezvousSettings(
+        "run",
+        50,
+        100,
+        timeout=RendezvousTimeout(last_call=0.1),
+        keep_alive_interval=timedelta(seconds=5),
+    )
+    members = [NodeDesc(f"n{i:03}", 1, 0) for i in range(60)]
+    forming = RendezvousState()
+    for member in members:
+        forming = apply_action(forming, Action.ADD_TO_PARTICIPANTS, member, settings, NOW - 1)
+    node = Node(protocol.join(NOW + 600), node=members[1], settings=settings)
+    node.draw = 0.5  # 0.5 * 59 others: it completes once TAKEOVERS << passes > 29.5
+    node.then(Started())
+    effect = node.then(StateRead(snap(forming)))
+    while not isinstance(effect, CompareAndSet):
+        assert isinstance(effect, WaitForChange)
+        assert node.then(Changed(None), at=effect.until + 0.01) == ReadState()
+        effect = node.then(StateRead(snap(forming)))
+    assert effect.state.complete
+    assert node.progress.passed == 2  # 8 << 2 = 32 > 29.5: at the third patience
+
+
 def _take_over(size: int) -> tuple[Node, object]:
     """B, pending in a round of ``size`` that A and C formed 10 s ago (their heartbeats
     in the state long expired, as on a board), takes over from A; its next effect
