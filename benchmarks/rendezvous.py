@@ -253,6 +253,8 @@ def _seconds(cell: dict[str, Any], key: str = "seconds") -> str:
         return "skip"
     if key not in cell:
         return str(cell.get("status", "-"))
+    if cell[key] is None:
+        return "-"
     return f"{cell[key]:.3f}" + ("" if cell["ok"] else "*")
 
 
@@ -282,7 +284,9 @@ COLUMNS: dict[str, list[tuple[str, Any]]] = {
         ("KiB wr", lambda c: _kib(c, "bytes_written")),
     ],
     "failure": [
+        ("seen p50", lambda c: _seconds(c, "seen_median")),
         ("seen s", lambda c: _seconds(c, "seen")),
+        ("done p50", lambda c: _seconds(c, "done_median")),
         ("done s", _seconds),
         ("req/node", lambda c: _per_node(c, "requests_per_node")),
         ("wr/node", lambda c: _per_node(c, "writes_per_node", 2)),

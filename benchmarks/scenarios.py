@@ -173,6 +173,12 @@ class Phase:
             )
         return ""
 
+    def median(self, key: str, indices: list[int], since: float) -> float | None:
+        """Seconds from ``since`` to the median ``key`` time of ``indices`` that have one: the
+        typical node, where :meth:`last` is the slowest."""
+        present = sorted(v for i in indices if (v := self.nodes[i].get(key)) is not None)
+        return present[len(present) // 2] - since if present else None
+
     def last(self, key: str, indices: list[int], since: float) -> float | None:
         """Seconds from ``since`` to the last ``key`` time of ``indices``; None if one has none."""
         values: list[float | None] = [self.nodes[i].get(key) for i in indices]
@@ -239,6 +245,8 @@ def failure(run: Run) -> RunResult:
     extra = {
         "target": config.heartbeat_expiry + 1.0,
         "seen": phase.last("seen", survivors, at),
+        "seen_median": phase.median("seen", survivors, at),
+        "done_median": phase.median("done", survivors, at),
         "rounds": _rounds(setup, phase, survivors),
     }
     never = [i for i in survivors if phase.nodes[i].get("seen") is None]
