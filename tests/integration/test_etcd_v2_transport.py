@@ -19,7 +19,7 @@ from _etcd_metrics import metric
 from rdzv import RendezvousParameters
 from rdzv.backends.base import UNCHANGED
 from rdzv.backends.etcd import EtcdRendezvousBackend, create_backend
-from rdzv.etcd.v2_polls import KEPT_WATCH_SECONDS
+from rdzv.etcd.polls import KEPT_WATCH_SECONDS
 from rdzv.etcd_client import create_etcd_client
 from rdzv.etcd_server import EtcdServer
 

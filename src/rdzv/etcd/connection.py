@@ -95,6 +95,11 @@ class MemberConnection:
             return True
         return bool(readable)
 
+    def idle(self) -> bool:
+        """Whether etcd has sent nothing since the last answer or line was taken: no byte
+        held here, none waiting on the socket, and the connection open."""
+        return not self._raw and not self._body and not self.dropped()
+
     def request(
         self,
         target: str,

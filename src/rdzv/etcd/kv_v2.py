@@ -14,9 +14,10 @@ import time
 from typing import Any
 
 import etcd
+import urllib3.exceptions
 
 from rdzv.etcd.kv import Change, Entry, HistoryLost, Listed, NotADirectory, Swap
-from rdzv.etcd.v2_polls import PollWatches
+from rdzv.etcd.polls import PollWatches
 
 __all__ = ["EtcdV2KV", "v2_entry"]
 
@@ -29,7 +30,11 @@ class EtcdV2KV:
 
     def __init__(self, client: etcd.Client) -> None:
         self.client = client
-        self._polls = PollWatches(getattr(client, "send_watch", None))
+        send = getattr(client, "send_watch", None)
+        self._polls = PollWatches(
+            None if send is None else lambda key, index: send(key.decode("utf-8"), index),
+            (OSError, urllib3.exceptions.HTTPError, etcd.EtcdException),
+        )
 
     @property
     def endpoint(self) -> str:
@@ -51,7 +56,7 @@ class EtcdV2KV:
 
     def get_if_changed(self, key: bytes, version: int) -> tuple[bool, Entry | None]:
         """Read the key, or answer from a watch left waiting since it was last read
-        unchanged (see :mod:`rdzv.etcd.v2_polls`)."""
+        unchanged (see :mod:`rdzv.etcd.polls`)."""
         kept = self._polls.take(key, version)
         if kept is not None and time.monotonic() < kept.until:
             self._polls.keep(key, kept)

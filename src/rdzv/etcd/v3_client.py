@@ -36,8 +36,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rdzv.api import RendezvousParameters
-from rdzv.etcd.connection import MemberSession
+from rdzv.etcd.connection import MemberConnection, MemberSession
 from rdzv.etcd.members import MemberPool
+from rdzv.etcd.polls import PollWatches
 from rdzv.etcd.v2_connect import etcd_client_options, etcd_members
 from rdzv.etcd.v3_auth import TokenAuth
 from rdzv.etcd.v3_leases import LeaseCache
@@ -174,6 +175,7 @@ class EtcdV3Client:
             self.get,
             self._auth.renew,
         )
+        self._polls = PollWatches(self._open_poll_watch, (OSError, EtcdV3Error))
 
     @property
     def endpoint(self) -> str:
@@ -204,7 +206,12 @@ class EtcdV3Client:
     def get_if_changed(self, key: bytes, mod_revision: int) -> tuple[bool, KeyValue | None]:
         """``(False, None)`` while ``key``'s mod revision is ``mod_revision``; else ``(True,
         the key)``, ``None`` when absent. One transaction whose answer carries no value
-        while the key is unchanged."""
+        while the key is unchanged; or, after two such in a row, none: a watch left
+        waiting answers while etcd sends nothing on it (see :mod:`rdzv.etcd.polls`)."""
+        kept = self._polls.take(key, mod_revision)
+        if kept is not None and time.monotonic() < kept.until:
+            self._polls.keep(key, kept)
+            return False, None
         txn = {
             "compare": [
                 {
@@ -217,9 +224,13 @@ class EtcdV3Client:
             "failure": [{"request_range": {"key": b64(key)}}],
         }
         result = self._auth.post("kv/txn", txn)
-        if result.get("succeeded"):
-            return False, None
-        return True, _ranged_key(result)
+        if not result.get("succeeded"):
+            if kept is not None:
+                kept.connection.close()
+            return True, _ranged_key(result)
+        revision = header_revision(result)  # unchanged as of it: a watch goes on from there
+        self._polls.read_unchanged(key, mod_revision, revision if revision > 0 else None, kept)
+        return False, None
 
     def get_prefix(
         self, prefix: bytes, *, min_create_revision: int = 0, by_creation: bool = False
@@ -343,9 +354,14 @@ class EtcdV3Client:
     def close(self) -> None:
         """Close the HTTP connections and kept watches; a later request opens new ones."""
         self._watches.release()
+        self._polls.release()
         self._session.close()
 
     # -- internals ------------------------------------------------------------------
+
+    def _open_poll_watch(self, key: bytes, revision: int) -> MemberConnection | None:
+        self._auth.ensure_token()
+        return self._watches.open_from(key, revision)
 
     def _request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path`` of the members in turn, within ``read_timeout`` in all."""

@@ -46,6 +46,9 @@ _CREATED = "created"
 _GIVE_UP = "give up"
 """etcd cancelled the watch in a way the caller recovers from by reading again."""
 
+_OPEN_FROM_SECONDS = 2.0
+"""Longest time :meth:`WatchReader.open_from` takes to connect and have the watch created."""
+
 Connect = Callable[[str, float], MemberConnection]
 """Connects to a member (TLS and all): (member URL, seconds) -> a new connection."""
 
@@ -170,6 +173,43 @@ class WatchReader:
             return None if opened is None else self._wait(opened, seen, deadline, keep)
 
         return self._pool.call(attempt, max(deadline - time.monotonic(), 0.0), split=False)
+
+    def open_from(self, key: bytes, revision: int) -> MemberConnection | None:
+        """A watch of ``key`` from ``revision`` on the first member, returned once etcd
+        has created it and before any event: the connection then holds or receives
+        bytes (:meth:`MemberConnection.idle`) as soon as etcd sends anything more,
+        which a poll checks without blocking (:mod:`rdzv.etcd.polls`). ``None`` when
+        an event came with the creation: the key changed, and there is nothing to keep.
+
+        Raises:
+            OSError: connecting or sending failed, or etcd did not create the watch in
+                time.
+            EtcdV3Error: etcd refused the watch.
+        """
+        url = self._pool.urls[self._pool.order()[0]]
+        seconds = min(self._read_timeout, _OPEN_FROM_SECONDS)
+        deadline = time.monotonic() + seconds
+        stream = self._connect(url, seconds)
+        try:
+            request = {"create_request": {"key": b64(key), "start_revision": str(revision)}}
+            body = json.dumps(request).encode()
+            status, headers = stream.request(API_PATH + "watch", self._headers(), body, deadline)
+            if status != http.client.OK:
+                raise status_error(url, "watch", status, _error_text(stream, headers, deadline))
+            lines: list[bytes] = []
+            while not lines:
+                lines = [line for line in stream.lines(deadline) if line.strip()]
+                if not lines and time.monotonic() >= deadline:
+                    raise TimeoutError(f"etcd at {url} did not create a watch in time.")
+            if self._message(url, lines[0]) is not _CREATED:
+                raise EtcdV3Error(f"etcd at {url} did not start a watch stream as expected.")
+        except BaseException:
+            stream.close()
+            raise
+        if len(lines) > 1 or not stream.idle():
+            stream.close()
+            return None
+        return stream
 
     def release(self) -> None:
         """Close every kept watch (etcd drops its watchers with the connections)."""

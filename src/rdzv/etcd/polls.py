@@ -1,13 +1,15 @@
-"""Polls of an unchanged etcd v2 key answered by a watch left waiting, not by reads.
+"""Polls of an unchanged etcd key answered by a watch left waiting, not by reads.
 
-v2 has no conditional read, and a launcher polls a state that rarely moves. A
-second read in a row that finds the key unchanged sends a watch from that read on
-(:meth:`~rdzv.etcd.v2_client.ClusterClient.send_watch`) and leaves it waiting.
-While etcd has not answered it, the key is unchanged and no request is made, for
-up to :data:`KEPT_WATCH_SECONDS`; then one read confirms it, as a member that
-vanished without closing its connections would answer no watch. Any answer of the
-watch (a change, an error, the member gone) ends it, and the next poll reads. A
-forming round's state is read about once a version: a watch sent after every
+A launcher polls a state that rarely moves. v2 has no conditional read, and v3's
+(a transaction that compares the mod revision) costs etcd about 320 µs through
+the JSON gateway. So a second read in a row that finds the key unchanged sends a
+watch from just after that read (v2: ``ClusterClient.send_watch``; v3:
+``WatchReader.open_from``) and leaves it waiting. While etcd has sent nothing on
+it, the key is unchanged and no request is made, for up to
+:data:`KEPT_WATCH_SECONDS`; then one read confirms it, as a member that vanished
+without closing its connections would answer no watch. Anything etcd sends on
+the watch (a change, an error, the member gone) ends it, and the next poll reads.
+A forming round's state is read about once a version: a watch sent after every
 unchanged read would cost it a connection and a request for nothing.
 """
 
@@ -19,8 +21,6 @@ import weakref
 from collections.abc import Callable
 
 import attrs
-import etcd
-import urllib3.exceptions
 
 from rdzv.etcd.connection import MemberConnection
 
@@ -44,12 +44,21 @@ class PollWatches:
     """The watches kept for polls, a key each; thread-safe.
 
     Args:
-        send: sends a watch of a key from an etcd index (``send_watch``); ``None``
-            for a client that cannot (python-etcd's own): every poll then reads.
+        send: sends a watch of a key from an etcd index (v2) or revision (v3), the
+            first that a change after the read would have; ``None`` when etcd
+            answered at once (the key changed meanwhile). ``None`` for a client
+            that cannot (python-etcd's own): every poll then reads.
+        failures: what ``send`` raises when it fails; the next poll reads, and
+            tries again.
     """
 
-    def __init__(self, send: Callable[[str, int], MemberConnection] | None) -> None:
+    def __init__(
+        self,
+        send: Callable[[bytes, int], MemberConnection | None] | None,
+        failures: tuple[type[BaseException], ...],
+    ) -> None:
         self._send = send
+        self._failures = failures
         self._lock = threading.Lock()
         self._kept: dict[bytes, KeptWatch] = {}
         self._unchanged: dict[bytes, int] = {}
@@ -62,7 +71,7 @@ class PollWatches:
             kept = self._kept.pop(key, None)
         if kept is None:
             return None
-        if kept.version == version and not kept.connection.dropped():
+        if kept.version == version and kept.connection.idle():
             return kept
         kept.connection.close()
         return None
@@ -94,9 +103,19 @@ class PollWatches:
         if self._send is None or index is None or index < 0:
             return None
         try:
-            connection = self._send(key.decode("utf-8"), index + 1)
-        except (OSError, urllib3.exceptions.HTTPError, etcd.EtcdException):
+            connection = self._send(key, index + 1)
+        except self._failures:
             return None  # the next poll reads, and tries again
+        if connection is None:
+            return None
         kept = KeptWatch(version, connection)
         weakref.finalize(kept, connection.close)  # closed with the client's last user
         return kept
+
+    def release(self) -> None:
+        """Close every kept watch (its client closes)."""
+        with self._lock:
+            kept = list(self._kept.values())
+            self._kept.clear()
+        for watch in kept:
+            watch.connection.close()
