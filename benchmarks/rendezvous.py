@@ -26,6 +26,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(rows 'etcd-v2 xN'), and the failover pause is measured",
     )
     add("--failover-nodes", type=int, default=32, help="N of the failover pause (--members)")
+    add(
+        "--etcd-data-under",
+        type=Path,
+        help="make the single etcd's data directory under this one (a tmpfs such as "
+        "/dev/shm shows what etcd's disk costs); default: the system's temporary directory",
+    )
     add(
         "--switch-interval",
         type=float,
@@ -472,6 +479,13 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop workers
 
 
+@contextlib.contextmanager
+def _data_dir(under: Path) -> Iterator[str]:
+    """A new directory under ``under`` for one etcd's data, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="rdzv-bench-etcd-", dir=under) as path:
+        yield path
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.profile is not None and importlib.util.find_spec("yappi") is None:
@@ -493,9 +507,13 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.ExitStack() as stack:
             # One etcd per etcd backend: etcd-v3's has no v2 API, as etcd 3.6.
             etcd_backends = [b for b in ("etcd-v2", "etcd-v3") if b in args.backend]
+            under = args.etcd_data_under
             etcds = {
                 backend: stack.enter_context(
-                    EtcdServer(enable_v2=backend == "etcd-v2")
+                    EtcdServer(
+                        None if under is None else stack.enter_context(_data_dir(under)),
+                        enable_v2=backend == "etcd-v2",
+                    )
                 ).get_endpoint()
                 for backend in etcd_backends
             }

@@ -225,6 +225,23 @@ def test_nodes_arriving_together_do_not_each_read_the_whole_intent_log() -> None
         host.close()
 
 
+def _fast_beats(run_id: str, min_nodes: int, max_nodes: int) -> RendezvousParameters:
+    """A run whose heartbeats expire 0.6 s after the last (0.2 s x 3), on a store given
+    to create_handler."""
+    return RendezvousParameters(
+        "c10d",
+        "",
+        run_id,
+        min_nodes,
+        max_nodes,
+        "127.0.0.1",
+        join_timeout=60,
+        last_call_timeout=0.1,
+        keep_alive_interval=0.2,
+        keep_alive_max_attempt=3,
+    )
+
+
 class _CountingBoard(C10dRendezvousBackend):
     """A real c10d backend that counts the heartbeat records each check asks for."""
 
@@ -246,18 +263,7 @@ def test_survivors_of_a_crash_do_not_each_read_the_whole_heartbeat_board() -> No
     n = 32
     port, run_id = free_port(), "board-cost"
     host = TCPStore("127.0.0.1", port, is_master=True)
-    settings = RendezvousParameters(
-        "c10d",
-        "",
-        run_id,
-        n - 1,
-        n,
-        "127.0.0.1",
-        join_timeout=60,
-        last_call_timeout=0.1,
-        keep_alive_interval=0.2,
-        keep_alive_max_attempt=3,
-    )
+    settings = _fast_beats(run_id, n - 1, n)
     handlers = [create_handler(host, _CountingBoard(host, run_id), settings) for _ in range(n)]
     try:
         assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
@@ -298,18 +304,7 @@ def test_a_watcher_whose_board_reads_are_handled_late_drops_no_live_node() -> No
     heartbeat."""
     port, run_id = free_port(), "late-answers"
     host = TCPStore("127.0.0.1", port, is_master=True)
-    settings = RendezvousParameters(
-        "c10d",
-        "",
-        run_id,
-        2,
-        2,
-        "127.0.0.1",
-        join_timeout=60,
-        last_call_timeout=0.1,
-        keep_alive_interval=0.2,
-        keep_alive_max_attempt=3,
-    )
+    settings = _fast_beats(run_id, 2, 2)
     handlers = [create_handler(host, _LateAnswers(host, run_id), settings) for _ in range(2)]
     watcher = min(handlers, key=lambda h: h._node)  # the first member watches
     other = max(handlers, key=lambda h: h._node)
