@@ -246,8 +246,8 @@ def test_out_of_patience_a_few_nodes_take_over_first_and_more_after_each_patienc
 
 def test_out_of_patience_a_few_participants_complete_the_round_in_the_stewards_place() -> None:
     """The node that completes a round reads every member's heartbeat record first: when
-    every participant out of patience with the steward did, a round of 1,024 on a
-    loaded host read 1,600 board records a node (in the simulator). About eight do,
+    every participant out of patience with the steward did, each of a round of 1,024
+    on a loaded host read 1,600 board records (in the simulator). About eight do,
     twice as many after each further patience, as for an admission."""
     settings = RendezvousSettings(
         "run",
