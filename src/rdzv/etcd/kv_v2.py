@@ -57,17 +57,12 @@ class EtcdV2KV:
     def get_if_changed(self, key: bytes, version: int) -> tuple[bool, Entry | None]:
         """Read the key, or answer from a watch left waiting since it was last read
         unchanged (see :mod:`rdzv.etcd.polls`)."""
-        kept = self._polls.take(key, version)
-        if kept is not None and time.monotonic() < kept.until:
-            self._polls.keep(key, kept)
-            return False, None
-        entry, index = self.read_to_watch(key)
-        if entry is None or entry.version != version:
-            if kept is not None:
-                kept.connection.close()
-            return True, entry
-        self._polls.read_unchanged(key, version, index, kept)
-        return False, None
+
+        def read() -> tuple[bool, Entry | None, int | None]:
+            entry, index = self.read_to_watch(key)
+            return entry is None or entry.version != version, entry, index
+
+        return self._polls.poll(key, version, read)
 
     def read_to_watch(self, key: bytes) -> tuple[Entry | None, int | None]:
         """The key and etcd's index at the read; index -1 when etcd did not report one."""

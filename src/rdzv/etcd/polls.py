@@ -19,12 +19,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import TypeVar
 
 import attrs
 
 from rdzv.etcd.connection import MemberConnection
 
 __all__ = ["KEPT_WATCH_SECONDS", "PollWatches"]
+
+T = TypeVar("T")
 
 KEPT_WATCH_SECONDS = 1.0
 """Longest time a poll of an unchanged key answers from a watch without a read."""
@@ -63,6 +66,25 @@ class PollWatches:
         self._kept: dict[bytes, KeptWatch] = {}
         self._unchanged: dict[bytes, int] = {}
         """The version each key was last read unchanged at."""
+
+    def poll(
+        self, key: bytes, version: int, read: Callable[[], tuple[bool, T, int | None]]
+    ) -> tuple[bool, T | None]:
+        """``(False, None)`` while ``key`` is at ``version``, else ``(True, what read gave)``:
+        from the watch kept for the key while etcd has sent nothing on it, else from
+        ``read``, which returns whether the key changed, the key, and the etcd index
+        or revision as of which it is known (``None``: unknown)."""
+        kept = self.take(key, version)
+        if kept is not None and time.monotonic() < kept.until:
+            self.keep(key, kept)
+            return False, None
+        changed, value, index = read()
+        if changed:
+            if kept is not None:
+                kept.connection.close()
+            return True, value
+        self.read_unchanged(key, version, index, kept)
+        return False, None
 
     def take(self, key: bytes, version: int) -> KeptWatch | None:
         """The watch kept for ``key`` if it watches ``version`` and etcd has not answered

@@ -208,10 +208,11 @@ class EtcdV3Client:
         the key)``, ``None`` when absent. One transaction whose answer carries no value
         while the key is unchanged; or, after two such in a row, none: a watch left
         waiting answers while etcd sends nothing on it (see :mod:`rdzv.etcd.polls`)."""
-        kept = self._polls.take(key, mod_revision)
-        if kept is not None and time.monotonic() < kept.until:
-            self._polls.keep(key, kept)
-            return False, None
+        return self._polls.poll(key, mod_revision, lambda: self._txn_if_changed(key, mod_revision))
+
+    def _txn_if_changed(
+        self, key: bytes, mod_revision: int
+    ) -> tuple[bool, KeyValue | None, int | None]:
         txn = {
             "compare": [
                 {
@@ -224,13 +225,9 @@ class EtcdV3Client:
             "failure": [{"request_range": {"key": b64(key)}}],
         }
         result = self._auth.post("kv/txn", txn)
-        if not result.get("succeeded"):
-            if kept is not None:
-                kept.connection.close()
-            return True, _ranged_key(result)
-        revision = header_revision(result)  # unchanged as of it: a watch goes on from there
-        self._polls.read_unchanged(key, mod_revision, revision if revision > 0 else None, kept)
-        return False, None
+        revision = header_revision(result)  # known as of it: a watch goes on from there
+        changed = not result.get("succeeded")
+        return changed, _ranged_key(result) if changed else None, revision or None
 
     def get_prefix(
         self, prefix: bytes, *, min_create_revision: int = 0, by_creation: bool = False
