@@ -289,24 +289,19 @@ class World:
         """An event of ``node``'s process: nothing if it crashed, later if it is paused."""
         self._at(when, self._node_event, node, fn, args)
 
-    def _node_event(self, node: _Node, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def _node_event(
+        self, node: _Node, fn: Callable[..., None], args: tuple[Any, ...], ran: bool = False
+    ) -> None:
+        """``ran``: the step has had its CPU time, and runs unless its process died or
+        stopped meanwhile."""
         if node.crashed:
             return
         if node.paused_until > self.now:
-            self._at(node.paused_until, self._node_event, node, fn, args)
+            self._at(node.paused_until, self._node_event, node, fn, args, ran)
             return
-        if self.cores is not None:
+        if self.cores is not None and not ran:
             # The step runs once a core has run it: it sees the time it ends.
-            self._at(self.cores.schedule(self.now), self._node_step, node, fn, args)
-            return
-        fn(*args)
-
-    def _node_step(self, node: _Node, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
-        """A step that has had its CPU time: it runs unless its process died meanwhile."""
-        if node.crashed:
-            return
-        if node.paused_until > self.now:
-            self._at(node.paused_until, self._node_step, node, fn, args)
+            self._at(self.cores.schedule(self.now), self._node_event, node, fn, args, True)
             return
         fn(*args)
 
