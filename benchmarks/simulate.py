@@ -18,8 +18,10 @@ in benchmarks/rendezvous.py:
 
 With --step-ms, the nodes share a host of --cores CPUs (rdzv.sim.Host), as the
 benchmarks run them: every step of a node (handling a reply, a timer) takes that
-much CPU, and waits for a free core. "cpu wait" is the mean wait of a step; "false"
-counts live nodes dropped while their heartbeat was on the board (none, if sound).
+much CPU, and waits for a free core; --record-us adds the CPU each record of a log
+or board read costs the node that parses it. "cpu wait" is the mean wait of a step;
+"false" counts live nodes dropped while their heartbeat was on the board (none, if
+sound).
 
 Per node: backend requests, writes, KiB written and read (state, intents, heartbeats,
 watch notifications), and the server's busy time. "wall" is what the simulation
@@ -135,8 +137,20 @@ def main(argv: list[str] | None = None) -> int:
         "--step-ms", type=float, help="CPU milliseconds a node's step takes on a shared host"
     )
     parser.add_argument("--cores", type=int, default=2, help="the shared host's cores (2)")
+    parser.add_argument(
+        "--record-us",
+        type=float,
+        default=0.0,
+        help="CPU microseconds a record of a log or board read costs (with --step-ms)",
+    )
     args = parser.parse_args(argv)
-    host = None if args.step_ms is None else Host(args.cores, args.step_ms / 1000)
+    if args.record_us and args.step_ms is None:
+        parser.error("--record-us needs --step-ms: it is CPU time on the shared host")
+    host = (
+        None
+        if args.step_ms is None
+        else Host(args.cores, args.step_ms / 1000, args.record_us / 1e6)
+    )
     rows: list[dict[str, Any]] = []
     header = (
         f"{'scenario':<9}{'backend':<6}{'N':>8}{'sim s':>9}{'req/node':>10}{'wr/node':>9}"

@@ -5,7 +5,18 @@ must still re-form."""
 
 from __future__ import annotations
 
+import pytest
+
 from rdzv.sim import ETCD, Host, World, failure_scenario
+from rdzv.sim.network import Cores
+
+
+def test_a_step_waits_for_a_free_core_and_pays_for_each_record_it_parses() -> None:
+    cores = Cores(Host(cores=2, step=0.001, record=0.0001))
+    assert cores.schedule(0.0) == pytest.approx(0.001)
+    assert cores.schedule(0.0, records=10) == pytest.approx(0.002)  # 1 ms + 10 records
+    assert cores.schedule(0.0) == pytest.approx(0.002)  # both busy: the first free one
+    assert cores.waited == pytest.approx(0.001)
 
 
 def test_a_loaded_host_drops_no_live_node_and_the_survivors_re_form() -> None:
@@ -24,3 +35,4 @@ def test_a_loaded_host_drops_no_live_node_and_the_survivors_re_form() -> None:
     assert result.false_deaths == 0
     survivors = [i for i in range(n) if i != n // 2]
     assert all(result.last_done_at.get(i, 0.0) > crash for i in survivors)
+

@@ -128,6 +128,11 @@ class SimBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             return fresh, (segment + 1) * LOG_SEGMENT_SPAN
         return fresh, max(cursor, segment * LOG_SEGMENT_SPAN + len(records))
 
+    def log_bytes(self, cursor: int) -> int:
+        """The bytes a read of the log from ``cursor`` returns (a look, not a read)."""
+        segment, offset = divmod(cursor, LOG_SEGMENT_SPAN)
+        return sum(map(len, self.segments.get(segment, [])[offset:]))
+
     def beat(self, name: str, record: bytes, ttl: float) -> None:
         self.traffic.add(write=True, written=len(record))
         self.beats[name] = record

@@ -37,12 +37,14 @@ from rdzv.core import (
     protocol,
 )
 from rdzv.core.effects import (
+    BeatsRead,
     Changed,
     CompareAndSet,
     Effect,
     Fail,
     Failure,
     Finish,
+    LogRead,
     Outcome,
     Post,
     ReadBeats,
@@ -69,6 +71,9 @@ __all__ = ["EPOCH", "Faults", "Result", "Scenario", "World"]
 
 EPOCH = 1_800_000_000.0
 """True time 0 of a simulation, in seconds since the Unix epoch."""
+
+_RECORD = 64
+"""Bytes a small request or answer moves: a heartbeat, an intent, a heartbeat record."""
 
 
 @attrs.frozen
@@ -285,23 +290,32 @@ class World:
         self._seq += 1
         heapq.heappush(self._events, (max(when, self.now), self._seq, fn, args))
 
-    def _on_node(self, node: _Node, when: float, fn: Callable[..., None], *args: Any) -> None:
-        """An event of ``node``'s process: nothing if it crashed, later if it is paused."""
-        self._at(when, self._node_event, node, fn, args)
+    def _on_node(
+        self, node: _Node, when: float, fn: Callable[..., None], *args: Any, records: int = 0
+    ) -> None:
+        """An event of ``node``'s process: nothing if it crashed, later if it is paused.
+        ``records``: what the answer it handles carries, each parsed at a CPU cost."""
+        self._at(when, self._node_event, node, fn, args, False, records)
 
     def _node_event(
-        self, node: _Node, fn: Callable[..., None], args: tuple[Any, ...], ran: bool = False
+        self,
+        node: _Node,
+        fn: Callable[..., None],
+        args: tuple[Any, ...],
+        ran: bool = False,
+        records: int = 0,
     ) -> None:
         """``ran``: the step has had its CPU time, and runs unless its process died or
         stopped meanwhile."""
         if node.crashed:
             return
         if node.paused_until > self.now:
-            self._at(node.paused_until, self._node_event, node, fn, args, ran)
+            self._at(node.paused_until, self._node_event, node, fn, args, ran, records)
             return
         if self.cores is not None and not ran:
             # The step runs once a core has run it: it sees the time it ends.
-            self._at(self.cores.schedule(self.now), self._node_event, node, fn, args, True)
+            done = self.cores.schedule(self.now, records)
+            self._at(done, self._node_event, node, fn, args, True)
             return
         fn(*args)
 
@@ -478,18 +492,27 @@ class World:
             # The node waits for a reply that never comes, then sees an error.
             outcome = Unreachable("simulated: the reply was lost")
             down += self.rng.uniform(0.05, 1.0)
-        self._on_node(node, self.now + down, self._deliver, node, run, outcome)
+        records = _records(outcome)
+        self._on_node(node, self.now + down, self._deliver, node, run, outcome, records=records)
 
     def _arrive(self, node: _Node, run: _Run, effect: Effect, decided: float) -> None:
         if self._in_outage():
             self._reply(node, run, Unreachable("simulated: the backend is down"), lost=True)
             return
         write = isinstance(effect, CompareAndSet | Post | WriteBeat)
-        # A state read or written moves about the stored state's size; the rest is small.
-        whole = isinstance(effect, ReadState | CompareAndSet)
-        payload = self.backend.size(self.backend.value or b"") if whole else 64
-        done = self.server.schedule(self.now, write=write, payload=payload)
+        done = self.server.schedule(self.now, write=write, payload=self._payload(effect))
         self._at(done, self._apply, node, run, effect, decided)
+
+    def _payload(self, effect: Effect) -> int:
+        """The bytes the server moves for ``effect``: the stored state for a state read or
+        write, every record asked for a log or board read, a small record otherwise."""
+        if isinstance(effect, ReadState | CompareAndSet):
+            return self.backend.size(self.backend.value or b"")
+        if isinstance(effect, ReadLog):
+            return self.backend.log_bytes(effect.cursor)
+        if isinstance(effect, ReadBeats):
+            return _RECORD * len(effect.nodes)
+        return _RECORD
 
     def _apply(self, node: _Node, run: _Run, effect: Effect, decided: float) -> None:
         if isinstance(effect, CompareAndSet) and any(
@@ -675,6 +698,15 @@ class World:
 
     def format_trace(self) -> str:
         return "\n".join(f"{t:10.4f} n{i:<4} {text}" for t, i, text in self._trace)
+
+
+def _records(outcome: Outcome) -> int:
+    """The records an answer carries, which the node parses one by one."""
+    if isinstance(outcome, LogRead):
+        return len(outcome.records)
+    if isinstance(outcome, BeatsRead):
+        return len(outcome.beats)
+    return 0
 
 
 def _describe(effect: Effect, outcome: Outcome) -> str:
