@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from _ports import free_port
@@ -16,6 +17,7 @@ from _threads import next_round
 from rdzv import (
     DynamicRendezvousHandler,
     RendezvousConnectionError,
+    RendezvousInfo,
     RendezvousParameters,
     get_rendezvous_handler,
 )
@@ -279,6 +281,59 @@ def test_survivors_of_a_crash_do_not_each_read_the_whole_heartbeat_board() -> No
         assert sorted(info.rank for info in infos) == list(range(n - 1))
         per_node = _CountingBoard.asked / (n - 1)
         assert per_node < 10, f"each survivor asked for {per_node:.1f} board records"
+    finally:
+        for handler in handlers:
+            handler.shutdown()
+        host.close()
+
+
+class _LogReaders(C10dRendezvousBackend):
+    """A real c10d backend that notes which nodes read the intent log."""
+
+    readers: ClassVar[set[int]] = set()
+    lock = threading.Lock()
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        with self.lock:
+            self.readers.add(id(self))
+        return super().read_intents(cursor)
+
+
+def test_survivors_waiting_for_a_late_steward_do_not_all_read_the_intent_log() -> None:
+    """What tests/sim/test_loaded_host.py found, on a real TCP store: 64 nodes; one stops
+    beating and is dropped. Every survivor rejoins at once but the steward, whose
+    launcher comes 2 s later. Out of patience with it (0.7 to 1.2 s here), every
+    waiting survivor took over and read the whole log; about 8 do now, twice as many
+    after each further patience."""
+    n = 64
+    port, run_id = free_port(), "late-steward"
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    settings = _fast_beats(run_id, n - 1, n)
+    handlers = [create_handler(host, _LogReaders(host, run_id), settings) for _ in range(n)]
+    try:
+        assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+        steward = min(handlers, key=lambda h: h._node)
+        victim = max(handlers, key=lambda h: h._node)
+        others = [h for h in handlers if h not in (steward, victim)]
+        victim._stop_heartbeats()
+        deadline = time.monotonic() + 30
+        while 0 in [h.num_nodes_waiting() for h in [steward, *others]]:
+            assert time.monotonic() < deadline, "the survivors never saw the node dropped"
+            time.sleep(0.05)
+        _LogReaders.readers.clear()
+        infos: list[RendezvousInfo] = []
+        threads = [
+            threading.Thread(target=lambda h=h: infos.append(h.next_rendezvous())) for h in others
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        readers = len(_LogReaders.readers)
+        infos.append(steward.next_rendezvous())
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(info.rank for info in infos) == list(range(n - 1))
+        assert readers < n // 3, f"{readers} of {n - 2} waiting survivors read the log"
     finally:
         for handler in handlers:
             handler.shutdown()
