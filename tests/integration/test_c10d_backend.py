@@ -377,3 +377,53 @@ def test_a_watcher_whose_board_reads_are_handled_late_drops_no_live_node() -> No
         for handler in handlers:
             handler.shutdown()
         host.close()
+
+
+SLOW_STEP = 0.2
+"""Seconds late a loaded node handles an answer: a third of the expiry in these tests."""
+
+
+class _SlowSteps(C10dRendezvousBackend):
+    """A real c10d backend on a host so loaded that a node handles each heartbeat's and
+    each board read's answer SLOW_STEP late."""
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        super().beat(name, record, ttl)
+        time.sleep(SLOW_STEP)
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        beats = super().read_beats(names)
+        time.sleep(SLOW_STEP)
+        return beats
+
+
+def test_nodes_whose_every_step_is_late_still_rejoin() -> None:
+    """What tests/sim/test_loaded_host.py found, on a real TCP store: three nodes rejoin a
+    round whose state's heartbeats are old, each step of theirs 0.2 s late. Each read
+    of the board for the watcher's record left a node's own heartbeat late again, so
+    it beat instead of deciding, then read the board again, and so on: before, their
+    joins timed out after 15 s; now they rejoin in about 3 s."""
+    n = 3
+    port, run_id = free_port(), "slow-steps"
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    settings = RendezvousParameters(
+        "c10d",
+        "",
+        run_id,
+        n,
+        n,
+        "127.0.0.1",
+        join_timeout=15,
+        last_call_timeout=0.1,
+        keep_alive_interval=0.2,
+        keep_alive_max_attempt=3,
+    )
+    handlers = [create_handler(host, _SlowSteps(host, run_id), settings) for _ in range(n)]
+    try:
+        assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+        time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
+        assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+    finally:
+        for handler in handlers:
+            handler.shutdown()
+        host.close()

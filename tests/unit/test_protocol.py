@@ -595,6 +595,26 @@ def test_a_rejoining_member_whose_heartbeat_is_late_beats_before_it_reads_the_bo
     assert node.then(BeatWritten()) == ReadBeats((A,), NOW)
 
 
+def test_a_heartbeat_puts_off_a_decision_once_however_slow_each_step() -> None:
+    """Found by the simulator at 1,024 nodes, 1 ms a step on two cores, where a step waited
+    0.65 s for a core on average: a steward's heartbeat, written, was late again by the time it had
+    read the state and the board, so it beat again instead of deciding, and read
+    again, for ever; its round never re-formed. One beat per decision: after it, the
+    node decides on what it reads next."""
+    node = Node(protocol.join(NOW + 60, leaving=0), node=B)
+    node.then(Started())
+    formed = _complete(A, B, at=NOW - 10)  # A, the watcher, looks dead by the state
+    node.observed = {B: NOW - 2.5}
+    assert node.then(StateRead(snap(formed))) == WriteBeat(NOW)  # late: it goes first
+    node.observed = {B: NOW}
+    t = NOW + 1.1  # a step
+    assert node.then(BeatWritten(), at=t) == ReadBeats((A,), t)  # not the state again
+    node.observed = {A: t, B: NOW}
+    # The beat is late again (2.2 s old): it waits for the decision, the rejoin intent.
+    assert isinstance(node.then(BeatsRead({A: t}), at=t + 1.1), Post)
+    assert node.then(Posted(), at=t + 2.2) == WriteBeat(t + 2.2)
+
+
 def test_a_member_due_a_heartbeat_decides_first_on_what_it_just_read() -> None:
     """Due but not late, the beat waits for the decision on a read: a beat taking the place
     of every decision had a watcher beat, read the board, beat, read the state, for ever."""

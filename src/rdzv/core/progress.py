@@ -112,6 +112,8 @@ class Progress:
     outage: Outage | None = None
     lost: int = 0
     """Compare-and-sets lost in a row."""
+    beaten: bool = False
+    """JOIN: a heartbeat went first since the last decision; the next waits for one."""
     watch_all: bool = False
     """About to complete a round: check every member's heartbeat, not only those watched."""
     backing_off: bool = False

@@ -243,7 +243,7 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
         # On a loaded host each step takes a large part of a second: a heartbeat due
         # behind a board read, a post and a state read came 3 s late, and the watcher
         # dropped its node.
-        return p, WriteBeat(ctx.now)
+        return attrs.evolve(p, beaten=True), WriteBeat(ctx.now)
     if p.snap is None or _stale(p, ctx):
         return p, ReadState()
     if p.op is Op.KEEP_ALIVE:
@@ -252,7 +252,7 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
     if check is not None:
         return p, check
     decided, effect = _decide(
-        attrs.evolve(p, dropped=_dropped(p, dead, ctx, events)), view, ctx, events
+        attrs.evolve(p, dropped=_dropped(p, dead, ctx, events), beaten=False), view, ctx, events
     )
     if isinstance(effect, CompareAndSet) and not p.watch_all and _completes(view, effect.state):
         # A round completes only without a dead node in it: the node that completes it
@@ -269,9 +269,14 @@ def _stale(p: Progress, ctx: Context) -> bool:
     """Whether the state read is too old to decide on (:data:`~rdzv.core.pacing.MAX_VIEW_AGE`).
 
     Never right after a read: the node decides on what it read (a board or a log
-    read is for the state it has), or on a loaded host it would read for ever.
+    read is for the state it has), or on a loaded host it would read for ever. Nor
+    right after a heartbeat, which only put off a decision on a read: in the simulator,
+    on a host where steps waited over half a second for a core, a steward read the
+    board, found its own heartbeat late, beat, read the state again (it had aged past
+    MAX_VIEW_AGE meanwhile), read the board for the members that state made look dead,
+    found its heartbeat late again, and so on; its round of 1,023 never re-formed.
     """
-    if isinstance(p.last, ReadState | ReadBeats | ReadLog):
+    if isinstance(p.last, ReadState | ReadBeats | ReadLog | WriteBeat):
         return False
     return ctx.now - p.read_at > pacing.MAX_VIEW_AGE
 
@@ -282,15 +287,18 @@ def _beat_due(p: Progress, ctx: Context) -> bool:
 
     Before any other work, except a decision on what the node has just read: after a
     state or board read only once the beat is late (halfway from due to expired),
-    and never after a log read, the last read before a decision. A beat taking the
-    place of every decision, on a host where a step takes half a second, had a
-    watcher beat, read the board, beat, read the state, and so on, for ever: each
-    reading had aged by the time it could be used.
+    never after a log read, the last read before a decision, and at most once
+    before each decision. A beat taking the place of every decision, on a host
+    where a step takes half a second, had a watcher beat, read the board, beat, read
+    the state, and so on, for ever: each reading had aged by the time it could be used.
     """
     if not ctx.has_board or p.op is not Op.JOIN or leaving(p) or p.snap is None:
         return False
-    if isinstance(p.last, WriteBeat):
-        return False  # one at a time, should the clock stand still
+    if p.beaten:
+        # One beat per decision: where a step waits most of a second for a core, the
+        # beat was late again after the one read it allows, and a steward beat, read
+        # the board, beat, and so on, and never decided.
+        return False
     own = ctx.observed.get(ctx.node)
     state, settings = p.snap.state, ctx.settings
     if not should_keep_alive(state, ctx.node, settings, ctx.now, own):
