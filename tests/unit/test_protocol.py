@@ -615,6 +615,25 @@ def test_a_heartbeat_puts_off_a_decision_once_however_slow_each_step() -> None:
     assert node.then(Posted(), at=t + 2.2) == WriteBeat(t + 2.2)
 
 
+def test_a_steward_decides_on_the_log_it_read_before_it_beats() -> None:
+    """Found on etcd-v2 with 1,024 nodes: the steward's log reads took 3 s, so its beat was
+    due when each came back, and the decision was the beat; after it, the log read was
+    too old and the steward read again, and so on: 1,023 nodes waited 40 s for an
+    admission. It decides on the log first (here, to hold it: C has not left)."""
+    formed = _complete(A, C, at=NOW)
+    state = apply_action(formed, Action.ADD_TO_WAIT_LIST, B, SETTINGS, NOW)
+    node = Node(protocol.join(NOW + 60), node=B)
+    node.then(Started())
+    node.observed = {A: NOW, B: NOW, C: NOW}
+    read = node.then(StateRead(snap(state)))
+    assert isinstance(read, ReadLog)
+    later = NOW + 1.5  # its beat is due
+    node.observed = {A: later, B: NOW, C: later}
+    log = LogRead([JoinIntent(A, NOW + 1.0, leaves=0)], read.cursor + 1)
+    assert isinstance(node.then(log, at=later), WaitForChange)
+    assert node.progress.hold_since == later
+
+
 def test_a_member_due_a_heartbeat_decides_first_on_what_it_just_read() -> None:
     """Due but not late, the beat waits for the decision on a read: a beat taking the place
     of every decision had a watcher beat, read the board, beat, read the state, for ever."""
