@@ -256,6 +256,16 @@ class _CountingBoard(C10dRendezvousBackend):
         return super().read_beats(names)
 
 
+def _crash(victim: DynamicRendezvousHandler, survivors: list[DynamicRendezvousHandler]) -> None:
+    """Stop ``victim``'s heartbeats, as a crash would (no leave), and poll every survivor
+    until each sees it dropped."""
+    victim._stop_heartbeats()
+    deadline = time.monotonic() + 30
+    while 0 in [h.num_nodes_waiting() for h in survivors]:
+        assert time.monotonic() < deadline, "the survivors never saw the node dropped"
+        time.sleep(0.05)
+
+
 def test_survivors_of_a_crash_do_not_each_read_the_whole_heartbeat_board() -> None:
     """What tests/sim/test_costs.py found, on a real TCP store: 32 nodes, heartbeats on
     the board, so the state's are stale once the round is older than the expiry. One
@@ -272,11 +282,7 @@ def test_survivors_of_a_crash_do_not_each_read_the_whole_heartbeat_board() -> No
         time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
         victim, survivors = handlers[n // 2], handlers[: n // 2] + handlers[n // 2 + 1 :]
         _CountingBoard.asked = 0
-        victim._stop_heartbeats()  # a crash: no leave, no more heartbeats
-        deadline = time.monotonic() + 30
-        while 0 in [h.num_nodes_waiting() for h in survivors]:  # every survivor polls
-            assert time.monotonic() < deadline, "the survivors never saw the node dropped"
-            time.sleep(0.05)
+        _crash(victim, survivors)
         infos = next_round(survivors)
         assert sorted(info.rank for info in infos) == list(range(n - 1))
         per_node = _CountingBoard.asked / (n - 1)
@@ -315,11 +321,7 @@ def test_survivors_waiting_for_a_late_steward_do_not_all_read_the_intent_log() -
         steward = min(handlers, key=lambda h: h._node)
         victim = max(handlers, key=lambda h: h._node)
         others = [h for h in handlers if h not in (steward, victim)]
-        victim._stop_heartbeats()
-        deadline = time.monotonic() + 30
-        while 0 in [h.num_nodes_waiting() for h in [steward, *others]]:
-            assert time.monotonic() < deadline, "the survivors never saw the node dropped"
-            time.sleep(0.05)
+        _crash(victim, [steward, *others])
         _LogReaders.readers.clear()
         infos: list[RendezvousInfo] = []
         threads = [
