@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -227,7 +228,9 @@ def test_nodes_arriving_together_do_not_each_read_the_whole_intent_log() -> None
         host.close()
 
 
-def _fast_beats(run_id: str, min_nodes: int, max_nodes: int) -> RendezvousParameters:
+def _fast_beats(
+    run_id: str, min_nodes: int, max_nodes: int, join_timeout: float = 60
+) -> RendezvousParameters:
     """A run whose heartbeats expire 0.6 s after the last (0.2 s x 3), on a store given
     to create_handler."""
     return RendezvousParameters(
@@ -237,11 +240,29 @@ def _fast_beats(run_id: str, min_nodes: int, max_nodes: int) -> RendezvousParame
         min_nodes,
         max_nodes,
         "127.0.0.1",
-        join_timeout=60,
+        join_timeout=join_timeout,
         last_call_timeout=0.1,
         keep_alive_interval=0.2,
         keep_alive_max_attempt=3,
     )
+
+
+@contextlib.contextmanager
+def _formed(
+    backend: type[C10dRendezvousBackend], settings: RendezvousParameters, n: int
+) -> Iterator[list[DynamicRendezvousHandler]]:
+    """``n`` nodes on a new TCP store, each on its own ``backend``, through a first round
+    of all of them; shut down, with the store, afterwards."""
+    host = TCPStore("127.0.0.1", free_port(), is_master=True)
+    run_id = settings.run_id
+    handlers = [create_handler(host, backend(host, run_id), settings) for _ in range(n)]
+    try:
+        assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+        yield handlers
+    finally:
+        for handler in handlers:
+            handler.shutdown()
+        host.close()
 
 
 class _CountingBoard(C10dRendezvousBackend):
@@ -273,12 +294,7 @@ def test_survivors_of_a_crash_do_not_each_read_the_whole_heartbeat_board() -> No
     read the board records of every member before it on each check (18 records a
     node here); it needs the watcher's record, and the rest only when it is dead."""
     n = 32
-    port, run_id = free_port(), "board-cost"
-    host = TCPStore("127.0.0.1", port, is_master=True)
-    settings = _fast_beats(run_id, n - 1, n)
-    handlers = [create_handler(host, _CountingBoard(host, run_id), settings) for _ in range(n)]
-    try:
-        assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+    with _formed(_CountingBoard, _fast_beats("board-cost", n - 1, n), n) as handlers:
         time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
         victim, survivors = handlers[n // 2], handlers[: n // 2] + handlers[n // 2 + 1 :]
         _CountingBoard.asked = 0
@@ -287,10 +303,6 @@ def test_survivors_of_a_crash_do_not_each_read_the_whole_heartbeat_board() -> No
         assert sorted(info.rank for info in infos) == list(range(n - 1))
         per_node = _CountingBoard.asked / (n - 1)
         assert per_node < 10, f"each survivor asked for {per_node:.1f} board records"
-    finally:
-        for handler in handlers:
-            handler.shutdown()
-        host.close()
 
 
 class _LogReaders(C10dRendezvousBackend):
@@ -312,12 +324,7 @@ def test_survivors_waiting_for_a_late_steward_do_not_all_read_the_intent_log() -
     waiting survivor took over and read the whole log; about 8 do now, twice as many
     after each further patience."""
     n = 64
-    port, run_id = free_port(), "late-steward"
-    host = TCPStore("127.0.0.1", port, is_master=True)
-    settings = _fast_beats(run_id, n - 1, n)
-    handlers = [create_handler(host, _LogReaders(host, run_id), settings) for _ in range(n)]
-    try:
-        assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+    with _formed(_LogReaders, _fast_beats("late-steward", n - 1, n), n) as handlers:
         steward = min(handlers, key=lambda h: h._node)
         victim = max(handlers, key=lambda h: h._node)
         others = [h for h in handlers if h not in (steward, victim)]
@@ -336,10 +343,6 @@ def test_survivors_waiting_for_a_late_steward_do_not_all_read_the_intent_log() -
             thread.join(timeout=60)
         assert sorted(info.rank for info in infos) == list(range(n - 1))
         assert readers < n // 3, f"{readers} of {n - 2} waiting survivors read the log"
-    finally:
-        for handler in handlers:
-            handler.shutdown()
-        host.close()
 
 
 class _LateAnswers(C10dRendezvousBackend):
@@ -359,14 +362,9 @@ def test_a_watcher_whose_board_reads_are_handled_late_drops_no_live_node() -> No
     reading confirmed the live node dead, and the watcher dropped it at its first poll;
     dated when it was asked for, it proves nothing, and the next reading finds a newer
     heartbeat."""
-    port, run_id = free_port(), "late-answers"
-    host = TCPStore("127.0.0.1", port, is_master=True)
-    settings = _fast_beats(run_id, 2, 2)
-    handlers = [create_handler(host, _LateAnswers(host, run_id), settings) for _ in range(2)]
-    watcher = min(handlers, key=lambda h: h._node)  # the first member watches
-    other = max(handlers, key=lambda h: h._node)
-    try:
-        assert sorted(info.rank for info in next_round(handlers)) == [0, 1]
+    with _formed(_LateAnswers, _fast_beats("late-answers", 2, 2), 2) as handlers:
+        watcher = min(handlers, key=lambda h: h._node)  # the first member watches
+        other = max(handlers, key=lambda h: h._node)
         time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
         polls, deadline = 0, time.monotonic() + 6
         while time.monotonic() < deadline:
@@ -375,10 +373,6 @@ def test_a_watcher_whose_board_reads_are_handled_late_drops_no_live_node() -> No
             time.sleep(0.05)  # room for the watcher's own heartbeats, which share its lock
         assert polls >= 8
         assert other.num_nodes_waiting() == 0
-    finally:
-        for handler in handlers:
-            handler.shutdown()
-        host.close()
 
 
 SLOW_STEP = 0.2
@@ -406,26 +400,6 @@ def test_nodes_whose_every_step_is_late_still_rejoin() -> None:
     it beat instead of deciding, then read the board again, and so on: before, their
     joins timed out after 15 s; now they rejoin in about 3 s."""
     n = 3
-    port, run_id = free_port(), "slow-steps"
-    host = TCPStore("127.0.0.1", port, is_master=True)
-    settings = RendezvousParameters(
-        "c10d",
-        "",
-        run_id,
-        n,
-        n,
-        "127.0.0.1",
-        join_timeout=15,
-        last_call_timeout=0.1,
-        keep_alive_interval=0.2,
-        keep_alive_max_attempt=3,
-    )
-    handlers = [create_handler(host, _SlowSteps(host, run_id), settings) for _ in range(n)]
-    try:
-        assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+    with _formed(_SlowSteps, _fast_beats("slow-steps", n, n, join_timeout=15), n) as handlers:
         time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
         assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
-    finally:
-        for handler in handlers:
-            handler.shutdown()
-        host.close()
