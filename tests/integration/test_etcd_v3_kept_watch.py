@@ -76,6 +76,8 @@ def test_a_kept_watch_reports_the_newest_version_and_none_the_caller_has_passed(
         client.put(key, b"2")
         third = client.put(key, b"3")
         # Both writes wait in the stream: the wait reports the last, not the one after `first`.
+        # Room for both events to reach the client: once, in CI, only the first had.
+        time.sleep(0.5)
         event = client.watch(key, first, 5, keep=True)
         assert event is not None and (event.kv.value, event.kv.mod_revision) == (b"3", third)
         # A caller that saw the newest version waits for the next, however the stream lags.
