@@ -309,6 +309,31 @@ def test_a_node_reads_every_heartbeat_before_a_write_that_completes_a_round_only
     assert isinstance(completion, CompareAndSet) and completion.state.complete
 
 
+def test_a_completion_judges_the_heartbeats_it_read_as_of_when_it_asked_for_them() -> None:
+    """On etcd-v2 with 1,024 nodes a board read took 3 s: every heartbeat it brought had
+    expired by the time it came back, and the node completing the round dropped all
+    1,023 live members (a run stalled for 72 s). A member is dead for a completion
+    when its heartbeat had expired already when the board was asked; one that died
+    since is found by the watcher, as one that dies just after the round completes."""
+    node, check = _take_over(3)  # A, B and C complete it: C is checked first
+    assert check == ReadBeats((C,), node.now)
+    asked = node.now
+    expiry = SETTINGS.heartbeat_expiry
+    # C beat 2 s before the read was asked; the answer came 1.1 s later.
+    node.observed = {A: asked, C: asked - 2.0}
+    node.context["checked"] = {C: asked}
+    completion = node.then(BeatsRead({C: asked - 2.0}), at=asked + 1.1)
+    assert asked - 2.0 < node.now - expiry  # C's heartbeat has expired by now
+    assert isinstance(completion, CompareAndSet) and completion.state.complete
+    assert set(completion.state.participants) == {A, B, C}
+    # Had C's heartbeat expired when the board was asked, it would not take part.
+    node, _ = _take_over(3)
+    node.observed = {A: asked, C: asked - expiry - 0.1}
+    node.context["checked"] = {C: asked}
+    dropped = node.then(BeatsRead({C: asked - expiry - 0.1}), at=asked + 0.1)
+    assert isinstance(dropped, CompareAndSet) and set(dropped.state.participants) == {A, B}
+
+
 def test_the_steward_holds_an_admission_that_could_not_reach_min_nodes() -> None:
     settings_min_3 = RendezvousSettings("run", 3, 3, keep_alive_interval=timedelta(seconds=1))
     steward = protocol.join(NOW + 60)
