@@ -130,11 +130,8 @@ class RendezvousStoreInfo:
                 [addr.encode(), str(port).encode()],
             )
             return RendezvousStoreInfo(addr, port)
-        store.wait(
-            [RendezvousStoreInfo.MASTER_ADDR_KEY, RendezvousStoreInfo.MASTER_PORT_KEY], timeout
-        )
         addr_b, port_b = store.multi_get(
-            [RendezvousStoreInfo.MASTER_ADDR_KEY, RendezvousStoreInfo.MASTER_PORT_KEY]
+            [RendezvousStoreInfo.MASTER_ADDR_KEY, RendezvousStoreInfo.MASTER_PORT_KEY], timeout
         )
         return RendezvousStoreInfo(addr_b.decode(), int(port_b.decode()))
 

@@ -169,12 +169,7 @@ class TorchStoreAdapter(_TorchStore):
 
     def get(self, key: str) -> bytes:
         with _torch_store_errors():
-            # One round trip when the key is there (the usual case), two otherwise.
-            value = self._store.get_if_exists(key)
-            if value is None:
-                self._store.wait([key], self._timeout)
-                value = self._store.get(key)
-            return value
+            return self._store.multi_get([key], self._timeout)[0]
 
     def add(self, key: str, value: int) -> int:
         with _torch_store_errors():
@@ -203,11 +198,8 @@ class TorchStoreAdapter(_TorchStore):
             return self._store.num_keys()
 
     def multi_get(self, keys: Sequence[str]) -> list[bytes]:
-        keys = list(keys)
         with _torch_store_errors():
-            if not self._store.check(keys):
-                self._store.wait(keys, self._timeout)
-            return self._store.multi_get(keys)
+            return self._store.multi_get(list(keys), self._timeout)
 
     def multi_set(self, keys: Sequence[str], values: Sequence[str | bytes]) -> None:
         with _torch_store_errors():

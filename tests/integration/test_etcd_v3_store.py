@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -11,6 +12,7 @@ from datetime import timedelta
 import pytest
 from _etcd_metrics import metric
 
+from rdzv import RendezvousStoreInfo
 from rdzv.etcd_server import EtcdServer
 from rdzv.etcd_v3_client import EtcdV3Client
 from rdzv.store.base import StoreClosedError, StoreTimeoutError
@@ -198,3 +200,65 @@ def test_a_wait_for_keys_that_are_all_there_is_one_read(
     assert store.multi_get(["a", "b"]) == [b"1", b"2"]
     after = served()
     assert (after[0] - before[0], after[1] - before[1]) == (2, 0)  # one transaction each
+
+
+def _served(server: EtcdServer) -> dict[str, float]:
+    """The requests etcd has served so far, by method."""
+    methods = ("Txn", "Range", "Put", "Watch")
+    return {m: metric(server, "grpc_server_started_total", grpc_method=m) for m in methods}
+
+
+def _since(server: EtcdServer, before: dict[str, float]) -> dict[str, float]:
+    return {m: n - before[m] for m, n in _served(server).items() if n - before[m]}
+
+
+def test_multi_set_is_one_transaction(store: EtcdV3Store, etcd_v3_server: EtcdServer) -> None:
+    before = _served(etcd_v3_server)
+    store.multi_set(["a", "b", "c"], ["1", b"2", "3"])
+    assert _since(etcd_v3_server, before) == {"Txn": 1}
+    assert store.multi_get(["c", "a", "b"]) == [b"3", b"1", b"2"]
+    with pytest.raises(ValueError, match="one value per key"):
+        store.multi_set(["a"], [])
+
+
+def test_keys_set_together_while_a_node_waits_are_read_again_at_once(
+    store: EtcdV3Store, client: EtcdV3Client, etcd_v3_server: EtcdServer
+) -> None:
+    # The waiter watches the first key; once it appears, one read covers the others
+    # (one request on v3) rather than a read of each in turn.
+    writer = EtcdV3Store(client, store.prefix)
+    got: list[list[bytes]] = []
+    waiter = threading.Thread(target=lambda: got.append(store.multi_get(["a", "b", "c"])))
+    before = _served(etcd_v3_server)
+    waiter.start()
+    while not _since(etcd_v3_server, before).get("Watch"):
+        time.sleep(0.01)
+    writer.multi_set(["a", "b", "c"], ["1", "2", "3"])
+    waiter.join(10)
+    assert got == [[b"1", b"2", b"3"]]
+    served = _since(etcd_v3_server, before)
+    # A read of all three, the watch (which reads its key once open), one read of the
+    # other two; and the writer's transaction.
+    assert served == {"Txn": 3, "Range": 2, "Watch": 1}
+
+
+def test_multi_get_waits_no_longer_than_its_timeout(store: EtcdV3Store) -> None:
+    store.set("a", "1")
+    started = time.monotonic()
+    with pytest.raises(StoreTimeoutError, match="'b'") as raised:
+        store.multi_get(["a", "b"], timedelta(seconds=0.2))
+    assert "'a'" not in str(raised.value)
+    assert time.monotonic() - started < store.timeout.total_seconds()
+
+
+def test_a_round_s_address_is_published_in_one_request_and_read_in_one(
+    store: EtcdV3Store, etcd_v3_server: EtcdServer
+) -> None:
+    before = _served(etcd_v3_server)
+    published = RendezvousStoreInfo.build(0, store, "10.1.2.3", server_port=29500)
+    assert _since(etcd_v3_server, before) == {"Txn": 1}
+    before = _served(etcd_v3_server)
+    assert RendezvousStoreInfo.build(1, store, "10.9.9.9", timeout=timedelta(seconds=5)) == (
+        published
+    )
+    assert _since(etcd_v3_server, before) == {"Txn": 1}

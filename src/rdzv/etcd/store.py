@@ -66,9 +66,11 @@ class EtcdKVStore(Store):
     def get(self, key: str | bytes) -> bytes:
         return self._wait_values([key], self.timeout)[0]
 
-    def multi_get(self, keys: Sequence[str | bytes]) -> list[bytes]:
-        """Return the values of ``keys``, all within one store timeout."""
-        return self._wait_values(keys, self.timeout)
+    def multi_get(
+        self, keys: Sequence[str | bytes], timeout: timedelta | None = None
+    ) -> list[bytes]:
+        """Return the values of ``keys``, all within ``timeout`` (default: the store's)."""
+        return self._wait_values(keys, timeout or self.timeout)
 
     def wait(self, keys: Sequence[str | bytes], timeout: timedelta | None = None) -> None:
         self._wait_values(keys, timeout or self.timeout)
@@ -165,28 +167,30 @@ class EtcdKVStore(Store):
     def _wait_values(self, keys: Sequence[str | bytes], timeout: timedelta) -> list[bytes]:
         limit = timeout.total_seconds()
         deadline = time.monotonic() + limit
-        # One read of them all first (one request on v3): in the usual case every
-        # key is there already, and only a missing one needs a watch.
-        present = list(self._values_if_exist(keys))
-        values: list[bytes] = []
-        for position, key in enumerate(keys):
-            value = present[position]
-            if value is not None:
-                values.append(value)
-                continue
+        # One read of them all first (one request on v3): in the usual case every key
+        # is there already. A missing key is watched until it appears, then the keys
+        # still missing are read again at once: keys written together (a multi_set)
+        # cost one watch, not one each.
+        values = list(self._values_if_exist(keys))
+        while None in values:
+            position = values.index(None)
+            key = keys[position]
             with self._translate(f"read key {key!r}"):
                 found, value = self._watch_until(key, deadline, lambda v: v is not None)
-            if not found or value is None:
-                rest = keys[position + 1 :]
-                found_rest = self._values_if_exist(rest)
-                missing = [key] + [k for k, v in zip(rest, found_rest, strict=True) if v is None]
+            values[position] = value
+            absent = [i for i, v in enumerate(values) if v is None]
+            if absent:
+                again = self._values_if_exist([keys[i] for i in absent])
+                for i, v in zip(absent, again, strict=True):
+                    values[i] = v
+            missing = [keys[i] for i, v in enumerate(values) if v is None]
+            if not found and missing:
                 raise self.timeout_error(
                     f"Timed out after {limit:g} s waiting for keys {missing!r} in the etcd store "
                     f"{self.prefix!r} at {self._kv.endpoint}; no node set them. Check that "
                     "the node expected to write them is running."
                 )
-            values.append(value)
-        return values
+        return [v for v in values if v is not None]
 
     def _watch_until(
         self, key: str | bytes, deadline: float, done: Callable[[bytes | None], bool]

@@ -278,6 +278,13 @@ class EtcdV3Client:
 
         return self._leases.with_lease(ttl, attempt)
 
+    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Write each (key, value), in one transaction per 128 keys: atomic up to 128."""
+        for start in range(0, len(items), MAX_TXN_OPS):
+            chunk = items[start : start + MAX_TXN_OPS]
+            puts = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in chunk]
+            self._auth.post("kv/txn", {"compare": [], "success": puts, "failure": []})
+
     def put_if(
         self, key: bytes, value: bytes, mod_revision: int | None, *, ttl: float | None = None
     ) -> tuple[bool, int, KeyValue | None]:

@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TypeVar
 
 __all__ = [
     "DEFAULT_STORE_TIMEOUT",
@@ -23,6 +24,8 @@ __all__ = [
     "to_bytes",
     "value_digest",
 ]
+
+_K = TypeVar("_K")
 
 DEFAULT_STORE_TIMEOUT = timedelta(seconds=300)
 """How long blocking operations wait by default (torch's default too)."""
@@ -80,6 +83,19 @@ def to_bytes(value: str | bytes | bytearray | memoryview) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"A store value must be str or bytes, got {type(value).__name__}.")
+
+
+def key_value_pairs(keys: Sequence[_K], values: Sequence[str | bytes]) -> list[tuple[_K, bytes]]:
+    """``multi_set``'s arguments as (key, value bytes) pairs.
+
+    Raises:
+        ValueError: the counts differ.
+    """
+    if len(keys) != len(values):
+        raise ValueError(
+            f"multi_set got {len(keys)} keys but {len(values)} values; give one value per key."
+        )
+    return [(key, to_bytes(value)) for key, value in zip(keys, values, strict=True)]
 
 
 def check_key(key: object) -> str:
@@ -203,17 +219,23 @@ class Store:
         """Return the number of keys in the store."""
         raise self._not_implemented("num_keys")
 
-    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
-        """Return the values of ``keys``, waiting for each as ``get`` does."""
+    def multi_get(self, keys: Sequence[str], timeout: timedelta | None = None) -> list[bytes]:
+        """Return the values of ``keys``, waiting until all exist.
+
+        One call does what ``wait`` then ``multi_get`` do in torch's API, in one
+        request on the stores that can (etcd, TCP, file).
+
+        Raises:
+            StoreTimeoutError: some key did not appear within ``timeout`` (default:
+                the store's timeout).
+        """
+        if timeout is not None:
+            self.wait(keys, timeout)
         return [self.get(key) for key in keys]
 
     def multi_set(self, keys: Sequence[str], values: Sequence[str | bytes]) -> None:
         """Set each of ``keys`` to the value at the same position of ``values``."""
-        if len(keys) != len(values):
-            raise ValueError(
-                f"multi_set got {len(keys)} keys but {len(values)} values; give one value per key."
-            )
-        for key, value in zip(keys, values, strict=True):
+        for key, value in key_value_pairs(keys, values):
             self.set(key, value)
 
     def append(self, key: str, value: str | bytes) -> None:

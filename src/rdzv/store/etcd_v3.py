@@ -24,7 +24,7 @@ from rdzv.etcd.kv import Entry
 from rdzv.etcd.kv_v3 import EtcdV3KV
 from rdzv.etcd.store import EtcdKVStore
 from rdzv.etcd.v3_client import EtcdV3Client, EtcdV3ConnectionError, EtcdV3Error
-from rdzv.store.base import key_to_bytes
+from rdzv.store.base import key_to_bytes, key_value_pairs
 from rdzv.store.etcd import EtcdStoreConnectionError, EtcdStoreError, EtcdStoreTimeoutError
 
 __all__ = ["EtcdStoreConnectionError", "EtcdStoreError", "EtcdStoreTimeoutError", "EtcdV3Store"]
@@ -66,6 +66,16 @@ class EtcdV3Store(EtcdKVStore):
         with self._translate(f"read {len(keys)} keys"):
             entries = self._v3.get_many(etcd_keys)
         return [None if entry is None else entry.value for entry in entries]
+
+    def multi_set(self, keys: Sequence[str | bytes], values: Sequence[str | bytes]) -> None:
+        """Set every key to its value in one transaction per 128 keys.
+
+        Raises:
+            ValueError: the counts differ.
+        """
+        items = [(self._etcd_key(k), v) for k, v in key_value_pairs(keys, values)]
+        with self._translate(f"set {len(keys)} keys"):
+            self.client.put_many(items)
 
     def _values_if_exist(self, keys: Sequence[str | bytes]) -> list[bytes | None]:
         return self.multi_get_if_exists(keys)

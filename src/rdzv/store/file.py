@@ -32,6 +32,7 @@ from rdzv.store.base import (
     StoreError,
     StoreTimeoutError,
     check_key,
+    key_value_pairs,
     to_bytes,
 )
 
@@ -385,13 +386,14 @@ class FileStore(Store):
         with self._log.locked(exclusive=False) as data:
             return sum(1 for name in data if name[:1] == _USER)
 
-    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+    def multi_get(self, keys: Sequence[str], timeout: timedelta | None = None) -> list[bytes]:
         """Return the values of ``keys``, waiting until all exist.
 
         Raises:
-            StoreTimeoutError: some key did not appear within the store's timeout.
+            StoreTimeoutError: some key did not appear within ``timeout`` (default: the
+                store's timeout).
         """
-        return self._wait_all(keys, self.timeout)
+        return self._wait_all(keys, self.timeout if timeout is None else timeout)
 
     def multi_set(self, keys: Sequence[str], values: Sequence[str | bytes]) -> None:
         """Set every key to its value in one atomic write.
@@ -399,11 +401,7 @@ class FileStore(Store):
         Raises:
             ValueError: the counts differ.
         """
-        if len(keys) != len(values):
-            raise ValueError(
-                f"multi_set got {len(keys)} keys but {len(values)} values; give one value per key."
-            )
-        records = [(_SET, _user(k), to_bytes(v)) for k, v in zip(keys, values, strict=True)]
+        records = [(_SET, _user(k), v) for k, v in key_value_pairs(keys, values)]
         with self._log.locked(exclusive=True):
             self._log.write(*records)
 

@@ -78,8 +78,8 @@ class PrefixStore(Store):
     def num_keys(self) -> int:
         return self._store.num_keys()
 
-    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
-        return self._store.multi_get([self._key(k) for k in keys])
+    def multi_get(self, keys: Sequence[str], timeout: timedelta | None = None) -> list[bytes]:
+        return self._store.multi_get([self._key(k) for k in keys], timeout)
 
     def multi_set(self, keys: Sequence[str], values: Sequence[str | bytes]) -> None:
         self._store.multi_set([self._key(k) for k in keys], values)

@@ -30,6 +30,7 @@ from rdzv.store.base import (
     StoreError,
     StoreTimeoutError,
     check_key,
+    key_value_pairs,
     to_bytes,
 )
 from rdzv.store.tcp_protocol import (
@@ -631,14 +632,15 @@ class TCPStore(Store):
     def num_keys(self) -> int:
         return decode_int(self._call("num_keys", Op.NUM_KEYS, ())[0])
 
-    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+    def multi_get(self, keys: Sequence[str], timeout: timedelta | None = None) -> list[bytes]:
         """Return the values of ``keys``, waiting on the server until all exist.
 
         Raises:
-            StoreTimeoutError: some key did not appear within the store's timeout.
+            StoreTimeoutError: some key did not appear within ``timeout`` (default: the
+                store's timeout).
             ValueError: the values together exceed the frame limit.
         """
-        wait = self._blocking_timeout(None)
+        wait = self._blocking_timeout(timeout)
         args = [encode_int(timeout_to_ms(wait)), *(_encode_key(k) for k in keys)]
         return list(self._call(f"multi_get({list(keys)!r})", Op.MULTI_GET, args, wait))
 
@@ -648,12 +650,8 @@ class TCPStore(Store):
         Raises:
             ValueError: the counts differ, or the request exceeds the frame limit.
         """
-        if len(keys) != len(values):
-            raise ValueError(
-                f"multi_set got {len(keys)} keys but {len(values)} values; give one value per key."
-            )
         args: list[bytes] = []
-        for key, value in zip(keys, values, strict=True):
+        for key, value in key_value_pairs(keys, values):
             args.append(_encode_key(key))
             args.append(_encode_value(value))
         self._call("multi_set", Op.MULTI_SET, args)
