@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import attrs
 import pytest
 
 from rdzv.core import (
@@ -697,3 +698,14 @@ def test_the_watcher_drops_only_the_members_the_board_confirmed_dead() -> None:
     node.context["checked"] = {B: NOW, C: NOW}
     view = node.then(BeatsRead({B: NOW - 0.5, C: NOW - 2.9}), at=NOW + 0.5)
     assert isinstance(view, Finish) and C in view.state.participants
+
+
+def test_progress_evolves_as_attrs_evolve_does_and_refuses_a_field_it_lacks() -> None:
+    start = protocol.join(NOW + 60)
+    changed = start.evolve(polls=3, snap=snap(joined(A)), lost=1)
+    assert changed == attrs.evolve(start, polls=3, snap=snap(joined(A)), lost=1)
+    assert start == protocol.join(NOW + 60)  # the original is left as it was
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        changed.polls = 4  # type: ignore[misc]
+    with pytest.raises(TypeError, match="pols"):
+        start.evolve(pols=3)

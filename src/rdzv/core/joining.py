@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import attrs
-
 from rdzv.core import pacing
 from rdzv.core.decisions import ROLLBACK_PERIOD, Action, deadline_after, decide_leave, decide_rejoin
 from rdzv.core.effects import (
@@ -102,8 +100,7 @@ def join_step(
     if timed_out:
         # Withdraw before failing, whatever the state says: an intent of this node
         # may still be pending, and a later admission must never place it.
-        p = attrs.evolve(
-            p,
+        p = p.evolve(
             withdrawing=Failure.TIMEOUT,
             withdraw_deadline=max(p.deadline, now) + ROLLBACK_PERIOD,
         )
@@ -130,7 +127,7 @@ def join_step(
             return write(p, view, ctx)  # the removal of the dead, so that everyone sees it
         return wait(p, view, ctx)
     new = apply_action(view, action, node, settings, now)
-    p = attrs.evolve(p, deadline=deadline_after(action, p.deadline, settings, now))
+    p = p.evolve(deadline=deadline_after(action, p.deadline, settings, now))
     return write(p, new, ctx)
 
 
@@ -145,7 +142,7 @@ def _patience(p: Progress, ctx: Context, *, may_hold: bool = False) -> tuple[Pro
     if may_hold:
         wait += ctx.settings.keep_alive_interval.total_seconds()
     until = ctx.now + wait
-    return attrs.evolve(p, patience_until=until), until
+    return p.evolve(patience_until=until), until
 
 
 def _takes_over(p: Progress, view: RendezvousState, ctx: Context, rejoining: bool) -> bool:
@@ -181,7 +178,7 @@ def _by_steward(
         p, until = _patience(p, ctx, may_hold=False)
         if ctx.now >= until and not _completes_instead(p, view, ctx):
             # Out of patience, but others take over first: patience once more.
-            p, until = _patience(attrs.evolve(p, patience_until=None, passed=p.passed + 1), ctx)
+            p, until = _patience(p.evolve(patience_until=None, passed=p.passed + 1), ctx)
         if ctx.now < until:
             return wait(p, view, ctx, until)
     return write(p, apply_action(view, action, ctx.node, ctx.settings, ctx.now), ctx)
@@ -236,7 +233,7 @@ def _pending(
     patient = now < until
     if named and chosen != node and not patient and not _takes_over(p, view, ctx, rejoining):
         # Out of patience, but others take over first: patience once more.
-        passed = attrs.evolve(p, patience_until=None, passed=p.passed + 1)
+        passed = p.evolve(patience_until=None, passed=p.passed + 1)
         p, until = _patience(passed, ctx, may_hold=holding)
         patient = True
     if named and chosen != node and patient:
@@ -262,7 +259,7 @@ def _pending(
         # of them leaves the round; or, in a small round with no steward yet, the first
         # pending node holds the first admission while the round could not reach
         # min_nodes with it (see should_hold): one write places the nodes that came.
-        p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
+        p = p.evolve(hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, min(now + pacing.steward_poll(p.polls), repost_at))
     if (
         node not in (chosen, first)
@@ -272,11 +269,11 @@ def _pending(
         # The steward is late (the first pending node admits in its place), but an
         # admission would change no decision: writing it anyway, every pending
         # node would lose its compare-and-set to another. A dead one's intent expires.
-        p, until = _patience(attrs.evolve(p, patience_until=None), ctx, may_hold=True)
+        p, until = _patience(p.evolve(patience_until=None), ctx, may_hold=True)
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
     if node in (chosen, first) or not patient:
         new = admit(view, log.records, log.end, settings, now)
-        return write(attrs.evolve(p, hold_since=None), new, ctx)
+        return write(p.evolve(hold_since=None), new, ctx)
     return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
 
 
@@ -311,12 +308,12 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
     if not pending and not withdrawn:
         if p.dropped:
             return write(p, view, ctx)  # the removal of the dead, so that everyone sees it
-        return wait(attrs.evolve(p, hold_since=None), view, ctx, next_read)
+        return wait(p.evolve(hold_since=None), view, ctx, next_read)
     if _holds(p, view, ctx, pending):
-        p = attrs.evolve(p, hold_since=p.hold_since if p.hold_since is not None else now)
+        p = p.evolve(hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, next_read)
     new = admit(view, records, end, settings, now)
-    return write(attrs.evolve(p, hold_since=None), new, ctx)
+    return write(p.evolve(hold_since=None), new, ctx)
 
 
 # -- leaving ---------------------------------------------------------------------------
@@ -387,4 +384,4 @@ def end(
         _could_not_leave(ctx, events)
     state = view or last_state(p)
     effect = timeout_failure(p, state, ctx) if p.withdrawing is not None else Finish(state)
-    return Step(attrs.evolve(p, last=effect), effect, tuple(events))
+    return Step(p.evolve(last=effect), effect, tuple(events))

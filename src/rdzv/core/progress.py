@@ -89,9 +89,14 @@ NOT_READ = object()
 """A token no state has: the log or the state was not read yet."""
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Progress:
-    """What an operation has done so far. Every field starts empty; :func:`step` evolves it."""
+    """What an operation has done so far. Every field starts empty; :func:`step` evolves it.
+
+    Not slotted, so that :meth:`evolve` can copy the instance's dict: a node evolves its
+    progress about twice a step, and ``attrs.evolve`` over these 31 fields was half of
+    the core's CPU time in the simulator (7 to 8 us a call, against 1.3 us).
+    """
 
     op: Op
     deadline: float
@@ -141,6 +146,21 @@ class Progress:
     left: bool = False
     """The withdrawal (or a leave) was written."""
 
+    def evolve(self, **changes: Any) -> Progress:
+        """A copy with ``changes``, as ``attrs.evolve`` (no field has a validator).
+
+        Raises:
+            TypeError: a change names no field.
+        """
+        if not _FIELDS.issuperset(changes):
+            raise TypeError(f"Progress has no field {sorted(set(changes) - _FIELDS)}")
+        new = object.__new__(Progress)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
+
+
+_FIELDS = frozenset(field.name for field in attrs.fields(Progress))
+
 
 @attrs.frozen
 class Step:
@@ -175,7 +195,7 @@ def wait(
     if p.backing_off:
         # After a lost compare-and-set: the winner's write often carries ours.
         until = min(until, ctx.now + pacing.lost_write_backoff(p.lost, ctx.draw))
-        p = attrs.evolve(p, backing_off=False)
+        p = p.evolve(backing_off=False)
     own = ctx.observed.get(ctx.node)
     wake = next_wakeup(view, ctx.node, ctx.settings, ctx.now, p.deadline, own)
     until = min(until, wake + pacing.WAKE_MARGIN, ctx.now + pacing.MAX_WAIT)

@@ -119,7 +119,7 @@ def step(progress: Progress, outcome: Outcome, ctx: Context) -> Step:
     if isinstance(absorbed, Step):
         return absorbed
     p, effect = _next(absorbed, ctx, events)
-    return Step(attrs.evolve(p, last=effect, issued=ctx.now), effect, tuple(events))
+    return Step(p.evolve(last=effect, issued=ctx.now), effect, tuple(events))
 
 
 # -- taking in an outcome --------------------------------------------------------------
@@ -137,7 +137,7 @@ def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) ->
                 f"{ctx.now - p.outage.since:.1f} s and {p.outage.failures} failed attempt(s).",
             )
         )
-        p = attrs.evolve(p, outage=None)
+        p = p.evolve(outage=None)
     if isinstance(outcome, StateRead):
         # No state stored yet reads as the empty state, written with no token.
         return _new_snapshot(p, outcome.snapshot or Snapshot(RendezvousState(), None), ctx)
@@ -145,19 +145,17 @@ def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) ->
         return _new_snapshot(p, outcome.snapshot, ctx)
     if isinstance(outcome, Written):
         if outcome.written:
-            p = attrs.evolve(p, lost=0, left=p.left or leaving(p), watch_all=False)
+            p = p.evolve(lost=0, left=p.left or leaving(p), watch_all=False)
         else:
-            p = attrs.evolve(p, lost=p.lost + 1, backing_off=outcome.snapshot is not None)
+            p = p.evolve(lost=p.lost + 1, backing_off=outcome.snapshot is not None)
         return _new_snapshot(p, outcome.snapshot, ctx)
     if isinstance(outcome, Posted) and isinstance(p.last, Post):
         segment = segment_of(p.last.cursor)
         if isinstance(p.last.record, Withdrawal):
             # What the node decides on next must be read after its withdrawal was in the
             # log: a state read before could miss an admission that placed it.
-            return attrs.evolve(
-                p, withdrawn=p.last.record.posted, withdrawn_segment=segment, snap=None
-            )
-        return attrs.evolve(p, posted=p.last.record.posted, posted_segment=segment)
+            return p.evolve(withdrawn=p.last.record.posted, withdrawn_segment=segment, snap=None)
+        return p.evolve(posted=p.last.record.posted, posted_segment=segment)
     if isinstance(outcome, LogRead):
         if outcome.bad:
             events.append(
@@ -179,8 +177,7 @@ def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) ->
             # Read on from where the last read ended: the records before still pend.
             outcome = attrs.evolve(outcome, records=[*p.log.records, *outcome.records])
             start = p.log_from
-        return attrs.evolve(
-            p,
+        return p.evolve(
             log=outcome,
             log_from=start,
             log_token=token,
@@ -192,12 +189,12 @@ def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) ->
 
 def _new_snapshot(p: Progress, snap: Snapshot | None, ctx: Context) -> Progress:
     if snap is None:
-        return attrs.evolve(p, snap=None)
+        return p.evolve(snap=None)
     if p.seen is not NOT_READ and snap.token == p.seen:
-        return attrs.evolve(p, snap=snap, read_at=ctx.now)
+        return p.evolve(snap=snap, read_at=ctx.now)
     # The state moved: whoever is steward now gets a full patience again.
-    return attrs.evolve(
-        p, snap=snap, read_at=ctx.now, seen=snap.token, patience_until=None, passed=0, polls=0
+    return p.evolve(
+        snap=snap, read_at=ctx.now, seen=snap.token, patience_until=None, passed=0, polls=0
     )
 
 
@@ -212,14 +209,14 @@ def _unreachable(p: Progress, outcome: Unreachable, ctx: Context, events: list[E
         limit = min(limit, p.withdraw_deadline)
     elif p.op is not Op.READ:
         limit = min(limit, p.deadline)
-    p = attrs.evolve(p, outage=outage, snap=None, log=None, log_token=NOT_READ)
+    p = p.evolve(outage=outage, snap=None, log=None, log_token=NOT_READ)
     # Give up when the next attempt would end past the limit (a refused connection
     # may take a connect timeout to fail), so that the error comes in time.
     if not p.ride_out or ctx.now + pause + attempt >= limit:
         if leaving(p):
             return end(p, ctx, events, gave_up=True)
         effect = Fail(Failure.UNREACHABLE, outcome.message, last_state(p))
-        return Step(attrs.evolve(p, last=effect), effect, tuple(events))
+        return Step(p.evolve(last=effect), effect, tuple(events))
     level = "warning" if outage.failures == 1 else "debug"
     events.append(
         Event(
@@ -230,7 +227,7 @@ def _unreachable(p: Progress, outcome: Unreachable, ctx: Context, events: list[E
         )
     )
     pause_ = Sleep(ctx.now + pause)
-    return Step(attrs.evolve(p, last=pause_, issued=ctx.now + pause), pause_, tuple(events))
+    return Step(p.evolve(last=pause_, issued=ctx.now + pause), pause_, tuple(events))
 
 
 # -- choosing the next effect ----------------------------------------------------------
@@ -243,7 +240,7 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
         # On a loaded host each step takes a large part of a second: a heartbeat due
         # behind a board read, a post and a state read came 3 s late, and the watcher
         # dropped its node.
-        return attrs.evolve(p, beaten=True), WriteBeat(ctx.now)
+        return p.evolve(beaten=True), WriteBeat(ctx.now)
     if p.snap is None or _stale(p, ctx):
         return p, ReadState()
     if p.op is Op.KEEP_ALIVE:
@@ -252,7 +249,7 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
     if check is not None:
         return p, check
     decided, effect = _decide(
-        attrs.evolve(p, dropped=_dropped(p, dead, ctx, events), beaten=False), view, ctx, events
+        p.evolve(dropped=_dropped(p, dead, ctx, events), beaten=False), view, ctx, events
     )
     if isinstance(effect, CompareAndSet) and not p.watch_all and _completes(view, effect.state):
         # A round completes only without a dead node in it: the node that completes it
@@ -261,7 +258,7 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
         # it. Checking before every write had each node that placed itself read
         # the whole board: a re-form of 1,024 nodes on etcd-v2 read 490,000
         # records in 1,320 listings, and never ended.
-        return _next(attrs.evolve(p, watch_all=True), ctx, events)
+        return _next(p.evolve(watch_all=True), ctx, events)
     return decided, effect
 
 
