@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
+from rdzv.backends.base import Token
 from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, state_options
 from rdzv.etcd.backend import EtcdKVBackend
 from rdzv.etcd.kv_v3 import EtcdV3KV
@@ -68,6 +69,25 @@ class EtcdV3RendezvousBackend(EtcdKVBackend):
     @property
     def name(self) -> str:
         return "etcd-v3"
+
+    def get_state(self) -> tuple[bytes, Token] | None:
+        """Read the state; and, while it is read, have the client grant the lease that
+        this node's next writes (its intent, a write of the state) will need.
+
+        On v3 a write with a TTL needs a lease, granted by a raft write: a joining
+        node granted one before its first write, a round trip and a raft write on
+        its path, and while the first node of a large job to place itself waited for
+        its grant, more nodes found no steward and lost a write.
+        """
+        self._client.prefetch_lease(self._ttl)
+        return super().get_state()
+
+    def _intent_ttl(self) -> float:
+        """The state's TTL, not :attr:`INTENT_TTL`: one lease then serves a node's intents
+        and its writes of the state (each TTL costs a client a lease, a raft write).
+        An intent lives up to twice that unless its segment is deleted first, once
+        admitted."""
+        return float(max(self.INTENT_TTL, self._ttl))
 
     @property
     def client(self) -> EtcdV3Client:

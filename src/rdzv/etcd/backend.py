@@ -171,7 +171,11 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     def post_intent(self, record: bytes, cursor: int) -> None:
         """Append ``record`` to the segment that ``cursor`` names (see :class:`IntentLog`)."""
         with self._requests():
-            self._kv.append(self._segment(_segment_of(cursor)), record, ttl=self.INTENT_TTL)
+            self._kv.append(self._segment(_segment_of(cursor)), record, ttl=self._intent_ttl())
+
+    def _intent_ttl(self) -> float:
+        """Seconds an intent is written to live (:attr:`INTENT_TTL`)."""
+        return self.INTENT_TTL
 
     def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
         """The records of the cursor's segment created after its index, in creation order.

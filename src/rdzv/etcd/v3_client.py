@@ -278,6 +278,11 @@ class EtcdV3Client:
 
         return self._leases.with_lease(ttl, attempt)
 
+    def prefetch_lease(self, ttl: float) -> None:
+        """Start granting the lease that writes with ``ttl`` use, unless one is cached or
+        coming: a write soon after finds it granted (see :class:`LeaseCache`)."""
+        self._leases.prefetch(ttl)
+
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Write each (key, value), in one transaction per 128 keys: atomic up to 128."""
         for start in range(0, len(items), MAX_TXN_OPS):

@@ -3,6 +3,8 @@
 One lease of twice the TTL serves every write of that TTL while at least the TTL
 remains on it; a key written so lives between one and two TTLs past its last
 write. :class:`~rdzv.etcd.v3_client.EtcdV3Client` keeps one :class:`LeaseCache`.
+A caller that knows it will write soon has the lease granted beforehand
+(:meth:`LeaseCache.prefetch`), on a thread that ends with the grant.
 """
 
 from __future__ import annotations
@@ -36,6 +38,32 @@ class LeaseCache:
         self._lock = threading.Lock()
         self._leases: dict[int, tuple[int, float]] = {}
         """TTL -> (lease id, monotonic time until which the lease has at least TTL left)."""
+        self._coming: dict[int, threading.Event] = {}
+        """TTL -> set once the grant that :meth:`prefetch` started has ended."""
+
+    def prefetch(self, ttl: float) -> None:
+        """Grant the lease of ``ttl`` on a thread of its own, unless one is cached or coming.
+
+        A write that needs it meanwhile waits for that grant rather than asking for
+        another; should it fail, the write grants one itself and reports the error.
+        """
+        seconds = max(1, math.ceil(ttl))
+        with self._lock:
+            if self._valid(seconds) is not None or seconds in self._coming:
+                return
+            done = self._coming[seconds] = threading.Event()
+
+        def grant() -> None:
+            try:
+                self._grant(seconds)
+            except Exception:  # noqa: S110 - the write that needs it grants again
+                pass
+            finally:
+                with self._lock:
+                    del self._coming[seconds]
+                done.set()
+
+        threading.Thread(target=grant, name="rdzv-etcd-lease", daemon=True).start()
 
     def with_lease(self, ttl: float | None, attempt: Callable[[int], _T]) -> _T:
         """Run ``attempt(lease_id)``; if etcd lost the cached lease, once more on a new one.
@@ -59,9 +87,26 @@ class LeaseCache:
     def _lease(self, seconds: int) -> int:
         """A lease with at least ``seconds`` left, granted anew when the cached one runs low."""
         with self._lock:
-            cached = self._leases.get(seconds)
-            if cached is not None and time.monotonic() < cached[1]:
-                return cached[0]
+            lease = self._valid(seconds)
+            coming = self._coming.get(seconds)
+        if lease is not None:
+            return lease
+        if coming is not None:
+            coming.wait()  # a grant is bounded by the client's read timeout
+            with self._lock:
+                lease = self._valid(seconds)
+            if lease is not None:
+                return lease
+        return self._grant(seconds)
+
+    def _valid(self, seconds: int) -> int | None:
+        """The cached lease of ``seconds`` while it has at least that left (lock held)."""
+        cached = self._leases.get(seconds)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        return None
+
+    def _grant(self, seconds: int) -> int:
         started = time.monotonic()
         result = self._post("lease/grant", {"TTL": str(2 * seconds)})
         lease, granted = int_field(result.get("ID")), int_field(result.get("TTL"))
