@@ -56,6 +56,7 @@ from rdzv.core.liveness import (
     dead_nodes,
     drop_dead_nodes,
     drop_nodes,
+    missed_beats,
     watcher,
 )
 from rdzv.core.model import NodeDesc, RendezvousState
@@ -372,13 +373,15 @@ def _view(
             return state, (), ReadBeats(dead_nodes(state, settings, soon, node, ctx.observed), now)
         if p.watch_all:
             # A round completes only without a node whose heartbeat expired, confirmed or
-            # not (a crashed node in a new round would be a ghost rank); expired when
-            # the board was asked, not by now. On etcd-v2 at 1,024 nodes a board read
-            # took 3 s, every heartbeat it brought had expired by the time it came
-            # back, and the completion dropped all 1,023 live members. A node dead
-            # since the reading is the watcher's to find, as one that dies just after.
+            # not (a crashed node in a new round would be a ghost rank), unless it beat
+            # on time when the board was asked: then its heartbeat expired while the
+            # answer came back. On etcd-v2 at 1,024 nodes a board read took 3 s, and
+            # the completion dropped all 1,023 live members. Judging every heartbeat as
+            # of the asking admitted a ghost (seed 168: a node dead 2 s, its last beat
+            # 1.99 s old when asked, the expiry 2 s); one that had missed its beats
+            # by then is dropped.
             asked = p.last.at if isinstance(p.last, ReadBeats) else now
-            dead = dead_nodes(state, settings, asked, node, ctx.observed)
+            dead = tuple(n for n in suspects if missed_beats(_beat(state, n, ctx), asked, settings))
         # The watcher drops only what the board confirmed: a heartbeat that expired
         # while the answer came back may be on the board already. Dropping those too,
         # the watcher of 1,024 nodes on two loaded cores dropped 267 live nodes.
