@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from rdzv.cli import close, demo, serve, status
+from rdzv.cli import close, demo, serve, status_command
 from rdzv.cli._common import CommandError, ExitStatus, Output, stdout_writer
 
 __all__ = ["CommandError", "ExitStatus", "build_parser", "main"]
@@ -34,7 +34,7 @@ examples:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "demo": demo.run,
-    "status": status.run,
+    "status": status_command.run,
     "close": close.run,
     "serve": serve.run,
 }
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(commands)
-    status.add_parser(commands)
+    status_command.add_parser(commands)
     close.add_parser(commands)
     serve.add_parser(commands)
     return parser

@@ -28,7 +28,6 @@ from rdzv.cli._common import (
 from rdzv.cli._target import (
     add_keep_alive_arguments,
     add_target_arguments,
-    keep_alive_settings,
     open_target,
 )
 from rdzv.core import (
@@ -53,7 +52,7 @@ __all__ = [
     "format_text",
     "read_pending",
     "read_state",
-    "run",
+    "run_once",
 ]
 
 FORMAT_VERSION = 1
@@ -420,21 +419,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace, out: Output) -> int:
-    """Run ``rdzv status``; return the exit status.
+def run_once(args: argparse.Namespace, settings: RendezvousSettings, out: Output) -> int:
+    """Print the rendezvous once (``rdzv status`` without ``--watch`` or ``--serve``);
+    return the exit status.
 
     Raises:
-        CommandError: the backend cannot be reached or an option is invalid.
+        CommandError: the backend cannot be reached.
     """
-    settings = keep_alive_settings(args)
-    if args.serve:
-        from rdzv.cli.status_page import run_page  # noqa: PLC0415 - it imports this module
-
-        return run_page(args, settings, out)
-    if args.watch is not None:
-        from rdzv.cli.status_watch import run_watch  # noqa: PLC0415 - it imports this module
-
-        return run_watch(args, settings, out)
     target = open_target(args)
     try:
         reading = read_state(target)
