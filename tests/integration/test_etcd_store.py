@@ -520,14 +520,3 @@ def test_invalid_keys_and_timeouts(store: EtcdStore, etcd_client: etcd.Client) -
         store.set(1, "v")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="positive"):
         EtcdStore(etcd_client, "/p", timeout=timedelta(0))
-
-
-def test_multi_get_waits_no_longer_than_its_timeout(store: EtcdStore) -> None:
-    # One call does torch's wait-then-multi_get, within the timeout it is given.
-    store.set("a", "1")
-    started = time.monotonic()
-    with pytest.raises(StoreTimeoutError, match="'b'"):
-        store.multi_get(["a", "b"], timedelta(seconds=0.2))
-    assert time.monotonic() - started < store.timeout.total_seconds()
-    store.set("b", "2")
-    assert store.multi_get(["b", "a"], timedelta(seconds=0.2)) == [b"2", b"1"]

@@ -242,15 +242,6 @@ def test_keys_set_together_while_a_node_waits_are_read_again_at_once(
     assert served == {"Txn": 3, "Range": 2, "Watch": 1}
 
 
-def test_multi_get_waits_no_longer_than_its_timeout(store: EtcdV3Store) -> None:
-    store.set("a", "1")
-    started = time.monotonic()
-    with pytest.raises(StoreTimeoutError, match="'b'") as raised:
-        store.multi_get(["a", "b"], timedelta(seconds=0.2))
-    assert "'a'" not in str(raised.value)
-    assert time.monotonic() - started < store.timeout.total_seconds()
-
-
 def test_a_round_s_address_is_published_in_one_request_and_read_in_one(
     store: EtcdV3Store, etcd_v3_server: EtcdServer
 ) -> None:

@@ -308,14 +308,3 @@ def test_a_file_locked_by_a_stuck_process_times_out_within_the_store_timeout(
         holder.kill()
         holder.wait(10)
     assert store.get("key") == b"value"
-
-
-def test_multi_get_waits_no_longer_than_its_timeout(store: FileStore) -> None:
-    # One call does torch's wait-then-multi_get, within the timeout it is given.
-    store.set("a", "1")
-    started = time.monotonic()
-    with pytest.raises(StoreTimeoutError, match="'b'"):
-        store.multi_get(["a", "b"], timedelta(seconds=0.2))
-    assert time.monotonic() - started < store.timeout.total_seconds()
-    store.set("b", "2")
-    assert store.multi_get(["b", "a"], timedelta(seconds=0.2)) == [b"2", b"1"]

@@ -1180,14 +1180,3 @@ def test_stopping_the_server_wakes_every_waiting_client(
 def test_server_module_refuses_a_non_positive_handshake_timeout() -> None:
     with pytest.raises(ValueError):
         tcp_server.TCPStoreServer(LOOPBACK, 0, handshake_timeout=0)
-
-
-def test_multi_get_waits_no_longer_than_its_timeout(store: TCPStore) -> None:
-    # One call does torch's wait-then-multi_get, within the timeout it is given.
-    store.set("a", "1")
-    started = time.monotonic()
-    with pytest.raises(StoreTimeoutError, match="'b'"):
-        store.multi_get(["a", "b"], timedelta(seconds=0.2))
-    assert time.monotonic() - started < store.timeout.total_seconds()
-    store.set("b", "2")
-    assert store.multi_get(["b", "a"], timedelta(seconds=0.2)) == [b"2", b"1"]

@@ -121,14 +121,3 @@ def test_prefix_store_puts_keys_under_its_prefix(store: InMemoryStore) -> None:
     assert PrefixStore("round-2", store).check(["k"]) is False
     assert view.delete_key("k") is True
     assert view.timeout == store.timeout
-
-
-def test_multi_get_waits_no_longer_than_its_timeout(store: InMemoryStore) -> None:
-    # One call does torch's wait-then-multi_get, within the timeout it is given.
-    store.set("a", "1")
-    started = time.monotonic()
-    with pytest.raises(StoreTimeoutError, match="'b'"):
-        store.multi_get(["a", "b"], timedelta(seconds=0.2))
-    assert time.monotonic() - started < store.timeout.total_seconds()
-    store.set("b", "2")
-    assert store.multi_get(["b", "a"], timedelta(seconds=0.2)) == [b"2", b"1"]
