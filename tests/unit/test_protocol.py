@@ -310,13 +310,13 @@ def test_a_node_reads_every_heartbeat_before_a_write_that_completes_a_round_only
     assert isinstance(completion, CompareAndSet) and completion.state.complete
 
 
-def test_a_completion_keeps_a_node_that_beat_on_time_when_the_board_was_asked() -> None:
+def test_a_completion_judges_the_heartbeats_it_read_as_of_when_it_asked_for_them() -> None:
     """On etcd-v2 with 1,024 nodes a board read took 3 s: every heartbeat it brought had
     expired by the time it came back, and the node completing the round dropped all
-    1,023 live members (a run stalled for 72 s). A member whose heartbeat expired by
-    the decision stays if it beat on time when the board was asked (its beat less
-    than halfway from due to expired); one that had missed its beats is dropped, or
-    a node dead for longer than the expiry would be a ghost rank (seed 168)."""
+    1,023 live members (a run stalled for 72 s). A member is dead for a completion when
+    its heartbeat had expired when the board was asked, as for the watcher; dropping
+    also those that had missed a beat by then (74b98f1) dropped hundreds of joining
+    nodes, which beat once late by design, on every completion of a loaded host."""
     expiry = SETTINGS.heartbeat_expiry  # 3 s: an interval of 1 s, 3 attempts
 
     def complete(age_when_asked: float, answered_after: float) -> set[NodeDesc]:
@@ -333,7 +333,7 @@ def test_a_completion_keeps_a_node_that_beat_on_time_when_the_board_was_asked() 
         return set(effect.state.participants)
 
     assert complete(age_when_asked=1.5, answered_after=1.6) == {A, B, C}  # on time
-    assert complete(age_when_asked=2.5, answered_after=0.6) == {A, B}  # missed beats
+    assert complete(age_when_asked=2.5, answered_after=0.6) == {A, B, C}  # a beat late
     assert complete(age_when_asked=3.1, answered_after=0.1) == {A, B}  # expired already
 
 

@@ -27,7 +27,6 @@ __all__ = [
     "drop_dead_nodes",
     "drop_nodes",
     "is_evicted",
-    "missed_beats",
     "num_nodes_waiting",
     "watcher",
 ]
@@ -209,14 +208,6 @@ def confirmed_dead(
         return False
     expiry = settings.heartbeat_expiry
     return checked > beat + expiry and now - checked < expiry
-
-
-def missed_beats(beat: float, at: float, settings: RendezvousSettings) -> bool:
-    """Whether a node whose latest heartbeat is ``beat`` had missed its beats at ``at``:
-    more than halfway from due (an interval) to expired. A node that beats on time
-    never has, however late its record is read."""
-    interval = settings.keep_alive_interval.total_seconds()
-    return at - beat > (settings.heartbeat_expiry + interval) / 2
 
 
 def is_evicted(state: RendezvousState, node: NodeDesc, joined: int | None) -> bool:

@@ -97,7 +97,9 @@ class Checker:
             )
 
     def written(self, state: RendezvousState, at: float, decided: float) -> None:
-        """A compare-and-set wrote ``state``: applied at ``at``, decided at ``decided``."""
+        """A compare-and-set wrote ``state``: applied at ``at``, decided at ``decided`` (a
+        write decided on a board read: when the board was asked, as of which the node
+        knows the heartbeats)."""
         last = self._last
         if last is not None:
             if state.round < last.round:

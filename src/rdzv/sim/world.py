@@ -179,6 +179,8 @@ class _Run:
     effect: Effect | None = None
     gave_up: bool = False
     """The operation could not take its node out in time (a ``leave_failed`` event)."""
+    board_asked: float = 0.0
+    """When (true time) the node last asked the board for heartbeats."""
 
 
 @attrs.define
@@ -470,21 +472,26 @@ class World:
         self._trace.append((self.now, node.index, _describe(effect, outcome)))
         if isinstance(effect, Finish | Fail):
             run.on_end(run, effect)
-        else:
-            self._issue(node, run, effect)
+            return
+        if isinstance(effect, ReadBeats):
+            run.board_asked = self.now
+        # A write decided on a board read knows the heartbeats as of the asking, and a
+        # completion judges them so (rdzv.core.protocol): the checker dates it there.
+        decided = run.board_asked if isinstance(outcome, BeatsRead) else self.now
+        self._issue(node, run, effect, decided)
 
     def _deliver(self, node: _Node, run: _Run, outcome: Outcome) -> None:
         if run.effect is not None:
             node.memory.update(node.desc, run.effect, outcome)
         self._advance(node, run, outcome)
 
-    def _issue(self, node: _Node, run: _Run, effect: Effect) -> None:
+    def _issue(self, node: _Node, run: _Run, effect: Effect, decided: float) -> None:
         if isinstance(effect, Sleep):
             self._on_node(node, effect.until - EPOCH - node.skew, self._deliver, node, run, Slept())
             return
         up = self.scenario.latency.network(self.rng) + node.slow
         handler = self._watch if isinstance(effect, WaitForChange) else self._arrive
-        self._at(self.now + up, handler, node, run, effect, self.now)
+        self._at(self.now + up, handler, node, run, effect, decided)
 
     def _reply(self, node: _Node, run: _Run, outcome: Outcome, *, lost: bool = False) -> None:
         down = self.scenario.latency.network(self.rng) + node.slow
