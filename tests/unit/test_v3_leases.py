@@ -12,7 +12,8 @@ from rdzv.etcd.v3_wire import EtcdV3ConnectionError
 
 
 class _Grants:
-    """etcd's answers to lease grants, in order: an ``Exception`` is raised instead."""
+    """etcd's answers to lease grants, in order: an ``Exception`` is raised instead. The
+    first grant waits for ``gate``, if given."""
 
     def __init__(self, *answers: object, gate: threading.Event | None = None) -> None:
         self.answers = list(answers)
@@ -22,7 +23,7 @@ class _Grants:
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         assert path == "lease/grant"
         self.asked += 1
-        if self.gate is not None:
+        if self.gate is not None and self.asked == 1:
             self.gate.wait(5)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
@@ -32,7 +33,7 @@ class _Grants:
 
 
 def _cache(grants: _Grants) -> LeaseCache:
-    return LeaseCache(grants.post, lambda: "http://etcd:2379")
+    return LeaseCache(grants.post, lambda: "http://etcd:2379", read_timeout=5.0)
 
 
 def test_a_prefetched_lease_serves_the_write_that_follows() -> None:
@@ -67,3 +68,18 @@ def test_a_prefetch_that_failed_leaves_the_write_to_grant_and_report() -> None:
     assert grants.asked == 2
     with pytest.raises(EtcdV3ConnectionError):
         cache.with_lease(300, lambda lease: lease)  # no prefetch: the error is the write's
+
+
+def test_a_write_waits_for_a_grant_under_way_no_longer_than_the_read_timeout() -> None:
+    gate = threading.Event()  # the prefetched grant never answers while the write waits
+    grants = _Grants({"ID": "9", "TTL": "200"}, {"ID": "7", "TTL": "200"}, gate=gate)
+    cache = LeaseCache(grants.post, lambda: "http://etcd:2379", read_timeout=0.2)
+    cache.prefetch(100)
+    writer = threading.Thread(target=lambda: cache.with_lease(100, int))
+    writer.start()
+    writer.join(3)
+    alive = writer.is_alive()  # still waiting: the bound was not kept
+    gate.set()
+    writer.join(5)
+    assert not alive
+    assert grants.asked == 2  # the write granted its own

@@ -166,7 +166,7 @@ class EtcdV3Client:
         self._auth = TokenAuth(
             self._session.headers, credentials, self._request, lambda: self.endpoint
         )
-        self._leases = LeaseCache(self._auth.post, lambda: self.endpoint)
+        self._leases = LeaseCache(self._auth.post, lambda: self.endpoint, read_timeout)
         self._watches = WatchReader(
             self._pool,
             self._session.connect,

@@ -28,13 +28,19 @@ class LeaseCache:
     Args:
         post: sends a request to the gateway (path, body) and returns the answer.
         endpoint: names etcd in errors.
+        read_timeout: seconds a grant may take; a write waits no longer for one that
+            :meth:`prefetch` started, then grants its own.
     """
 
     def __init__(
-        self, post: Callable[[str, dict[str, Any]], dict[str, Any]], endpoint: Callable[[], str]
+        self,
+        post: Callable[[str, dict[str, Any]], dict[str, Any]],
+        endpoint: Callable[[], str],
+        read_timeout: float,
     ) -> None:
         self._post = post
         self._endpoint = endpoint
+        self._read_timeout = read_timeout
         self._lock = threading.Lock()
         self._leases: dict[int, tuple[int, float]] = {}
         """TTL -> (lease id, monotonic time until which the lease has at least TTL left)."""
@@ -92,7 +98,7 @@ class LeaseCache:
         if lease is not None:
             return lease
         if coming is not None:
-            coming.wait()  # a grant is bounded by the client's read timeout
+            coming.wait(self._read_timeout)
             with self._lock:
                 lease = self._valid(seconds)
             if lease is not None:
