@@ -255,17 +255,22 @@ class EtcdV3Client:
 
     def get_many(self, keys: Sequence[bytes]) -> list[KeyValue | None]:
         """The keys (``None`` for each absent one), read in one transaction per 128 keys."""
+        ranges = [{"request_range": {"key": b64(key)}} for key in keys]
         found: list[KeyValue | None] = []
-        for start in range(0, len(keys), MAX_TXN_OPS):
-            chunk = keys[start : start + MAX_TXN_OPS]
-            ranges = [{"request_range": {"key": b64(key)}} for key in chunk]
-            result = self._auth.post("kv/txn", {"compare": [], "success": ranges, "failure": []})
-            for response in result.get("responses") or []:
-                kvs = (response.get("response_range") or {}).get("kvs") or []
-                found.append(key_value(kvs[0]) if kvs else None)
+        for response in self._transactions(ranges):
+            kvs = (response.get("response_range") or {}).get("kvs") or []
+            found.append(key_value(kvs[0]) if kvs else None)
         if len(found) != len(keys):
             raise EtcdV3Error(f"etcd answered {len(found)} reads for {len(keys)} keys.")
         return found
+
+    def _transactions(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run ``ops`` unconditionally, in one transaction per 128; their responses."""
+        responses: list[dict[str, Any]] = []
+        for start in range(0, len(ops), MAX_TXN_OPS):
+            txn = {"compare": [], "success": ops[start : start + MAX_TXN_OPS], "failure": []}
+            responses += self._auth.post("kv/txn", txn).get("responses") or []
+        return responses
 
     def put(self, key: bytes, value: bytes, *, ttl: float | None = None) -> int:
         """Write ``key``; with ``ttl`` it vanishes one to two TTLs later. Returns its revision."""
@@ -285,10 +290,7 @@ class EtcdV3Client:
 
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Write each (key, value), in one transaction per 128 keys: atomic up to 128."""
-        for start in range(0, len(items), MAX_TXN_OPS):
-            chunk = items[start : start + MAX_TXN_OPS]
-            puts = [{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in chunk]
-            self._auth.post("kv/txn", {"compare": [], "success": puts, "failure": []})
+        self._transactions([{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in items])
 
     def put_if(
         self, key: bytes, value: bytes, mod_revision: int | None, *, ttl: float | None = None
