@@ -22,6 +22,7 @@ from rdzv import (
     RendezvousParameters,
     get_rendezvous_handler,
 )
+from rdzv.backends.base import Token, Unchanged
 from rdzv.backends.c10d import C10dRendezvousBackend, create_backend, is_local_address
 from rdzv.core import decode_state
 from rdzv.core.intents import segment_of
@@ -403,3 +404,107 @@ def test_nodes_whose_every_step_is_late_still_rejoin() -> None:
     with _formed(_SlowSteps, _fast_beats("slow-steps", n, n, join_timeout=15), n) as handlers:
         time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
         assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+
+
+class _LateBoard(C10dRendezvousBackend):
+    """A real c10d backend whose board reads are handled 0.5 s late once ``late`` is set:
+    longer than the expiry less the interval (0.6 - 0.2 s), the regime of etcd-v2 at
+    1,024 nodes on two cores (3 s reads, 3 s expiry, 1 s interval)."""
+
+    late = False
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        beats = super().read_beats(names)
+        if type(self).late:
+            time.sleep(0.5)
+        return beats
+
+
+def test_a_node_whose_board_reads_outlast_the_expiry_less_the_interval_still_rejoins() -> None:
+    """Three nodes; two rejoin at once and the third 1.5 s later, every board read handled
+    0.5 s late. The last node read the board, found its own heartbeat late and beat, read
+    the board again, found it late again, and so on; or, allowed one read, found its
+    intent due again after each read, posted it, and read the log and the board again.
+    Its join timed out after 15 s."""
+    n = 3
+    settings = _fast_beats("late-board", n, n, join_timeout=15)
+    with _formed(_LateBoard, settings, n) as handlers:
+        _LateBoard.late = True
+        try:
+            infos: list[RendezvousInfo] = []
+            threads = [
+                threading.Thread(target=lambda h=h: infos.append(h.next_rendezvous()))
+                for h in handlers[:2]
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(1.5)
+            infos.append(handlers[2].next_rendezvous())
+            for thread in threads:
+                thread.join(timeout=30)
+        finally:
+            _LateBoard.late = False
+        assert sorted(info.rank for info in infos) == list(range(n))
+
+
+class _FarAway(C10dRendezvousBackend):
+    """A real c10d backend answering every request of the join an interval late (0.2 s)
+    once ``far`` is set: each round trip takes as long as the keep-alive interval."""
+
+    far = False
+
+    def _late(self) -> None:
+        if type(self).far:
+            time.sleep(0.2)
+
+    def get_state(self) -> tuple[bytes, Token] | None:
+        answer = super().get_state()
+        self._late()
+        return answer
+
+    def get_state_if_changed(self, token: Token) -> tuple[bytes, Token] | Unchanged | None:
+        answer = super().get_state_if_changed(token)
+        self._late()
+        return answer
+
+    def set_state(
+        self, state: bytes, token: Token | None = None
+    ) -> tuple[bytes, Token, bool] | None:
+        answer = super().set_state(state, token)
+        self._late()
+        return answer
+
+    def post_intent(self, record: bytes, cursor: int) -> None:
+        super().post_intent(record, cursor)
+        self._late()
+
+    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
+        answer = super().read_intents(cursor)
+        self._late()
+        return answer
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        super().beat(name, record, ttl)
+        self._late()
+
+    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
+        answer = super().read_beats(names)
+        self._late()
+        return answer
+
+
+def test_nodes_whose_every_round_trip_takes_an_interval_still_rejoin() -> None:
+    """What tests/sim/test_loaded_host.py found, on a real TCP store: three nodes rejoin,
+    every read, post and beat of theirs answered an interval (0.2 s) late. Their own
+    intents had expired by the time each log read came back, so they posted them again;
+    a waiting node's beat was due again when the last came back, so it beat for ever."""
+    n = 3
+    settings = _fast_beats("far-away", n, n, join_timeout=15)
+    with _formed(_FarAway, settings, n) as handlers:
+        time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
+        _FarAway.far = True
+        try:
+            infos = next_round(handlers)
+        finally:
+            _FarAway.far = False
+        assert sorted(info.rank for info in infos) == list(range(n))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from rdzv.sim import ETCD, Host, World, failure_scenario
+from rdzv.sim import ETCD, TCP_STORE, Host, World, failure_scenario
 from rdzv.sim.network import Cores
 
 
@@ -64,4 +64,24 @@ def test_on_a_host_where_a_step_waits_most_of_a_second_the_survivors_still_re_fo
     result = World(failure_scenario(n, crash, ETCD, 1 << 20, host=host), seed=2).run()
     assert not result.violations
     survivors = [i for i in range(n) if i != n // 2]
+    assert all(result.last_done_at.get(i, 0.0) > crash for i in survivors)
+
+
+def test_survivors_whose_every_round_trip_takes_an_interval_still_re_form() -> None:
+    """Three nodes, keep-alive 1 s x 3; the survivors are 0.5 s from the backend each way,
+    so each of their reads takes as long as the interval. Before, seed 0 never re-formed:
+    a reading of the board had aged past the expiry again by the time it came back, so a
+    node read the board, beat, read the board, and so on; its own intent had expired by
+    the time each log read came back, so it posted it again; and a waiting node whose
+    beat was due again when the last one came back beat for ever. Now the heartbeats a
+    decision reads are judged as of when the board was asked, the intents as of when the
+    log was, and a beat never follows a beat."""
+    n, crash = 3, 6.0
+    job = failure_scenario(n, crash, TCP_STORE, 1 << 20)
+    survivors = [i for i in range(n) if i != n // 2]
+    slow = tuple((i, 0.5) for i in survivors)
+    job = attrs.evolve(job, faults=attrs.evolve(job.faults, slow=slow), join_timeout=60.0)
+    result = World(job, seed=0).run()
+    assert not result.violations
+    assert result.false_deaths == 0
     assert all(result.last_done_at.get(i, 0.0) > crash for i in survivors)

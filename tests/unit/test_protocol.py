@@ -711,3 +711,72 @@ def test_progress_evolves_as_attrs_evolve_does_and_refuses_a_field_it_lacks() ->
         changed.polls = 4  # type: ignore[misc]
     with pytest.raises(TypeError, match="pols"):
         start.evolve(pols=3)
+
+
+# -- a node whose reads outlast the expiry less the interval ---------------------------
+
+
+def _complete_round(at: float) -> RendezvousState:
+    """Round 0 of A and B, complete, with their heartbeats of ``at`` in the state."""
+    state = joined(A, B, at=at)
+    return apply_action(state, Action.MARK_RENDEZVOUS_COMPLETE, A, SETTINGS, at)
+
+
+def test_a_decision_judges_the_board_as_of_when_it_was_asked_and_reads_it_once() -> None:
+    """B rejoins a round whose state's heartbeats are old; it reads A's record, the
+    watcher's, and the answer comes back a second later, when A's heartbeat in it has
+    expired. B's own beat is late, so it beats first. Judging by the time it decided,
+    B read the board again after the beat, and on a real TCP store whose board reads
+    were handled 0.5 s late (against a 0.6 s expiry) it did so until its join timed
+    out. As of the asking, A was alive: B goes on to post its intent."""
+    node = Node(protocol.join(NOW + 600, leaving=0), node=B)
+    node.observed = {B: NOW - 1.2}
+    node.then(Started())
+    assert node.then(StateRead(snap(_complete_round(NOW - 10)))) == ReadBeats((A,), NOW)
+    node.observed = {A: NOW - 2.2, B: NOW - 1.2}
+    node.context["checked"] = {A: NOW}
+    assert node.then(BeatsRead({A: NOW - 2.2}), at=NOW + 1.0) == WriteBeat(NOW + 1.0)
+    node.observed = {A: NOW - 2.2, B: NOW + 1.0}
+    assert node.then(BeatWritten(), at=NOW + 1.01) == Post(JoinIntent(B, NOW + 1.01, 0), 0)
+    assert node.progress.board_asked == NOW
+    # Its view is over a second old: it reads the state again, but not the board.
+    assert node.then(Posted(), at=NOW + 1.02) == ReadState()
+    wait = node.then(StateRead(snap(_complete_round(NOW - 10))), at=NOW + 1.03)
+    assert isinstance(wait, WaitForChange)  # for A, the steward
+    # The decision is made: the next one judges by its own time again.
+    assert node.then(Changed(None), at=wait.until) == ReadState()
+    assert node.progress.board_asked is None
+
+
+def test_the_steward_judges_the_intents_it_read_as_of_when_it_asked_for_them() -> None:
+    """B posted 2.5 s before the steward asked for the log, and the answer came back a
+    second later, when B's intent had passed the 3 s expiry. Judging by then, the
+    steward skipped it; a node whose every read took that long found its own intent
+    expired at each read, posted it again, and never joined. Fresh when asked for, it
+    is admitted."""
+    node = Node(protocol.join(NOW + 60))
+    node.observed = {A: NOW}
+    node.then(Started())
+    assert node.then(StateRead(snap(joined(A)))) == ReadLog(0)
+    admitted = node.then(LogRead([JoinIntent(B, NOW - 2.5)], 1), at=NOW + 1.0)
+    assert isinstance(admitted, CompareAndSet)
+    assert set(admitted.state.participants) == {A, B}
+    assert admitted.state.last_heartbeats[B] == NOW - 2.5  # B expires as its intent would
+
+
+def test_a_waiting_node_whose_beat_outlasts_the_interval_does_not_beat_again_at_once() -> None:
+    """D waits in the wait list of a complete round, behind C; its beats take a second to
+    come back, as long as the interval, so the next is due when the last returns. It
+    beat again at once, and again, and never read the state to see the round that took
+    it in. Between two beats it reads the state."""
+    d = NodeDesc("node-3", 103, 0)
+    settings = attrs.evolve(SETTINGS, max_nodes=4)
+    state = _complete_round(NOW)
+    for waiting in (C, d):
+        state = apply_action(state, Action.ADD_TO_WAIT_LIST, waiting, settings, NOW - 1.5)
+    node = Node(protocol.join(NOW + 600), node=d, settings=settings)
+    node.then(Started())
+    assert node.then(StateRead(snap(state))) == WriteBeat(NOW)
+    node.observed = {d: NOW}
+    assert node.then(BeatWritten(), at=NOW + 1.0) == ReadState()
+    assert node.then(StateRead(snap(state)), at=NOW + 2.0) == WriteBeat(NOW + 2.0)

@@ -182,8 +182,12 @@ def admit(
     cursor: int,
     settings: RendezvousSettings,
     now: float,
+    asked: float | None = None,
 ) -> RendezvousState:
     """Apply every pending record, as each node's own step would; move the cursor.
+
+    ``asked``: when ``records`` were read (``None``: ``now``); an intent is judged fresh
+    as of then, as :func:`pending_joins` judges it.
 
     - A fresh join intent places its node where :func:`rdzv.core.decide_join` would
       (a node leaving the current complete round leaves it first; the last one out
@@ -218,7 +222,7 @@ def admit(
         draft.drop([node for node in last_withdrawal if node in draft.beats], settings)
         if not draft.complete and draft.wait_list:
             draft.promote(settings, now)
-        oldest = _fresh_since(settings, now)
+        oldest = _fresh_since(settings, now if asked is None else asked)
         for i, record in enumerate(records):
             if (
                 isinstance(record, JoinIntent)
@@ -260,7 +264,13 @@ def pending_joins(
     now: float,
 ) -> dict[NodeDesc, JoinIntent]:
     """The nodes an admission of ``records`` would move, each with its first such intent,
-    in log order; a withdrawal cancels the intents of its node before it."""
+    in log order; a withdrawal cancels the intents of its node before it.
+
+    ``now`` is when the records were read: an intent fresh then is pending. Judged by
+    the time the answer was handled, a node whose log reads, beat and post each took
+    a second (keep-alive 1 s x 3) found its own intent expired at every read, posted
+    it again, and never joined (a simulated node 0.5 s away from the backend).
+    """
     pending: dict[NodeDesc, JoinIntent] = {}
     if state.closed:
         return pending

@@ -32,6 +32,7 @@ from rdzv.core.effects import (
     Finish,
     Post,
     ReadLog,
+    ReadState,
     WriteBeat,
 )
 from rdzv.core.intents import (
@@ -105,6 +106,12 @@ def join_step(
             withdraw_deadline=max(p.deadline, now) + ROLLBACK_PERIOD,
         )
         return withdraw(p, view, ctx, events)
+    if action is Action.KEEP_ALIVE and isinstance(p.last, WriteBeat):
+        # Where a beat's round trip outlasts the interval, the next is due when the last
+        # comes back: a waiting node beat for ever and never saw the round that took it
+        # in (a simulated node 0.5 s from the backend, keep-alive 1 s x 3). It reads the
+        # state between two beats.
+        return p, ReadState()
     if action is Action.KEEP_ALIVE and isinstance(p.last, ReadLog):
         # A log read is the last input of a decision: the beat comes after it, as the
         # protocol's own beats do. On a loaded etcd-v2 a steward's log reads took 3 s,
@@ -247,7 +254,7 @@ def _pending(
         return p, read_log(p, view)
     assert p.log is not None
     log = p.log
-    pending = pending_joins(view, log.records, settings, now)
+    pending = pending_joins(view, log.records, settings, p.log_asked)
     if node not in pending:
         # Our intent is gone: admitted and dropped since, expired, or posted to a
         # segment that rolled over. Post it again, where the log is now.
@@ -264,7 +271,7 @@ def _pending(
     if (
         node not in (chosen, first)
         and not patient
-        and should_hold(view, log.records, settings, now, pending)
+        and should_hold(view, log.records, settings, p.log_asked, pending)
     ):
         # The steward is late (the first pending node admits in its place), but an
         # admission would change no decision: writing it anyway, every pending
@@ -272,7 +279,7 @@ def _pending(
         p, until = _patience(p.evolve(patience_until=None), ctx, may_hold=True)
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
     if node in (chosen, first) or not patient:
-        new = admit(view, log.records, log.end, settings, now)
+        new = admit(view, log.records, log.end, settings, now, p.log_asked)
         return write(p.evolve(hold_since=None), new, ctx)
     return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
 
@@ -291,7 +298,7 @@ def _holds(
         return False
     if any(isinstance(r, Withdrawal) and view.role_of(r.node) for r in p.log.records):
         return False  # a leave is written at once
-    return should_hold(view, p.log.records, ctx.settings, ctx.now, pending)
+    return should_hold(view, p.log.records, ctx.settings, p.log_asked, pending)
 
 
 def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress, Effect]:
@@ -302,7 +309,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
         return p, read_log(p, view)
     assert p.log is not None
     records, end = p.log.records, p.log.end
-    pending = pending_joins(view, records, settings, now)
+    pending = pending_joins(view, records, settings, p.log_asked)
     members = view.members()
     withdrawn = any(isinstance(r, Withdrawal) and r.node in members for r in records)
     if not pending and not withdrawn:
@@ -312,7 +319,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
     if _holds(p, view, ctx, pending):
         p = p.evolve(hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, next_read)
-    new = admit(view, records, end, settings, now)
+    new = admit(view, records, end, settings, now, p.log_asked)
     return write(p.evolve(hold_since=None), new, ctx)
 
 
@@ -350,7 +357,7 @@ def withdraw(
     # concurrent, so that order is one the nodes could have had, and the one that never
     # completes a round with a node that is leaving it.
     records = [*(r for r in records if r.node != node), Withdrawal(node, now)]
-    return write(p, admit(view, records, p.log.end, settings, now), ctx)
+    return write(p, admit(view, records, p.log.end, settings, now, p.log_asked), ctx)
 
 
 def _ended(

@@ -94,7 +94,7 @@ class Progress:
     """What an operation has done so far. Every field starts empty; :func:`step` evolves it.
 
     Not slotted, so that :meth:`evolve` can copy the instance's dict: a node evolves its
-    progress about twice a step, and ``attrs.evolve`` over these 31 fields was half of
+    progress about twice a step, and ``attrs.evolve`` over these fields was half of
     the core's CPU time in the simulator (7 to 8 us a call, against 1.3 us).
     """
 
@@ -121,6 +121,9 @@ class Progress:
     """JOIN: a heartbeat went first since the last decision; the next waits for one."""
     watch_all: bool = False
     """About to complete a round: check every member's heartbeat, not only those watched."""
+    board_asked: float | None = None
+    """When the board read made for the decision under way was asked: the decision judges
+    heartbeats as of then, and reads the board no more (see :mod:`rdzv.core.protocol`)."""
     backing_off: bool = False
     dropped: tuple[NodeDesc, ...] = ()
     posted: float | None = None
@@ -131,6 +134,9 @@ class Progress:
     log_from: int = -1
     log_token: Any = NOT_READ
     log_at: float = -math.inf
+    """When the log read held was answered (the steward's pace runs from then)."""
+    log_asked: float = -math.inf
+    """When it was asked for: the intents in it are judged as of then."""
     polls: int = 0
     """Reads of the log in a row that found nothing new (the steward's pace)."""
     hold_since: float | None = None

@@ -26,6 +26,7 @@ import attrs
 from rdzv.core import pacing
 from rdzv.core.decisions import Action, decide_close, decide_keep_alive, should_keep_alive
 from rdzv.core.effects import (
+    BeatsRead,
     Changed,
     CompareAndSet,
     Effect,
@@ -46,6 +47,7 @@ from rdzv.core.effects import (
     Started,
     StateRead,
     Unreachable,
+    WaitForChange,
     WriteBeat,
     Written,
 )
@@ -124,8 +126,15 @@ def step(progress: Progress, outcome: Outcome, ctx: Context) -> Step:
 
 # -- taking in an outcome --------------------------------------------------------------
 
+_DECIDED = (CompareAndSet, WaitForChange, Sleep)
+"""The effects that end a decision: a board read serves the one decision it was made for."""
+
 
 def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) -> Progress | Step:
+    if p.board_asked is not None and isinstance(p.last, _DECIDED):
+        p = p.evolve(board_asked=None)  # the decision the board read was for is made
+    if isinstance(outcome, BeatsRead) and isinstance(p.last, ReadBeats):
+        p = p.evolve(board_asked=p.last.at)
     if isinstance(outcome, Unreachable):
         return _unreachable(p, outcome, ctx, events)
     if p.outage is not None and not isinstance(outcome, Slept | Started):
@@ -182,6 +191,7 @@ def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) ->
             log_from=start,
             log_token=token,
             log_at=ctx.now,
+            log_asked=p.issued,
             polls=p.polls + 1 if quiet else 0,
         )
     return p
@@ -258,7 +268,8 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
         # it. Checking before every write had each node that placed itself read
         # the whole board: a re-form of 1,024 nodes on etcd-v2 read 490,000
         # records in 1,320 listings, and never ended.
-        return _next(p.evolve(watch_all=True), ctx, events)
+        # One more board read, of every member, for the completion.
+        return _next(p.evolve(watch_all=True, board_asked=None), ctx, events)
     return decided, effect
 
 
@@ -300,8 +311,8 @@ def _beat_due(p: Progress, ctx: Context) -> bool:
     state, settings = p.snap.state, ctx.settings
     if not should_keep_alive(state, ctx.node, settings, ctx.now, own):
         return False
-    if isinstance(p.last, ReadLog):
-        return False  # the last read before a decision
+    if isinstance(p.last, ReadLog | WriteBeat):
+        return False  # the last read before a decision, or a beat just written
     if not isinstance(p.last, ReadState | ReadBeats):
         return True
     # Late: halfway from due (one interval old) to dead (the expiry).
@@ -346,18 +357,24 @@ def _view(
     healthy rendezvous costs no extra request.
     """
     assert p.snap is not None
-    state, settings, now, node = p.snap.state, ctx.settings, ctx.now, ctx.node
+    state, settings, node = p.snap.state, ctx.settings, ctx.node
     if not ctx.has_board:
-        return (*drop_dead_nodes(state, settings, now, node, ctx.observed), None)
+        return (*drop_dead_nodes(state, settings, ctx.now, node, ctx.observed), None)
+    # Heartbeats are judged as of when the board was asked, once it was: on etcd-v2 at
+    # 1,024 nodes a board read took 3 s, and every heartbeat it brought had expired by
+    # the time it came back (a completion judged by then dropped all 1,023 live
+    # members). Nor does a decision read the board twice: judged by then, the reading
+    # of a node whose reads outlast the expiry less the interval had aged past the
+    # expiry again when it came back; it read the board again, beat, posted its intent
+    # again, read the board again, and so on, and never joined (a real TCP store, 0.5 s
+    # reads against a 0.6 s expiry). A node that died since the reading is the
+    # watcher's to find, as one that dies just after the decision.
+    now = ctx.now if p.board_asked is None else p.board_asked
     watching, head, unsure = watcher(state, node, settings, now, ctx.observed, ctx.checked)
-    # At most one read of the board per decision: a slow node whose readings age on
-    # the way back would otherwise read for ever. None right after a log read, the
-    # last input of a decision, unless the write completes a round: on a loaded host
-    # the steward's readings aged while it read the log, and it read the board again
-    # instead of admitting, then the log again, and so on.
-    may_read = not isinstance(p.last, ReadBeats) and (
-        p.watch_all or not isinstance(p.last, ReadLog)
-    )
+    # None right after a log read, the last input of a decision, unless the write
+    # completes a round: on a loaded host the steward's readings aged while it read the
+    # log, and it read the board again instead of admitting, then the log again, and so on.
+    may_read = p.board_asked is None and (p.watch_all or not isinstance(p.last, ReadLog))
     if watching == node or p.watch_all:
         suspects = dead_nodes(state, settings, now, node, ctx.observed)
         # Dead when the board, read after its heartbeat expired, had nothing newer.
@@ -371,18 +388,13 @@ def _view(
             soon = now + settings.keep_alive_interval.total_seconds()
             return state, (), ReadBeats(dead_nodes(state, settings, soon, node, ctx.observed), now)
         if p.watch_all:
-            # A round completes only without a node whose heartbeat had expired when the
-            # board was asked, confirmed or not (a crashed node in a new round would be
-            # a ghost rank): the watcher's rule, applied to every member. Not by now:
-            # on etcd-v2 at 1,024 nodes a board read took 3 s, every heartbeat it
-            # brought had expired by the time it came back, and the completion dropped
-            # all 1,023 live members. Nor by whether a member had missed a beat when
-            # asked (74b98f1): a joining node beats once late by design, and on the
-            # loaded host completions dropped 250 to 1,000 members each, 6,173 times,
-            # and the round never re-formed. A node that died since the reading is
-            # the watcher's to find, as one that dies just after the round completes.
-            asked = p.last.at if isinstance(p.last, ReadBeats) else now
-            dead = dead_nodes(state, settings, asked, node, ctx.observed)
+            # A round completes only without a node whose heartbeat had expired, confirmed
+            # or not (a crashed node in a new round would be a ghost rank): the watcher's
+            # rule, applied to every member. Not whether a member had missed a beat
+            # (74b98f1): a joining node beats once late by design, and on the loaded host
+            # completions dropped 250 to 1,000 members each, 6,173 times, and the round
+            # never re-formed.
+            dead = suspects
         # The watcher drops only what the board confirmed: a heartbeat that expired
         # while the answer came back may be on the board already. Dropping those too,
         # the watcher of 1,024 nodes on two loaded cores dropped 267 live nodes.

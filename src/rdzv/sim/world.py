@@ -475,9 +475,9 @@ class World:
             return
         if isinstance(effect, ReadBeats):
             run.board_asked = self.now
-        # A write decided on a board read knows the heartbeats as of the asking, and a
-        # completion judges them so (rdzv.core.protocol): the checker dates it there.
-        decided = run.board_asked if isinstance(outcome, BeatsRead) else self.now
+        # A write decided on a board read knows the heartbeats as of the asking, and the
+        # core judges them so (rdzv.core.protocol): the checker dates it there.
+        decided = self.now if run.progress.board_asked is None else run.board_asked
         self._issue(node, run, effect, decided)
 
     def _deliver(self, node: _Node, run: _Run, outcome: Outcome) -> None:
