@@ -138,6 +138,21 @@ def join_step(
     return write(p, new, ctx)
 
 
+def _intents_judged_at(p: Progress, ctx: Context) -> float:
+    """When the intents of the log read are judged fresh: as of when the log was asked
+    for, or, for a write that completes a round, as of its check of every member.
+
+    The first, because a node whose log reads took a second found its own intent
+    expired at each read, posted it again, and never joined. The second, because an
+    intent admitted into a completed round is a member's heartbeat like the others:
+    judged as of the log's asking, an intent 2.96 s old then (expiry 3 s) put a node
+    dead since into the round completed 0.9 s later (seed 301046).
+    """
+    if p.watch_all:
+        return ctx.now if p.board_asked is None else p.board_asked
+    return p.log_asked
+
+
 def _patience(p: Progress, ctx: Context, *, may_hold: bool = False) -> tuple[Progress, float]:
     """When this node stops waiting for the steward's write and writes itself.
 
@@ -254,7 +269,7 @@ def _pending(
         return p, read_log(p, view)
     assert p.log is not None
     log = p.log
-    pending = pending_joins(view, log.records, settings, p.log_asked)
+    pending = pending_joins(view, log.records, settings, _intents_judged_at(p, ctx))
     if node not in pending:
         # Our intent is gone: admitted and dropped since, expired, or posted to a
         # segment that rolled over. Post it again, where the log is now.
@@ -271,7 +286,7 @@ def _pending(
     if (
         node not in (chosen, first)
         and not patient
-        and should_hold(view, log.records, settings, p.log_asked, pending)
+        and should_hold(view, log.records, settings, _intents_judged_at(p, ctx), pending)
     ):
         # The steward is late (the first pending node admits in its place), but an
         # admission would change no decision: writing it anyway, every pending
@@ -279,7 +294,7 @@ def _pending(
         p, until = _patience(p.evolve(patience_until=None), ctx, may_hold=True)
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
     if node in (chosen, first) or not patient:
-        new = admit(view, log.records, log.end, settings, now, p.log_asked)
+        new = admit(view, log.records, log.end, settings, now, _intents_judged_at(p, ctx))
         return write(p.evolve(hold_since=None), new, ctx)
     return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
 
@@ -298,7 +313,7 @@ def _holds(
         return False
     if any(isinstance(r, Withdrawal) and view.role_of(r.node) for r in p.log.records):
         return False  # a leave is written at once
-    return should_hold(view, p.log.records, ctx.settings, p.log_asked, pending)
+    return should_hold(view, p.log.records, ctx.settings, _intents_judged_at(p, ctx), pending)
 
 
 def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress, Effect]:
@@ -309,7 +324,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
         return p, read_log(p, view)
     assert p.log is not None
     records, end = p.log.records, p.log.end
-    pending = pending_joins(view, records, settings, p.log_asked)
+    pending = pending_joins(view, records, settings, _intents_judged_at(p, ctx))
     members = view.members()
     withdrawn = any(isinstance(r, Withdrawal) and r.node in members for r in records)
     if not pending and not withdrawn:
@@ -319,7 +334,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
     if _holds(p, view, ctx, pending):
         p = p.evolve(hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, next_read)
-    new = admit(view, records, end, settings, now, p.log_asked)
+    new = admit(view, records, end, settings, now, _intents_judged_at(p, ctx))
     return write(p.evolve(hold_since=None), new, ctx)
 
 
@@ -357,7 +372,7 @@ def withdraw(
     # concurrent, so that order is one the nodes could have had, and the one that never
     # completes a round with a node that is leaving it.
     records = [*(r for r in records if r.node != node), Withdrawal(node, now)]
-    return write(p, admit(view, records, p.log.end, settings, now, p.log_asked), ctx)
+    return write(p, admit(view, records, p.log.end, settings, now, _intents_judged_at(p, ctx)), ctx)
 
 
 def _ended(
