@@ -175,9 +175,10 @@ def test_in_a_small_round_a_lone_node_holds_its_admission_for_an_interval_then_a
     assert effect.token is None  # no state yet: written only if there is none
     assert set(effect.state.participants) == {A}
     assert effect.state.intent_cursor == 1
-    # Its heartbeat is its intent's time, an interval old by now: it beats at once.
-    assert effect.state.last_heartbeats[A] == NOW
-    assert node.then(Written(snap(effect.state), True)) == WriteBeat(node.now)
+    # Its heartbeat is the time of the write, not its intent's: a node that writes is
+    # alive, and its first beat is due an interval later.
+    assert effect.state.last_heartbeats[A] == node.now
+    assert node.then(Written(snap(effect.state), True)) == ReadLog(1)
 
 
 def test_in_a_small_round_the_first_pending_node_admits_at_once_when_it_can_complete() -> None:

@@ -186,9 +186,17 @@ def last_state(p: Progress) -> RendezvousState:
 
 
 def write(p: Progress, new: RendezvousState, ctx: Context) -> tuple[Progress, Effect]:
-    """Compare-and-set ``new`` (with every heartbeat the node has seen) on the token read."""
+    """Compare-and-set ``new`` on the token read, with every heartbeat the node has seen, and
+    its own as of now: a node that writes is alive.
+
+    A node that admitted itself from the log had its intent's time for a heartbeat:
+    where a round trip took a third of the expiry, that heartbeat had expired by the
+    time the write landed, the watcher dropped the node, and it posted again, until
+    its join timed out (seed 124 with a node 0.95 s away, expiry 6 s).
+    """
     assert p.snap is not None
-    return p, CompareAndSet(merge_heartbeats(new, ctx.observed), p.snap.token)
+    state = merge_heartbeats(merge_heartbeats(new, ctx.observed), {ctx.node: ctx.now})
+    return p, CompareAndSet(state, p.snap.token)
 
 
 def wait(

@@ -11,9 +11,11 @@ liveness at its end (:mod:`rdzv.sim.checks`).
     python -m rdzv.sim --seeds 1000           # hunt: random jobs of up to 64 nodes
     python -m rdzv.sim --seed 1234 --trace    # replay one, with its trace
 
-:func:`random_scenario` draws a job and its faults from a seed; :func:`check_seed`
-runs it. ``benchmarks/simulate.py`` runs large jobs for planning, the ``failure``
-one as :func:`failure_scenario` builds it (so do the cost tests).
+:func:`random_scenario` draws a job and its faults from a seed (one seed in eight
+also shares two cores between the nodes, and one in eight puts up to three nodes a
+quarter of the expiry away from the backend); :func:`check_seed` runs it.
+``benchmarks/simulate.py`` runs large jobs for planning, the ``failure`` one as
+:func:`failure_scenario` builds it (so do the cost tests).
 """
 
 from __future__ import annotations
@@ -130,7 +132,28 @@ def random_scenario(seed: int, max_nodes: int = 64) -> Scenario:
         faults=faults,
         max_skew=max_skew,
     )
-    return attrs.evolve(scenario, host=_loaded_host(seed, scenario))
+    scenario = attrs.evolve(scenario, host=_loaded_host(seed, scenario))
+    return attrs.evolve(scenario, faults=_far_nodes(seed, scenario))
+
+
+def _far_nodes(seed: int, job: Scenario) -> Faults:
+    """One seed in eight: up to three nodes so far from the backend that a round trip takes
+    up to 0.4 of the expiry less the interval, and a quarter of the expiry (a slow link,
+    a loaded etcd), where the other slow nodes stay under a fifth of an interval.
+    Heartbeats land late, and readings age on the way back: a node whose board and log
+    reads outlasted the expiry less the interval never joined (19ff1db). Not farther:
+    a node beats an interval after its last beat, and what it does in between (the
+    end of a wait, a read) comes on top; a node a third of the expiry away beat too
+    seldom to stay in a round (seeds 124 and 300163), and so did one 0.24 s away of
+    an expiry of 1 s and an interval of 0.5 s (seed 302800). Drawn apart from the
+    job, which is the same with or without them."""
+    far = random.Random(f"far-{seed}")
+    if far.random() >= 0.125:
+        return job.faults
+    reach = min(job.interval * (job.attempts - 1) * 0.4, job.interval * job.attempts / 4)
+    chosen = far.sample(range(job.total_nodes), min(far.choice([1, 2, 3]), job.total_nodes))
+    slow = dict(job.faults.slow) | {i: far.uniform(0.1, 1) * reach / 2 for i in chosen}
+    return attrs.evolve(job.faults, slow=tuple(sorted(slow.items())))
 
 
 def _loaded_host(seed: int, job: Scenario) -> Host | None:
