@@ -765,6 +765,59 @@ def test_the_steward_judges_the_intents_it_read_as_of_when_it_asked_for_them() -
     assert admitted.state.last_heartbeats[B] == NOW - 2.5  # B expires as its intent would
 
 
+def test_an_admission_that_completes_a_round_judges_its_intents_as_of_its_check() -> None:
+    """As above, but the admission would complete the round (two of two): B's intent was
+    fresh when the log was asked for and had expired by the completion's check of every
+    member. An admitted intent is a member's heartbeat like the others; judged as of the
+    log's asking, a node dead since was given a rank (seed 301046). B stays out, and the
+    round stays incomplete; the steward writes the cursor on."""
+    settings = attrs.evolve(SETTINGS, min_nodes=2, max_nodes=2)
+    node = Node(protocol.join(NOW + 60), settings=settings)
+    node.observed = {A: NOW}
+    node.then(Started())
+    assert node.then(StateRead(snap(joined(A)))) == ReadLog(0)
+    effect = node.then(LogRead([JoinIntent(B, NOW - 2.9)], 1), at=NOW + 1.0)
+    assert isinstance(effect, CompareAndSet)
+    assert not effect.state.complete
+    assert set(effect.state.participants) == {A}
+    assert effect.state.intent_cursor == 1
+    # Fresh at the completion's check too, it completes the round.
+    node = Node(protocol.join(NOW + 60), settings=settings)
+    node.observed = {A: NOW}
+    node.then(Started())
+    node.then(StateRead(snap(joined(A))))
+    effect = node.then(LogRead([JoinIntent(B, NOW - 1.9)], 1), at=NOW + 1.0)
+    assert isinstance(effect, CompareAndSet)
+    assert effect.state.complete and set(effect.state.participants) == {A, B}
+
+
+def test_a_completion_reads_the_board_again_whatever_the_decision_read_before() -> None:
+    """A lost completion, then a board read for B's record (B beat 2.5 s before), then
+    beats and state reads in turn, each a second, as long as the interval: A's next
+    completion judged every member as of that board read, 5 s old by then, and gave B a
+    rank though B's heartbeat had expired 4.7 s before (found in review). Each attempt
+    to complete a round checks every member anew."""
+    formed = joined(A, B, at=NOW)
+    current = attrs.evolve(formed, last_heartbeats={A: NOW, B: NOW - 3.0})
+    node = Node(protocol.join(NOW + 600))
+    node.observed = {A: NOW}
+    node.then(Started())
+    node.then(StateRead(snap(formed)))
+    assert isinstance(node.then(LogRead([JoinIntent(C, NOW)], 1), at=NOW + 0.1), CompareAndSet)
+    assert node.then(Written(snap(current, 2), False), at=NOW + 0.2) == ReadBeats((B,), NOW + 0.2)
+    node.observed = {A: NOW, B: NOW - 2.5}
+    node.context["checked"] = {B: NOW + 0.2}
+    effect = node.then(BeatsRead({B: NOW - 2.5}), at=NOW + 1.2)
+    at = NOW + 1.2
+    while isinstance(effect, WriteBeat | ReadState):
+        node.observed = {**node.observed, A: at}
+        at += 1.0
+        outcome = BeatWritten() if isinstance(effect, WriteBeat) else StateRead(snap(current, 2))
+        effect = node.then(outcome, at=at)
+    assert effect == ReadBeats((B,), at)  # not a completion judged as of NOW + 0.2
+    assert node.progress.watch_all
+
+
 def test_a_waiting_node_whose_beat_outlasts_the_interval_does_not_beat_again_at_once() -> None:
     """D waits in the wait list of a complete round, behind C; its beats take a second to
     come back, as long as the interval, so the next is due when the last returns. It

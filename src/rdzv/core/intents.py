@@ -186,8 +186,9 @@ def admit(
 ) -> RendezvousState:
     """Apply every pending record, as each node's own step would; move the cursor.
 
-    ``asked``: when ``records`` were read (``None``: ``now``); an intent is judged fresh
-    as of then, as :func:`pending_joins` judges it.
+    ``asked``: the time as of which an intent is judged fresh (``None``: ``now``), as
+    :func:`pending_joins` judges it: when the log was asked for, or a completion's
+    check of every member (see :mod:`rdzv.core.joining`).
 
     - A fresh join intent places its node where :func:`rdzv.core.decide_join` would
       (a node leaving the current complete round leaves it first; the last one out
@@ -266,10 +267,11 @@ def pending_joins(
     """The nodes an admission of ``records`` would move, each with its first such intent,
     in log order; a withdrawal cancels the intents of its node before it.
 
-    ``now`` is when the records were read: an intent fresh then is pending. Judged by
-    the time the answer was handled, a node whose log reads, beat and post each took
-    a second (keep-alive 1 s x 3) found its own intent expired at every read, posted
-    it again, and never joined (a simulated node 0.5 s away from the backend).
+    ``now`` is the time as of which an intent is judged fresh: when the records were
+    asked for. Judged by the time the answer was handled, a node whose log reads, beat
+    and post each took a second (keep-alive 1 s x 3) found its own intent expired at
+    every read, posted it again, and never joined (a simulated node whose round trips
+    took a second).
     """
     pending: dict[NodeDesc, JoinIntent] = {}
     if state.closed:

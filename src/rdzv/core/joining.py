@@ -20,7 +20,7 @@ those of the glossary in ``docs/concepts.rst``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rdzv.core import pacing
 from rdzv.core.decisions import ROLLBACK_PERIOD, Action, deadline_after, decide_leave, decide_rejoin
@@ -37,6 +37,7 @@ from rdzv.core.effects import (
 )
 from rdzv.core.intents import (
     JoinIntent,
+    LogRecord,
     Withdrawal,
     admit,
     needs_fence,
@@ -59,7 +60,7 @@ from rdzv.core.progress import (
 )
 from rdzv.core.transitions import apply_action
 
-__all__ = ["end", "join_step", "withdraw"]
+__all__ = ["completes", "end", "join_step", "withdraw"]
 
 
 _PLACEMENTS = frozenset(
@@ -110,8 +111,9 @@ def join_step(
         # Where a beat's round trip outlasts the interval, the next is due when the last
         # comes back: a waiting node beat for ever and never saw the round that took it
         # in (a simulated node 0.5 s from the backend, keep-alive 1 s x 3). It reads the
-        # state between two beats.
-        return p, ReadState()
+        # state between two beats; a round it completes next is checked anew (a node
+        # that beat and read in turn for 5 s completed a round as of its reading before).
+        return p.evolve(watch_all=False), ReadState()
     if action is Action.KEEP_ALIVE and isinstance(p.last, ReadLog):
         # A log read is the last input of a decision: the beat comes after it, as the
         # protocol's own beats do. On a loaded etcd-v2 a steward's log reads took 3 s,
@@ -138,9 +140,17 @@ def join_step(
     return write(p, new, ctx)
 
 
-def _intents_judged_at(p: Progress, ctx: Context) -> float:
-    """When the intents of the log read are judged fresh: as of when the log was asked
-    for, or, for a write that completes a round, as of its check of every member.
+def completes(view: RendezvousState, written: RendezvousState) -> bool:
+    """Whether writing ``written`` over ``view`` completes a round (gives ranks)."""
+    return written.complete and not (view.complete and view.round == written.round)
+
+
+def _admit(
+    p: Progress, view: RendezvousState, records: Sequence[LogRecord], end: int, ctx: Context
+) -> RendezvousState:
+    """The admission of ``records``, their intents judged fresh as of when the log was
+    asked for; or, when that admission completes a round, as of the completion's check
+    of every member (the board read it made, or now).
 
     The first, because a node whose log reads took a second found its own intent
     expired at each read, posted it again, and never joined. The second, because an
@@ -148,9 +158,12 @@ def _intents_judged_at(p: Progress, ctx: Context) -> float:
     judged as of the log's asking, an intent 2.96 s old then (expiry 3 s) put a node
     dead since into the round completed 0.9 s later (seed 301046).
     """
-    if p.watch_all:
-        return ctx.now if p.board_asked is None else p.board_asked
-    return p.log_asked
+    settings, now = ctx.settings, ctx.now
+    new = admit(view, records, end, settings, now, p.log_asked)
+    if completes(view, new):
+        checked = now if p.board_asked is None else p.board_asked
+        new = admit(view, records, end, settings, now, checked)
+    return new
 
 
 def _patience(p: Progress, ctx: Context, *, may_hold: bool = False) -> tuple[Progress, float]:
@@ -269,7 +282,7 @@ def _pending(
         return p, read_log(p, view)
     assert p.log is not None
     log = p.log
-    pending = pending_joins(view, log.records, settings, _intents_judged_at(p, ctx))
+    pending = pending_joins(view, log.records, settings, p.log_asked)
     if node not in pending:
         # Our intent is gone: admitted and dropped since, expired, or posted to a
         # segment that rolled over. Post it again, where the log is now.
@@ -286,7 +299,7 @@ def _pending(
     if (
         node not in (chosen, first)
         and not patient
-        and should_hold(view, log.records, settings, _intents_judged_at(p, ctx), pending)
+        and should_hold(view, log.records, settings, p.log_asked, pending)
     ):
         # The steward is late (the first pending node admits in its place), but an
         # admission would change no decision: writing it anyway, every pending
@@ -294,7 +307,7 @@ def _pending(
         p, until = _patience(p.evolve(patience_until=None), ctx, may_hold=True)
         return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
     if node in (chosen, first) or not patient:
-        new = admit(view, log.records, log.end, settings, now, _intents_judged_at(p, ctx))
+        new = _admit(p, view, log.records, log.end, ctx)
         return write(p.evolve(hold_since=None), new, ctx)
     return (p, post) if now >= repost_at else wait(p, view, ctx, min(until, repost_at))
 
@@ -313,7 +326,7 @@ def _holds(
         return False
     if any(isinstance(r, Withdrawal) and view.role_of(r.node) for r in p.log.records):
         return False  # a leave is written at once
-    return should_hold(view, p.log.records, ctx.settings, _intents_judged_at(p, ctx), pending)
+    return should_hold(view, p.log.records, ctx.settings, p.log_asked, pending)
 
 
 def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress, Effect]:
@@ -324,7 +337,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
         return p, read_log(p, view)
     assert p.log is not None
     records, end = p.log.records, p.log.end
-    pending = pending_joins(view, records, settings, _intents_judged_at(p, ctx))
+    pending = pending_joins(view, records, settings, p.log_asked)
     members = view.members()
     withdrawn = any(isinstance(r, Withdrawal) and r.node in members for r in records)
     if not pending and not withdrawn:
@@ -334,7 +347,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
     if _holds(p, view, ctx, pending):
         p = p.evolve(hold_since=p.hold_since if p.hold_since is not None else now)
         return wait(p, view, ctx, next_read)
-    new = admit(view, records, end, settings, now, _intents_judged_at(p, ctx))
+    new = _admit(p, view, records, end, ctx)
     return write(p.evolve(hold_since=None), new, ctx)
 
 
@@ -372,7 +385,7 @@ def withdraw(
     # concurrent, so that order is one the nodes could have had, and the one that never
     # completes a round with a node that is leaving it.
     records = [*(r for r in records if r.node != node), Withdrawal(node, now)]
-    return write(p, admit(view, records, p.log.end, settings, now, _intents_judged_at(p, ctx)), ctx)
+    return write(p, _admit(p, view, records, p.log.end, ctx), ctx)
 
 
 def _ended(

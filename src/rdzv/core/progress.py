@@ -122,8 +122,9 @@ class Progress:
     watch_all: bool = False
     """About to complete a round: check every member's heartbeat, not only those watched."""
     board_asked: float | None = None
-    """When the board read made for the decision under way was asked: the decision judges
-    heartbeats as of then, and reads the board no more (see :mod:`rdzv.core.protocol`)."""
+    """When the board read made for the decision under way (its steps up to its write or
+    wait) was asked: the decision judges heartbeats as of then, and reads the board no
+    more, but to complete a round (see :mod:`rdzv.core.protocol`)."""
     backing_off: bool = False
     dropped: tuple[NodeDesc, ...] = ()
     posted: float | None = None

@@ -52,7 +52,7 @@ from rdzv.core.effects import (
     Written,
 )
 from rdzv.core.intents import Withdrawal, segment_of
-from rdzv.core.joining import end, join_step, withdraw
+from rdzv.core.joining import completes, end, join_step, withdraw
 from rdzv.core.liveness import (
     confirmed_dead,
     dead_nodes,
@@ -127,12 +127,18 @@ def step(progress: Progress, outcome: Outcome, ctx: Context) -> Step:
 # -- taking in an outcome --------------------------------------------------------------
 
 _DECIDED = (CompareAndSet, WaitForChange, Sleep)
-"""The effects that end a decision: a board read serves the one decision it was made for."""
+"""The effects that end a decision (a write, or a wait for the state to move). A decision
+may take several steps (a beat, a post, a state or log read) between its board read and
+its write; the board read, and a completion's check of every member, serve it alone."""
 
 
 def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) -> Progress | Step:
-    if p.board_asked is not None and isinstance(p.last, _DECIDED):
-        p = p.evolve(board_asked=None)  # the decision the board read was for is made
+    if isinstance(p.last, _DECIDED) and (p.board_asked is not None or p.watch_all):
+        # The decision is made: the next judges by its own time again, and a completion
+        # (a write lost, tried again) checks every member again. Kept, a lost completion
+        # left the node to complete a round 5 s later as of a board read made between,
+        # with a node dead since (found in review).
+        p = p.evolve(board_asked=None, watch_all=False)
     if isinstance(outcome, BeatsRead) and isinstance(p.last, ReadBeats):
         p = p.evolve(board_asked=p.last.at)
     if isinstance(outcome, Unreachable):
@@ -154,7 +160,7 @@ def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) ->
         return _new_snapshot(p, outcome.snapshot, ctx)
     if isinstance(outcome, Written):
         if outcome.written:
-            p = p.evolve(lost=0, left=p.left or leaving(p), watch_all=False)
+            p = p.evolve(lost=0, left=p.left or leaving(p))
         else:
             p = p.evolve(lost=p.lost + 1, backing_off=outcome.snapshot is not None)
         return _new_snapshot(p, outcome.snapshot, ctx)
@@ -261,7 +267,7 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
     decided, effect = _decide(
         p.evolve(dropped=_dropped(p, dead, ctx, events), beaten=False), view, ctx, events
     )
-    if isinstance(effect, CompareAndSet) and not p.watch_all and _completes(view, effect.state):
+    if isinstance(effect, CompareAndSet) and not p.watch_all and completes(view, effect.state):
         # A round completes only without a dead node in it: the node that completes it
         # checks every member's heartbeat first, not only those it watches. Other
         # writes may carry a dead member on; the watcher, or that completion, drops
@@ -276,8 +282,9 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
 def _stale(p: Progress, ctx: Context) -> bool:
     """Whether the state read is too old to decide on (:data:`~rdzv.core.pacing.MAX_VIEW_AGE`).
 
-    Never right after a read: the node decides on what it read (a board or a log
-    read is for the state it has), or on a loaded host it would read for ever. Nor
+    Never right after a read: the node decides on what it read (a log read is for the
+    state it has; a board reading serves the decision under way), or on a loaded host
+    it would read for ever. Nor
     right after a heartbeat, which only put off a decision on a read: in the simulator,
     on a host where steps waited over half a second for a core, a steward read the
     board, found its own heartbeat late, beat, read the state again (it had aged past
@@ -295,8 +302,8 @@ def _beat_due(p: Progress, ctx: Context) -> bool:
 
     Before any other work, except a decision on what the node has just read: after a
     state or board read only once the beat is late (halfway from due to expired),
-    never after a log read, the last read before a decision, and at most once
-    before each decision. A beat taking the place of every decision, on a host
+    never after a log read, the last read before a decision, nor right after a beat,
+    and at most once before each decision. A beat taking the place of every decision, on a host
     where a step takes half a second, had a watcher beat, read the board, beat, read
     the state, and so on, for ever: each reading had aged by the time it could be used.
     """
@@ -319,11 +326,6 @@ def _beat_due(p: Progress, ctx: Context) -> bool:
     interval = settings.keep_alive_interval.total_seconds()
     late = (settings.heartbeat_expiry - interval) / 2
     return should_keep_alive(state, ctx.node, settings, ctx.now - late, own)
-
-
-def _completes(view: RendezvousState, written: RendezvousState) -> bool:
-    """Whether writing ``written`` over ``view`` completes a round (gives ranks)."""
-    return written.complete and not (view.complete and view.round == written.round)
 
 
 def _decide(
@@ -363,7 +365,8 @@ def _view(
     # Heartbeats are judged as of when the board was asked, once it was: on etcd-v2 at
     # 1,024 nodes a board read took 3 s, and every heartbeat it brought had expired by
     # the time it came back (a completion judged by then dropped all 1,023 live
-    # members). Nor does a decision read the board twice: judged by then, the reading
+    # members). Nor does a decision read the board twice (but to complete a round, see
+    # _next and _absorb): judged by then, the reading
     # of a node whose reads outlast the expiry less the interval had aged past the
     # expiry again when it came back; it read the board again, beat, posted its intent
     # again, read the board again, and so on, and never joined (a real TCP store, 0.5 s

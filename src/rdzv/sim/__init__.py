@@ -12,8 +12,8 @@ liveness at its end (:mod:`rdzv.sim.checks`).
     python -m rdzv.sim --seed 1234 --trace    # replay one, with its trace
 
 :func:`random_scenario` draws a job and its faults from a seed (one seed in eight
-also shares two cores between the nodes, and one in eight puts up to three nodes a
-quarter of the expiry away from the backend); :func:`check_seed` runs it.
+also shares two cores between the nodes, and one in eight gives up to three nodes
+round trips of up to a quarter of the expiry); :func:`check_seed` runs it.
 ``benchmarks/simulate.py`` runs large jobs for planning, the ``failure`` one as
 :func:`failure_scenario` builds it (so do the cost tests).
 """
@@ -139,13 +139,15 @@ def random_scenario(seed: int, max_nodes: int = 64) -> Scenario:
 def _far_nodes(seed: int, job: Scenario) -> Faults:
     """One seed in eight: up to three nodes so far from the backend that a round trip takes
     up to 0.4 of the expiry less the interval, and a quarter of the expiry (a slow link,
-    a loaded etcd), where the other slow nodes stay under a fifth of an interval.
+    a loaded etcd), where the other slow nodes' round trips stay under a fifth of an
+    interval.
     Heartbeats land late, and readings age on the way back: a node whose board and log
     reads outlasted the expiry less the interval never joined (19ff1db). Not farther:
     a node beats an interval after its last beat, and what it does in between (the
-    end of a wait, a read) comes on top; a node a third of the expiry away beat too
-    seldom to stay in a round (seeds 124 and 300163), and so did one 0.24 s away of
-    an expiry of 1 s and an interval of 0.5 s (seed 302800). Drawn apart from the
+    end of a wait, a read) comes on top; a node whose round trips took a third of
+    the expiry beat too seldom to stay in a round (seeds 124 and 300163), and so did
+    one whose round trips took 0.24 s of an expiry of 1 s and an interval of 0.5 s
+    (seed 302800). Drawn apart from the
     job, which is the same with or without them."""
     far = random.Random(f"far-{seed}")
     if far.random() >= 0.125:

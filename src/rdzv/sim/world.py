@@ -476,8 +476,12 @@ class World:
         if isinstance(effect, ReadBeats):
             run.board_asked = self.now
         # A write decided on a board read knows the heartbeats as of the asking, and the
-        # core judges them so (rdzv.core.protocol): the checker dates it there.
-        decided = self.now if run.progress.board_asked is None else run.board_asked
+        # core judges them so (rdzv.core.protocol): the checker dates it there, but never
+        # more than an expiry back, whatever the core does (which reads the board again
+        # by then), so that a reading kept too long shows as a ghost.
+        decided = self.now
+        if run.progress.board_asked is not None:
+            decided = max(run.board_asked, self.now - node.settings.heartbeat_expiry)
         self._issue(node, run, effect, decided)
 
     def _deliver(self, node: _Node, run: _Run, outcome: Outcome) -> None:
