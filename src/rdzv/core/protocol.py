@@ -284,8 +284,8 @@ def _stale(p: Progress, ctx: Context) -> bool:
 
     Never right after a read: the node decides on what it read (a log read is for the
     state it has; a board reading serves the decision under way), or on a loaded host
-    it would read for ever. Nor
-    right after a heartbeat, which only put off a decision on a read: in the simulator,
+    it would read for ever. Nor right after a heartbeat, which only put off a decision
+    on a read: in the simulator,
     on a host where steps waited over half a second for a core, a steward read the
     board, found its own heartbeat late, beat, read the state again (it had aged past
     MAX_VIEW_AGE meanwhile), read the board for the members that state made look dead,
@@ -303,8 +303,8 @@ def _beat_due(p: Progress, ctx: Context) -> bool:
     Before any other work, except a decision on what the node has just read: after a
     state or board read only once the beat is late (halfway from due to expired),
     never after a log read, the last read before a decision, nor right after a beat,
-    and at most once before each decision. A beat taking the place of every decision, on a host
-    where a step takes half a second, had a watcher beat, read the board, beat, read
+    and at most once before each decision. A beat taking the place of every decision,
+    on a host where a step takes half a second, had a watcher beat, read the board, beat, read
     the state, and so on, for ever: each reading had aged by the time it could be used.
     """
     if not ctx.has_board or p.op is not Op.JOIN or leaving(p) or p.snap is None:
@@ -366,12 +366,12 @@ def _view(
     # 1,024 nodes a board read took 3 s, and every heartbeat it brought had expired by
     # the time it came back (a completion judged by then dropped all 1,023 live
     # members). Nor does a decision read the board twice (but to complete a round, see
-    # _next and _absorb): judged by then, the reading
-    # of a node whose reads outlast the expiry less the interval had aged past the
-    # expiry again when it came back; it read the board again, beat, posted its intent
-    # again, read the board again, and so on, and never joined (a real TCP store, 0.5 s
-    # reads against a 0.6 s expiry). A node that died since the reading is the
-    # watcher's to find, as one that dies just after the decision.
+    # _next and _absorb): judged by then, the reading of a node whose reads outlast the
+    # expiry less the interval had aged past the expiry again when it came back; it
+    # read the board again, beat, posted its intent again, read the board again, and so
+    # on, and never joined (a real TCP store, 0.5 s reads against a 0.6 s expiry). A
+    # node that died since the reading is the watcher's to find, as one that dies just
+    # after the decision.
     now = ctx.now if p.board_asked is None else p.board_asked
     watching, head, unsure = watcher(state, node, settings, now, ctx.observed, ctx.checked)
     # None right after a log read, the last input of a decision, unless the write

@@ -140,15 +140,13 @@ def _far_nodes(seed: int, job: Scenario) -> Faults:
     """One seed in eight: up to three nodes so far from the backend that a round trip takes
     up to 0.4 of the expiry less the interval, and a quarter of the expiry (a slow link,
     a loaded etcd), where the other slow nodes' round trips stay under a fifth of an
-    interval.
-    Heartbeats land late, and readings age on the way back: a node whose board and log
-    reads outlasted the expiry less the interval never joined (19ff1db). Not farther:
-    a node beats an interval after its last beat, and what it does in between (the
-    end of a wait, a read) comes on top; a node whose round trips took a third of
-    the expiry beat too seldom to stay in a round (seeds 124 and 300163), and so did
-    one whose round trips took 0.24 s of an expiry of 1 s and an interval of 0.5 s
-    (seed 302800). Drawn apart from the
-    job, which is the same with or without them."""
+    interval. Heartbeats land late, and readings age on the way back: a node whose board
+    and log reads outlasted the expiry less the interval never joined (19ff1db). Not
+    farther: a node beats an interval after its last beat, and what it does in between
+    (the end of a wait, a read) comes on top; a node whose round trips took a third of
+    the expiry beat too seldom to stay in a round (seeds 124 and 300163), and so did one
+    whose round trips took 0.24 s of an expiry of 1 s and an interval of 0.5 s (seed
+    302800). Drawn apart from the job, which is the same with or without them."""
     far = random.Random(f"far-{seed}")
     if far.random() >= 0.125:
         return job.faults

@@ -179,8 +179,6 @@ class _Run:
     effect: Effect | None = None
     gave_up: bool = False
     """The operation could not take its node out in time (a ``leave_failed`` event)."""
-    board_asked: float = 0.0
-    """When (true time) the node last asked the board for heartbeats."""
 
 
 @attrs.define
@@ -473,15 +471,14 @@ class World:
         if isinstance(effect, Finish | Fail):
             run.on_end(run, effect)
             return
-        if isinstance(effect, ReadBeats):
-            run.board_asked = self.now
-        # A write decided on a board read knows the heartbeats as of the asking, and the
-        # core judges them so (rdzv.core.protocol): the checker dates it there, but never
-        # more than an expiry back, whatever the core does (which reads the board again
-        # by then), so that a reading kept too long shows as a ghost.
+        # A write decided on a board read knows the heartbeats as of the asking (the
+        # node's clock, made true time here), and the core judges them so
+        # (rdzv.core.protocol): the checker dates it there, but never more than an
+        # expiry back, so that a reading kept too long shows as a ghost.
         decided = self.now
-        if run.progress.board_asked is not None:
-            decided = max(run.board_asked, self.now - node.settings.heartbeat_expiry)
+        asked = run.progress.board_asked
+        if asked is not None:
+            decided = max(asked - EPOCH - node.skew, self.now - node.settings.heartbeat_expiry)
         self._issue(node, run, effect, decided)
 
     def _deliver(self, node: _Node, run: _Run, outcome: Outcome) -> None:
