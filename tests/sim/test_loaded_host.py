@@ -75,7 +75,7 @@ def test_survivors_whose_every_round_trip_takes_an_interval_still_re_form() -> N
     the time each log read came back, so it posted it again; and a waiting node whose
     beat was due again when the last one came back beat for ever. Now the heartbeats a
     decision reads are judged as of when the board was asked, the intents as of when the
-    log was, and a beat never follows a beat."""
+    log was, and the heartbeats go on beside the join."""
     n, crash = 3, 6.0
     job = failure_scenario(n, crash, TCP_STORE, 1 << 20)
     survivors = [i for i in range(n) if i != n // 2]

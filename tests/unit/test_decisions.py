@@ -612,10 +612,10 @@ def test_next_wakeup_is_just_after_the_rollback_period_once_the_deadline_passed(
     assert wakeup(state, deadline=deadline) == just_after(deadline + ROLLBACK_PERIOD)
 
 
-def test_next_wakeup_is_now_when_nothing_is_ahead() -> None:
+def test_next_wakeup_is_never_when_nothing_is_ahead() -> None:
     state = make_state(redundant=[ME], beat=NOW - 1)
     settings = RendezvousSettings("run", 2, 3, keep_alive_interval=timedelta(seconds=0.5))
-    assert next_wakeup(state, ME, settings, NOW, NOW - 100) == NOW
+    assert next_wakeup(state, ME, settings, NOW, NOW - 100) == math.inf
 
 
 def test_next_wakeup_picks_the_earliest_of_every_candidate() -> None:

@@ -32,8 +32,6 @@ from rdzv.core.effects import (
     Finish,
     Post,
     ReadLog,
-    ReadState,
-    WriteBeat,
 )
 from rdzv.core.intents import (
     JoinIntent,
@@ -107,22 +105,16 @@ def join_step(
             withdraw_deadline=max(p.deadline, now) + ROLLBACK_PERIOD,
         )
         return withdraw(p, view, ctx, events)
-    if action is Action.KEEP_ALIVE and isinstance(p.last, WriteBeat):
-        # Where a beat's round trip outlasts the interval, the next is due when the last
-        # comes back: a waiting node beat for ever and never saw the round that took it
-        # in (a simulated node 0.5 s from the backend, keep-alive 1 s x 3). It reads the
-        # state between two beats; a round it completes next is checked anew (a node
-        # that beat and read in turn for 5 s completed a round as of its reading before).
-        return p.evolve(watch_all=False), ReadState()
-    if action is Action.KEEP_ALIVE and isinstance(p.last, ReadLog):
-        # A log read is the last input of a decision: the beat comes after it, as the
-        # protocol's own beats do. On a loaded etcd-v2 a steward's log reads took 3 s,
-        # so a beat was due after each: it beat, read the log again, beat again, and
-        # never admitted the 1,023 nodes waiting.
+    if action is Action.KEEP_ALIVE and (ctx.has_board or isinstance(p.last, ReadLog)):
+        # With a board, the node's heartbeats are its keep-alive's, sent beside the join:
+        # a join that beat between its steps beat late wherever a step took a large part
+        # of the expiry, and on etcd-v2 at 1,024 nodes a beat took a second, which the
+        # join then spent on it instead of on the round. Without a board, a log read is
+        # the last input of a decision: the beat (a write of the state) comes after it.
+        # On a loaded etcd-v2 a steward's log reads took 3 s, so a beat was due after
+        # each: it beat, read the log again, beat again, and never admitted anyone.
         action = Action.WAIT
     if action is Action.KEEP_ALIVE:
-        if ctx.has_board:
-            return p, WriteBeat(now)
         return write(p, apply_action(view, action, node, settings, now), ctx)
     if action in _PLACEMENTS and ctx.has_log:
         return _pending(p, view, action, ctx)

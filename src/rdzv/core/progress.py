@@ -117,8 +117,6 @@ class Progress:
     outage: Outage | None = None
     lost: int = 0
     """Compare-and-sets lost in a row."""
-    beaten: bool = False
-    """JOIN: a heartbeat went first since the last decision; the next waits for one."""
     watch_all: bool = False
     """About to complete a round: check every member's heartbeat, not only those watched."""
     board_asked: float | None = None
@@ -212,7 +210,11 @@ def wait(
         until = min(until, ctx.now + pacing.lost_write_backoff(p.lost, ctx.draw))
         p = p.evolve(backing_off=False)
     own = ctx.observed.get(ctx.node)
-    wake = next_wakeup(view, ctx.node, ctx.settings, ctx.now, p.deadline, own)
+    # With a board, this node's heartbeats are its keep-alive's (beside the operation,
+    # see rdzv.core.protocol): no wait ends for one.
+    wake = next_wakeup(
+        view, ctx.node, ctx.settings, ctx.now, p.deadline, own, beats=not ctx.has_board
+    )
     until = min(until, wake + pacing.WAKE_MARGIN, ctx.now + pacing.MAX_WAIT)
     return p, WaitForChange(token, max(until, ctx.now))
 

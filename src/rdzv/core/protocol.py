@@ -24,7 +24,7 @@ import math
 import attrs
 
 from rdzv.core import pacing
-from rdzv.core.decisions import Action, decide_close, decide_keep_alive, should_keep_alive
+from rdzv.core.decisions import Action, decide_close, decide_keep_alive
 from rdzv.core.effects import (
     BeatsRead,
     Changed,
@@ -252,11 +252,6 @@ def _unreachable(p: Progress, outcome: Unreachable, ctx: Context, events: list[E
 def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Effect]:
     if p.op is Op.KEEP_ALIVE and ctx.has_board:
         return _keep_alive(p, ctx)
-    if _beat_due(p, ctx):
-        # On a loaded host each step takes a large part of a second: a heartbeat due
-        # behind a board read, a post and a state read came 3 s late, and the watcher
-        # dropped its node.
-        return p.evolve(beaten=True), WriteBeat(ctx.now)
     if p.snap is None or _stale(p, ctx):
         return p, ReadState()
     if p.op is Op.KEEP_ALIVE:
@@ -264,9 +259,7 @@ def _next(p: Progress, ctx: Context, events: list[Event]) -> tuple[Progress, Eff
     view, dead, check = _view(p, ctx)
     if check is not None:
         return p, check
-    decided, effect = _decide(
-        p.evolve(dropped=_dropped(p, dead, ctx, events), beaten=False), view, ctx, events
-    )
+    decided, effect = _decide(p.evolve(dropped=_dropped(p, dead, ctx, events)), view, ctx, events)
     if isinstance(effect, CompareAndSet) and not p.watch_all and completes(view, effect.state):
         # A round completes only without a dead node in it: the node that completes it
         # checks every member's heartbeat first, not only those it watches. Other
@@ -284,48 +277,14 @@ def _stale(p: Progress, ctx: Context) -> bool:
 
     Never right after a read: the node decides on what it read (a log read is for the
     state it has; a board reading serves the decision under way), or on a loaded host
-    it would read for ever. Nor right after a heartbeat, which only put off a decision
-    on a read: in the simulator,
-    on a host where steps waited over half a second for a core, a steward read the
-    board, found its own heartbeat late, beat, read the state again (it had aged past
-    MAX_VIEW_AGE meanwhile), read the board for the members that state made look dead,
-    found its heartbeat late again, and so on; its round of 1,023 never re-formed.
+    it would read for ever: in the simulator, on a host where steps waited over half
+    a second for a core, a steward read the board, read the state again (it had aged
+    past MAX_VIEW_AGE meanwhile), read the board for the members that state made look
+    dead, and so on; its round of 1,023 never re-formed.
     """
-    if isinstance(p.last, ReadState | ReadBeats | ReadLog | WriteBeat):
+    if isinstance(p.last, ReadState | ReadBeats | ReadLog):
         return False
     return ctx.now - p.read_at > pacing.MAX_VIEW_AGE
-
-
-def _beat_due(p: Progress, ctx: Context) -> bool:
-    """Whether a joining member of the state it last read owes the board a heartbeat now
-    (its keep-alive timer stops while it joins).
-
-    Before any other work, except a decision on what the node has just read: after a
-    state or board read only once the beat is late (halfway from due to expired),
-    never after a log read, the last read before a decision, nor right after a beat,
-    and at most once before each decision. A beat taking the place of every decision,
-    on a host where a step takes half a second, had a watcher beat, read the board, beat, read
-    the state, and so on, for ever: each reading had aged by the time it could be used.
-    """
-    if not ctx.has_board or p.op is not Op.JOIN or leaving(p) or p.snap is None:
-        return False
-    if p.beaten:
-        # One beat per decision: where a step waits most of a second for a core, the
-        # beat was late again after the one read it allows, and a steward beat, read
-        # the board, beat, and so on, and never decided.
-        return False
-    own = ctx.observed.get(ctx.node)
-    state, settings = p.snap.state, ctx.settings
-    if not should_keep_alive(state, ctx.node, settings, ctx.now, own):
-        return False
-    if isinstance(p.last, ReadLog | WriteBeat):
-        return False  # the last read before a decision, or a beat just written
-    if not isinstance(p.last, ReadState | ReadBeats):
-        return True
-    # Late: halfway from due (one interval old) to dead (the expiry).
-    interval = settings.keep_alive_interval.total_seconds()
-    late = (settings.heartbeat_expiry - interval) / 2
-    return should_keep_alive(state, ctx.node, settings, ctx.now - late, own)
 
 
 def _decide(

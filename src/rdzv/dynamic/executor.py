@@ -75,6 +75,9 @@ class RendezvousOpExecutor:
     """
 
     observer: Observer | None = None
+    on_admitted: Callable[[], None] | None = None
+    """Called when a read or write shows this node in the state after one that did not:
+    the keep-alive times its next beat by the heartbeat its admission wrote."""
 
     def __init__(
         self,
@@ -92,6 +95,11 @@ class RendezvousOpExecutor:
         self._has_board = isinstance(backend, HeartbeatBoard)
         self._running = 0  # operations in progress (a join and a launcher's read may overlap)
         self._running_lock = threading.Lock()
+
+    @property
+    def has_board(self) -> bool:
+        """Whether heartbeats go to a board of their own (and not into the state)."""
+        return self._has_board
 
     @property
     def state(self) -> RendezvousState:
@@ -201,7 +209,11 @@ class RendezvousOpExecutor:
                 f"({type(e).__name__}: {e}). Check the backend's configuration; if it is "
                 "right, report this as a bug of the backend."
             ) from e
+        admitted = self.on_admitted
+        was_known = admitted is not None and self.knows_this_node()
         self._memory.update(self._node, effect, outcome)
+        if admitted is not None and not was_known and self.knows_this_node():
+            admitted()
         return outcome
 
 

@@ -74,8 +74,9 @@ class DynamicRendezvousHandler(RendezvousHandler):
         self._store = store
         self._clock = clock
         self._executor = RendezvousOpExecutor(node, backend, settings, clock)
-        self._heartbeat_lock = threading.Lock()
-        self._heartbeats = Heartbeats(node, settings, self._executor, clock, self._heartbeat_lock)
+        self._heartbeats = Heartbeats(node, settings, self._executor, clock)
+        if self._executor.has_board:
+            self._executor.on_admitted = self._heartbeats.nudge
         self._joined: int | None = None
         """The round the last ``next_rendezvous`` returned, which the next one leaves."""
 
@@ -160,18 +161,26 @@ class DynamicRendezvousHandler(RendezvousHandler):
         """
         run_id = self._settings.run_id
         logger.info("Node %s joins the next round of rendezvous '%s'.", self._node, run_id)
-        self._stop_heartbeats()
+        if self._executor.has_board:
+            # A beat writes only this node's record on the board: the beats go on beside
+            # the join, which sends none, and nothing waits for a beat in flight (on
+            # etcd-v2 at 1,024 nodes a beat took a second, and a join waited for it).
+            self._heartbeats.joining()
+        else:
+            self._stop_heartbeats()  # a beat writes the state: the join sends its own
         deadline = self._clock() + self._settings.timeout.join.total_seconds()
         try:
             state = self._executor.run(protocol.join(deadline, leaving=self._joined))
         except RendezvousError:
+            self._stop_heartbeats()
             raise  # the protocol ended the join, and withdrew where it had to
         except BaseException:
+            self._stop_heartbeats()
             self._leave()  # interrupted midway: an intent of this node may be pending
             raise
         try:
             self._joined = state.round
-            self._heartbeats.start()
+            self._heartbeats.joined()
             rank, world_size = state.participants[self._node], state.world_size
             store = PrefixStore(f"torch.rendezvous.{run_id}.{state.round}", self._store)
             wait = timedelta(seconds=max(deadline - self._clock(), 1.0))
@@ -208,12 +217,10 @@ class DynamicRendezvousHandler(RendezvousHandler):
             )
 
     def is_closed(self) -> bool:
-        with self._heartbeat_lock:
-            return self._executor.run(protocol.read()).closed
+        return self._executor.run(protocol.read()).closed
 
     def set_closed(self) -> None:
-        with self._heartbeat_lock:
-            self._close()
+        self._close()
 
     def num_nodes_waiting(self) -> int:
         """Nodes waiting for a new round, plus participants the current round lost.
@@ -224,16 +231,14 @@ class DynamicRendezvousHandler(RendezvousHandler):
         paused, or the round went on without it) counts itself, so that its
         launcher calls ``next_rendezvous()`` again.
         """
-        with self._heartbeat_lock:
-            state = self._executor.run(protocol.read())
+        state = self._executor.run(protocol.read())
         return num_nodes_waiting(state, self._node, self._joined)
 
     def shutdown(self) -> bool:
         """Stop heartbeats and close the rendezvous (torch's semantics); False on failure."""
         self._stop_heartbeats()
         try:
-            with self._heartbeat_lock:
-                self._close()
+            self._close()
         except RendezvousError as e:
             logger.warning(
                 "Node %s failed to close rendezvous '%s' on shutdown: %s",

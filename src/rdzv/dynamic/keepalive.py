@@ -1,4 +1,4 @@
-"""A node's heartbeats while it takes part in a round: when to send them, and the thread."""
+"""A node's heartbeats: when to send them, and the thread that sends them."""
 
 from __future__ import annotations
 
@@ -19,12 +19,16 @@ logger = logging.getLogger(__name__)
 
 
 class Heartbeats:
-    """Sends a node's heartbeats from :meth:`start` to :meth:`stop`.
+    """Sends a node's heartbeats from its first join (:meth:`joining` on a backend with a
+    board, :meth:`joined` otherwise) to :meth:`stop`.
 
-    Each one runs the keep-alive operation under ``lock``, which the handler's other
-    reads share. After a failure the next attempt comes a random fraction of an
-    interval later, not at once: an overdue heartbeat would otherwise be retried
-    in a tight loop by every node against a backend that is coming back.
+    A heartbeat is due one interval after the last one this node knows of: its own,
+    or the one an admission wrote for it. When a read first shows the node in the
+    state, :meth:`nudge` wakes the thread to time its next beat from that record, so
+    that a node admitted late in its intent's life beats before the record expires.
+    After a failure the next attempt comes a random fraction of an interval later,
+    not at once: an overdue heartbeat would otherwise be retried in a tight loop by
+    every node against a backend that is coming back.
     """
 
     def __init__(
@@ -33,30 +37,62 @@ class Heartbeats:
         settings: RendezvousSettings,
         executor: RendezvousOpExecutor,
         clock: Clock,
-        lock: threading.Lock,
     ) -> None:
         self._node = node
         self._settings = settings
         self._executor = executor
         self._clock = clock
-        self._lock = lock
         self._interval = settings.keep_alive_interval.total_seconds()
         self._thread: KeepAliveThread | None = None
+        self._joining_since: float | None = None
+        self._beating = threading.Lock()
 
-    def start(self) -> None:
-        """Start sending heartbeats, the first at a random point of the time left.
+    def joining(self) -> None:
+        """A join starts: the beats go on beside it (started if need be).
 
-        A heartbeat already due is sent at once, on the caller's thread: right after a
-        round completes, the caller reads the round's address from the store, and a
-        beat in flight on another thread would make the store open a second
-        connection, thousands of them when a large round completes.
+        A joining node beats from an interval after the join starts, whether the state
+        holds it yet or not: admitted, it has its intent's time for a heartbeat, and a
+        node far from the backend learnt of its admission when that had expired; the
+        completion read the board for it, found nothing newer, and dropped it.
         """
-        last = self._executor.last_heartbeat()
+        self._joining_since = self._clock()
+        self._start()
+        self.nudge()
+
+    def joined(self) -> None:
+        """A join returned: the beats go on (started if need be), and one already due is
+        sent at once, on the caller's thread.
+
+        Right after a round completes the caller reads the round's address from the
+        store, and a beat in flight on another thread would make the store open a
+        second connection, thousands of them when a large round completes.
+        """
+        self._joining_since = None
+        if self._thread is None:
+            self._start()
+        elif self._until_due() <= 0 and self._beating.acquire(blocking=False):
+            try:  # (not when the thread's own beat is in flight: no wait for it)
+                self._beat()
+            finally:
+                self._beating.release()
+
+    def _start(self) -> None:
+        """Start the thread: at once if a beat is due (sent here), else at a random point
+        of the time left, as the nodes of a round all joined at one instant."""
+        if self._thread is not None:
+            return
+        last = self._last()
         if last is not None and last + self._interval <= self._clock():
             first = self.beat()
         else:
             first = pacing.first_heartbeat(self._delay(), random.random())  # noqa: S311
         self._thread = KeepAliveThread(self.beat, first, f"rdzv-keep-alive-{self._node}")
+
+    def nudge(self) -> None:
+        """Time the next heartbeat again now: the state may hold a newer one of this node."""
+        thread = self._thread
+        if thread is not None:
+            thread.wake()
 
     def stop(self) -> None:
         """Stop, and wait for a heartbeat in flight: no longer than its own timeout (a beat
@@ -71,38 +107,55 @@ class Heartbeats:
                     wait,
                 )
             self._thread = None
+        self._joining_since = None
 
     def beat(self) -> float:
         """Send a heartbeat if one is due; return the seconds until the next attempt."""
-        with self._lock:
-            try:
-                deadline = self._clock() + self._settings.timeout.heartbeat.total_seconds()
-                known = self._executor.knows_this_node()
-                # retried here, and stop() must not wait through an outage
-                self._executor.run(protocol.keep_alive(deadline, known=known))
-            except RendezvousError as e:
-                logger.warning(
-                    "Node %s failed to send a heartbeat to rendezvous '%s': %s",
-                    self._node,
-                    self._settings.run_id,
-                    e,
-                )
-                return pacing.heartbeat_retry(self._interval, random.random())  # noqa: S311
+        with self._beating:  # the thread's, or the caller's of joined()
+            return self._beat()
+
+    def _beat(self) -> float:
+        known = self._executor.knows_this_node() or self._joining_since is not None
+        if known and (early := self._until_due()) > 0:
+            return early  # woken by a nudge, or the state's record of this node is newer
+        try:
+            deadline = self._clock() + self._settings.timeout.heartbeat.total_seconds()
+            # retried here, and stop() must not wait through an outage
+            self._executor.run(protocol.keep_alive(deadline, known=known))
+        except RendezvousError as e:
+            logger.warning(
+                "Node %s failed to send a heartbeat to rendezvous '%s': %s",
+                self._node,
+                self._settings.run_id,
+                e,
+            )
+            return pacing.heartbeat_retry(self._interval, random.random())  # noqa: S311
         if not known:
-            # No longer in the state (evicted): nothing to keep alive; its launcher
-            # learns it from num_nodes_waiting().
+            # Not in the state, nor joining (evicted): nothing to keep alive; its
+            # launcher learns it from num_nodes_waiting().
             return self._interval
         return self._delay()
 
+    def _last(self) -> float | None:
+        """The last heartbeat of this node; not yet in the state, the start of its join if
+        later (its intent's time, about, which an admission makes its heartbeat)."""
+        last, since = self._executor.last_heartbeat(), self._joining_since
+        if since is None or self._executor.knows_this_node():
+            return last
+        return since if last is None else max(last, since)
+
+    def _until_due(self) -> float:
+        last = self._last()
+        return 0.0 if last is None else last + self._interval - self._clock()
+
     def _delay(self) -> float:
-        return pacing.heartbeat_delay(
-            self._executor.last_heartbeat(), self._clock(), self._interval
-        )
+        return pacing.heartbeat_delay(self._last(), self._clock(), self._interval)
 
 
 class KeepAliveThread:
     """Calls ``beat`` (a bound method) after ``first`` seconds, then after whatever delay it
-    returns, until stopped or until the method's object is collected.
+    returns (or at once when woken), until stopped or until the method's object is
+    collected.
 
     The thread holds only a weak reference to the object, so dropping the last
     reference to a handler stops its heartbeats (its node then expires).
@@ -110,28 +163,44 @@ class KeepAliveThread:
 
     def __init__(self, beat: Callable[[], float], first: float, name: str) -> None:
         self._stop = threading.Event()
+        self._wake = threading.Event()
         method = weakref.WeakMethod(beat)
         self._thread = threading.Thread(
-            target=self._run, args=(method, first, self._stop), name=name, daemon=True
+            target=self._run, args=(method, first, self._stop, self._wake), name=name, daemon=True
         )
-        self._release = track(beat.__self__, self._stop.set, "keep-alive thread")  # type: ignore[attr-defined]
+        self._release = track(beat.__self__, self._halt, "keep-alive thread")  # type: ignore[attr-defined]
         self._thread.start()
 
     @staticmethod
     def _run(
-        method: weakref.WeakMethod[Callable[[], float]], delay: float, stop: threading.Event
+        method: weakref.WeakMethod[Callable[[], float]],
+        delay: float,
+        stop: threading.Event,
+        wake: threading.Event,
     ) -> None:
-        while not stop.wait(delay):
+        while True:
+            wake.wait(delay)
+            wake.clear()
+            if stop.is_set():
+                return
             beat = method()
             if beat is None:
                 return
             delay = beat()
             del beat
 
+    def wake(self) -> None:
+        """Call ``beat`` now rather than after the delay it last returned."""
+        self._wake.set()
+
+    def _halt(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
     def stop(self, timeout: float) -> bool:
         """Stop, and wait up to ``timeout`` seconds for the thread (unless called from it);
         whether it has ended (or is the caller)."""
-        self._release()
+        self._release()  # halts the thread
         if threading.current_thread() is self._thread:
             return True
         self._thread.join(timeout)

@@ -154,10 +154,12 @@ class Memory:
     observed outside it (its own on the board, and those read from the board).
 
     Updated by whole replacement, so that a reader in another thread always sees a
-    consistent mapping.
+    consistent mapping; the heartbeats under a lock, as a node's beats and its join
+    both add to them.
     """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.last = Snapshot(RendezvousState(), None)
         self.observed: MappingProxyType[NodeDesc, float] = MappingProxyType({})
         self.checked: MappingProxyType[NodeDesc, float] = MappingProxyType({})
@@ -171,15 +173,19 @@ class Memory:
         elif isinstance(outcome, BeatWritten) and isinstance(effect, WriteBeat):
             self._observe({node: effect.at})
         elif isinstance(outcome, BeatsRead) and isinstance(effect, ReadBeats):
-            self._observe(outcome.beats)
             # Dated when asked: when the answer was handled, the records may be old news.
-            asked = dict.fromkeys(effect.nodes, effect.at)
-            self.checked = MappingProxyType({**self.checked, **asked})
+            self._observe(outcome.beats, dict.fromkeys(effect.nodes, effect.at))
 
-    def _observe(self, beats: Mapping[NodeDesc, float]) -> None:
-        fresher = {n: b for n, b in beats.items() if b > self.observed.get(n, -float("inf"))}
-        if fresher:
-            self.observed = MappingProxyType({**self.observed, **fresher})
+    def _observe(
+        self, beats: Mapping[NodeDesc, float], asked: Mapping[NodeDesc, float] | None = None
+    ) -> None:
+        with self._lock:
+            seen = self.observed
+            fresher = {n: b for n, b in beats.items() if b > seen.get(n, -float("inf"))}
+            if fresher:
+                self.observed = MappingProxyType({**seen, **fresher})
+            if asked:
+                self.checked = MappingProxyType({**self.checked, **asked})
 
     def last_heartbeat(self, node: NodeDesc) -> float | None:
         """When ``node`` last sent a heartbeat, as far as this memory knows."""

@@ -197,7 +197,10 @@ class _Node:
     joining: bool = False
     beating: bool = False
     beat_run: _Run | None = None
-    join_waits: bool = False
+    beat_timer: int = 0
+    """Numbers the node's heartbeat timers: a timer set again supersedes the last."""
+    join_since: float | None = None
+    """When its join under way started, by its clock (``None``: not joining)."""
     run: _Run | None = None
     """Its join, or its leave, in flight."""
 
@@ -483,8 +486,16 @@ class World:
 
     def _deliver(self, node: _Node, run: _Run, outcome: Outcome) -> None:
         if run.effect is not None:
+            known = self._knows(node)
             node.memory.update(node.desc, run.effect, outcome)
+            if not known and self._knows(node) and node.beating and node.beat_run is None:
+                # The shell's executor nudges the keep-alive (Heartbeats.nudge).
+                self._set_beat_timer(node, self.now)
         self._advance(node, run, outcome)
+
+    @staticmethod
+    def _knows(node: _Node) -> bool:
+        return node.desc in node.memory.last.state.last_heartbeats
 
     def _issue(self, node: _Node, run: _Run, effect: Effect, decided: float) -> None:
         if isinstance(effect, Sleep):
@@ -601,10 +612,12 @@ class World:
         self._join(node)
 
     def _join(self, node: _Node) -> None:
-        node.beating = False
-        if node.beat_run is not None:
-            node.join_waits = True  # stop() waits for the heartbeat in flight
-            return
+        # The heartbeats go on beside the join, as the shell's do on a backend with a
+        # board (the simulated one has one); a first join starts them.
+        node.join_since = self.clock(node)
+        self._start_beats(node)
+        if node.beat_run is None:
+            self._set_beat_timer(node, self.now)  # Heartbeats.joining nudges
         node.joining = True
         self.checker.node_joins(node.desc, self.now)
         deadline = self.clock(node) + node.settings.timeout.join.total_seconds()
@@ -613,7 +626,9 @@ class World:
 
     def _joined(self, node: _Node, run: _Run, end: Finish | Fail) -> None:
         node.joining = False
+        node.join_since = None
         if isinstance(end, Fail):
+            node.beating = False
             # Unreachable: it could not withdraw; its intents expire as a dead node's.
             graceful = end.failure is not Failure.UNREACHABLE and not run.gave_up
             self._exit(node, graceful=graceful, ended=True)
@@ -625,15 +640,12 @@ class World:
         node.joined = view.round
         if self._faulty() and self.rng.random() < self.scenario.faults.shell_failures:
             self._note(node, "SHELL FAILURE: leaves, then joins again")
+            node.beating = False
             deadline = self.clock(node) + 5.0
             leave = protocol.leave(deadline)
             node.run = self._start_op(node, leave, lambda run, _: self._left(node, run))
             return
-        node.beating = True
-        delay = self._heartbeat_delay(node)
-        self._on_node(
-            node, self.now + pacing.first_heartbeat(delay, self.rng.random()), self._beat, node
-        )
+        self._start_beats(node)
         # A launcher polls at its own phase, not in step with the others.
         self._on_node(node, self.now + self.scenario.poll * self.rng.random(), self._poll, node)
 
@@ -665,13 +677,37 @@ class World:
 
     def _heartbeat_delay(self, node: _Node) -> float:
         interval = self.scenario.interval
-        last = node.memory.last_heartbeat(node.desc)
-        return pacing.heartbeat_delay(last, self.clock(node), interval)
+        return pacing.heartbeat_delay(self._last_beat(node), self.clock(node), interval)
 
-    def _beat(self, node: _Node) -> None:
-        if not node.beating or node.exited:
+    def _last_beat(self, node: _Node) -> float | None:
+        """As Heartbeats._last: not yet in the state, the start of its join if later."""
+        last, since = node.memory.last_heartbeat(node.desc), node.join_since
+        if since is None or self._knows(node):
+            return last
+        return since if last is None else max(last, since)
+
+    def _start_beats(self, node: _Node) -> None:
+        """Heartbeats from now on, unless they run already (Heartbeats.start)."""
+        if node.beating:
             return
-        known = node.desc in node.memory.last.state.last_heartbeats
+        node.beating = True
+        delay = self._heartbeat_delay(node)
+        self._set_beat_timer(node, self.now + pacing.first_heartbeat(delay, self.rng.random()))
+
+    def _set_beat_timer(self, node: _Node, when: float) -> None:
+        node.beat_timer += 1
+        self._on_node(node, when, self._beat, node, node.beat_timer)
+
+    def _beat(self, node: _Node, timer: int) -> None:
+        if not node.beating or node.exited or timer != node.beat_timer:
+            return
+        known = self._knows(node) or node.join_since is not None
+        if known:
+            last = self._last_beat(node)
+            early = 0.0 if last is None else last + self.scenario.interval - self.clock(node)
+            if early > 0:
+                self._set_beat_timer(node, self.now + early)  # not due yet: see _deliver
+                return
         deadline = self.clock(node) + node.settings.timeout.heartbeat.total_seconds()
         progress = protocol.keep_alive(deadline, known=known)
         run = node.beat_run = _Run(progress, lambda _, end: self._beaten(node, end, known))
@@ -679,19 +715,15 @@ class World:
 
     def _beaten(self, node: _Node, end: Finish | Fail, known: bool) -> None:
         node.beat_run = None
-        if node.join_waits:
-            node.join_waits = False
-            self._on_node(node, self.now, self._join, node)
-            return
         if not node.beating:
             return
         if isinstance(end, Fail):
             delay = pacing.heartbeat_retry(self.scenario.interval, self.rng.random())
         elif not known:
-            delay = self.scenario.interval  # no longer in the state: nothing to keep alive
+            delay = self.scenario.interval  # not in the state: nothing to keep alive
         else:
             delay = self._heartbeat_delay(node)
-        self._on_node(node, self.now + delay, self._beat, node)
+        self._set_beat_timer(node, self.now + delay)
 
     def _close(self) -> None:
         closer = self._closer

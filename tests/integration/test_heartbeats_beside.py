@@ -1,0 +1,119 @@
+"""A node's heartbeats run beside its other operations, on a real TCP store.
+
+On a backend with a heartbeat board, a node's keep-alive writes only its own
+record, so nothing it does needs to wait for a heartbeat, and no heartbeat needs
+to wait for a join: on etcd-v2 at 1,024 nodes a beat took a second, a launcher's
+poll and a join waited behind it, and a joining node beat in its join's place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
+
+from _ports import free_port
+from _threads import next_round
+
+from rdzv import DynamicRendezvousHandler, RendezvousInfo, RendezvousParameters
+from rdzv.backends.c10d import C10dRendezvousBackend
+from rdzv.dynamic.handler import create_handler
+from rdzv.store.tcp import TCPStore
+
+
+def _settings(run_id: str, n: int, interval: float, attempts: int) -> RendezvousParameters:
+    return RendezvousParameters(
+        "c10d",
+        "",
+        run_id,
+        n,
+        n,
+        "127.0.0.1",
+        join_timeout=15,
+        last_call_timeout=0.1,
+        keep_alive_interval=interval,
+        keep_alive_max_attempt=attempts,
+        heartbeat=30,
+    )
+
+
+@contextlib.contextmanager
+def _formed(
+    backend: type[C10dRendezvousBackend], settings: RendezvousParameters, n: int
+) -> Iterator[list[DynamicRendezvousHandler]]:
+    """``n`` nodes through a first round on a new TCP store; shut down afterwards."""
+    host = TCPStore("127.0.0.1", free_port(), is_master=True)
+    handlers = [create_handler(host, backend(host, settings.run_id), settings) for _ in range(n)]
+    try:
+        assert sorted(info.rank for info in next_round(handlers)) == list(range(n))
+        yield handlers
+    finally:
+        _HeldBeat.release.set()
+        for handler in handlers:
+            handler.shutdown()
+        host.close()
+
+
+class _HeldBeat(C10dRendezvousBackend):
+    """A real c10d backend whose first heartbeat after ``hold`` is set waits for
+    ``release`` (a beat stuck on a slow backend); ``held`` names whose it is."""
+
+    hold = False
+    held: ClassVar[list[str]] = []
+    entered = threading.Event()
+    release = threading.Event()
+
+    def beat(self, name: str, record: bytes, ttl: float) -> None:
+        if type(self).hold and not self.held:
+            self.held.append(name)
+            self.entered.set()
+            self.release.wait(timeout=30)
+        super().beat(name, record, ttl)
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.hold = False
+        cls.held.clear()
+        cls.entered.clear()
+        cls.release.clear()
+
+
+def _holder(handlers: list[DynamicRendezvousHandler]) -> DynamicRendezvousHandler:
+    """The handler whose heartbeat is held, once one is."""
+    assert _HeldBeat.entered.wait(timeout=10), "no heartbeat was sent in 10 s"
+    return next(h for h in handlers if str(h.node) in _HeldBeat.held[0])
+
+
+def test_a_launchers_poll_does_not_wait_for_a_heartbeat_in_flight() -> None:
+    """``num_nodes_waiting()`` answers while the node's heartbeat is stuck: it waited
+    behind the beat, up to the heartbeat timeout (30 s here)."""
+    _HeldBeat.reset()
+    with _formed(_HeldBeat, _settings("held-poll", 2, 0.2, 100), 2) as handlers:
+        _HeldBeat.hold = True
+        holder = _holder(handlers)
+        answers: list[int] = []
+        poll = threading.Thread(target=lambda: answers.append(holder.num_nodes_waiting()))
+        poll.start()
+        poll.join(timeout=5)
+        assert not _HeldBeat.release.is_set()
+        assert answers == [0]
+
+
+def test_a_join_does_not_wait_for_a_heartbeat_in_flight() -> None:
+    """Both nodes rejoin while one's heartbeat is stuck: the join waited for the beat to
+    end, up to the heartbeat timeout and a second."""
+    _HeldBeat.reset()
+    with _formed(_HeldBeat, _settings("held-join", 2, 0.2, 100), 2) as handlers:
+        _HeldBeat.hold = True
+        _holder(handlers)
+        infos: list[RendezvousInfo] = []
+        threads = [
+            threading.Thread(target=lambda h=h: infos.append(h.next_rendezvous())) for h in handlers
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=5)
+        assert not _HeldBeat.release.is_set()
+        assert sorted(info.rank for info in infos) == [0, 1]
