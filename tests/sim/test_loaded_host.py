@@ -85,3 +85,22 @@ def test_survivors_whose_every_round_trip_takes_an_interval_still_re_form() -> N
     assert not result.violations
     assert result.false_deaths == 0
     assert all(result.last_done_at.get(i, 0.0) > crash for i in survivors)
+
+
+def test_survivors_whose_every_round_trip_takes_the_expiry_still_re_form() -> None:
+    """As above, the survivors 1.5 s from the backend each way: a round trip takes the
+    whole expiry (keep-alive 1 s x 3). Beating between the steps of their joins they
+    never re-formed, from 0.9 s each way up; admitted, a node's intent had expired by the
+    time it learnt of it, and its own intent had expired at each of its log reads, so it
+    posted it again. Now its heartbeats go on beside the join, from its start, and its
+    own intent is fresh to it."""
+    n, crash = 3, 6.0
+    job = failure_scenario(n, crash, TCP_STORE, 1 << 20)
+    survivors = [i for i in range(n) if i != n // 2]
+    slow = tuple((i, 1.5) for i in survivors)
+    job = attrs.evolve(job, faults=attrs.evolve(job.faults, slow=slow), join_timeout=60.0)
+    result = World(job, seed=0).run()
+    assert not result.violations
+    assert result.false_deaths == 0
+    assert result.rounds == 2  # they learnt of the first round after the crash, and re-formed
+    assert all(result.last_done_at.get(i, 0.0) > crash for i in survivors)

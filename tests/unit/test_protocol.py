@@ -776,3 +776,25 @@ def test_a_completion_reads_the_board_again_whatever_the_decision_read_before() 
     effect = node.then(LogRead([], 1), at=at)
     assert effect == ReadBeats((B,), at)  # not a completion judged as of NOW + 0.2
     assert node.progress.watch_all
+
+
+def test_a_node_that_reads_the_log_admits_its_own_intent_however_old() -> None:
+    """B, pending in the round that A stewards, takes over and reads the log, where its own
+    intent was posted 3.5 s before it asked (expiry 3 s). A node whose post and log read
+    took the expiry between them (a far node, seed 310724) found its own intent expired
+    at each read, posted it again, and never joined. The node reading is alive: its own
+    intent is fresh to it, and its write gives it a heartbeat as of then."""
+    forming = joined(A)
+    node = Node(protocol.join(NOW + 600), node=B)
+    node.draw = 0.0  # it takes over at its first patience
+    node.observed = {A: NOW}
+    node.then(Started())
+    assert isinstance(node.then(StateRead(snap(forming))), Post)
+    read = _until_reads_log_or(node, forming, 5)
+    assert isinstance(read, ReadLog)
+    asked = node.now
+    old = JoinIntent(B, asked - 3.5)
+    effect = node.then(LogRead([old], read.cursor + 1), at=asked + 0.5)
+    assert isinstance(effect, CompareAndSet)
+    assert B in effect.state.participants
+    assert effect.state.last_heartbeats[B] == asked + 0.5

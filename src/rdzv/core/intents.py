@@ -183,12 +183,16 @@ def admit(
     settings: RendezvousSettings,
     now: float,
     asked: float | None = None,
+    own: NodeDesc | None = None,
 ) -> RendezvousState:
     """Apply every pending record, as each node's own step would; move the cursor.
 
     ``asked``: the time as of which an intent is judged fresh (``None``: ``now``), as
     :func:`pending_joins` judges it: when the log was asked for, or a completion's
-    check of every member (see :mod:`rdzv.core.joining`).
+    check of every member (see :mod:`rdzv.core.joining`). ``own``: the node admitting,
+    whose intents are fresh whatever their age, as it is alive: a node whose post and
+    log read took the expiry between them found its own intent expired at each log
+    read, posted it again, and never joined (seed 310724).
 
     - A fresh join intent places its node where :func:`rdzv.core.decide_join` would
       (a node leaving the current complete round leaves it first; the last one out
@@ -227,7 +231,7 @@ def admit(
         for i, record in enumerate(records):
             if (
                 isinstance(record, JoinIntent)
-                and record.posted >= oldest
+                and (record.posted >= oldest or record.node == own)
                 and i > last_withdrawal.get(record.node, -1)
             ):
                 _join(draft, record, settings, now)
@@ -263,6 +267,7 @@ def pending_joins(
     records: Sequence[LogRecord],
     settings: RendezvousSettings,
     now: float,
+    own: NodeDesc | None = None,
 ) -> dict[NodeDesc, JoinIntent]:
     """The nodes an admission of ``records`` would move, each with its first such intent,
     in log order; a withdrawal cancels the intents of its node before it.
@@ -271,7 +276,8 @@ def pending_joins(
     asked for. Judged by the time the answer was handled, a node whose log reads, beat
     and post each took a second (keep-alive 1 s x 3) found its own intent expired at
     every read, posted it again, and never joined (a simulated node whose round trips
-    took a second).
+    took a second). ``own``: the node asking, whose intents are fresh to it whatever
+    their age (see :func:`admit`).
     """
     pending: dict[NodeDesc, JoinIntent] = {}
     if state.closed:
@@ -282,7 +288,7 @@ def pending_joins(
         if isinstance(record, Withdrawal):
             pending.pop(record.node, None)
         elif (
-            record.posted >= oldest
+            (record.posted >= oldest or record.node == own)
             and record.node not in pending
             and (record.node not in members or moves(state, record))
         ):

@@ -151,10 +151,10 @@ def _admit(
     dead since into the round completed 0.9 s later (seed 301046).
     """
     settings, now = ctx.settings, ctx.now
-    new = admit(view, records, end, settings, now, p.log_asked)
+    new = admit(view, records, end, settings, now, p.log_asked, ctx.node)
     if completes(view, new):
         checked = now if p.board_asked is None else p.board_asked
-        new = admit(view, records, end, settings, now, checked)
+        new = admit(view, records, end, settings, now, checked, ctx.node)
     return new
 
 
@@ -274,7 +274,7 @@ def _pending(
         return p, read_log(p, view)
     assert p.log is not None
     log = p.log
-    pending = pending_joins(view, log.records, settings, p.log_asked)
+    pending = pending_joins(view, log.records, settings, p.log_asked, node)
     if node not in pending:
         # Our intent is gone: admitted and dropped since, expired, or posted to a
         # segment that rolled over. Post it again, where the log is now.
@@ -329,7 +329,7 @@ def _steward(p: Progress, view: RendezvousState, ctx: Context) -> tuple[Progress
         return p, read_log(p, view)
     assert p.log is not None
     records, end = p.log.records, p.log.end
-    pending = pending_joins(view, records, settings, p.log_asked)
+    pending = pending_joins(view, records, settings, p.log_asked, ctx.node)
     members = view.members()
     withdrawn = any(isinstance(r, Withdrawal) and r.node in members for r in records)
     if not pending and not withdrawn:

@@ -138,19 +138,18 @@ def random_scenario(seed: int, max_nodes: int = 64) -> Scenario:
 
 def _far_nodes(seed: int, job: Scenario) -> Faults:
     """One seed in eight: up to three nodes so far from the backend that a round trip takes
-    up to 0.4 of the expiry less the interval, and a quarter of the expiry (a slow link,
-    a loaded etcd), where the other slow nodes' round trips stay under a fifth of an
-    interval. Heartbeats land late, and readings age on the way back: a node whose board
-    and log reads outlasted the expiry less the interval never joined (19ff1db). Not
-    farther: a node beats an interval after its last beat, and what it does in between
-    (the end of a wait, a read) comes on top; a node whose round trips took a third of
-    the expiry beat too seldom to stay in a round (seeds 124 and 300163), and so did one
-    whose round trips took 0.24 s of an expiry of 1 s and an interval of 0.5 s (seed
-    302800). Drawn apart from the job, which is the same with or without them."""
+    up to the expiry less the interval, and half the expiry (a slow link, a loaded
+    etcd), where the other slow nodes' round trips stay under a fifth of an interval.
+    Heartbeats land late, and readings age on the way back: a node whose board and log
+    reads outlasted the expiry less the interval never joined (19ff1db). Half as far
+    while a join sent its own heartbeats between its steps: a node whose round trips
+    took a third of the expiry beat too seldom to stay in a round then (seeds 124 and
+    300163). Drawn apart from the job, which is the same with or without them."""
     far = random.Random(f"far-{seed}")
     if far.random() >= 0.125:
         return job.faults
-    reach = min(job.interval * (job.attempts - 1) * 0.4, job.interval * job.attempts / 4)
+    expiry = job.interval * job.attempts
+    reach = min(expiry - job.interval, expiry / 2)
     chosen = far.sample(range(job.total_nodes), min(far.choice([1, 2, 3]), job.total_nodes))
     slow = dict(job.faults.slow) | {i: far.uniform(0.1, 1) * reach / 2 for i in chosen}
     return attrs.evolve(job.faults, slow=tuple(sorted(slow.items())))
