@@ -44,7 +44,7 @@ from rdzv.core.intents import (
     should_hold,
     steward,
 )
-from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
+from rdzv.core.model import NodeDesc, RendezvousState
 from rdzv.core.progress import (
     Context,
     Progress,
@@ -223,12 +223,6 @@ def _completes_instead(p: Progress, view: RendezvousState, ctx: Context) -> bool
     return ctx.draw * others < pacing.takeovers(p.passed)
 
 
-def _refresh_age(settings: RendezvousSettings) -> float:
-    """Age at which a pending node posts its intent again, before it would expire."""
-    expiry = settings.heartbeat_expiry
-    return max(expiry - settings.keep_alive_interval.total_seconds(), expiry / 2)
-
-
 def _pending(
     p: Progress, view: RendezvousState, action: Action, ctx: Context
 ) -> tuple[Progress, Effect]:
@@ -248,7 +242,8 @@ def _pending(
     lost = p.posted is not None and segment_of(view.intent_cursor) > p.posted_segment
     if p.posted is None or lost:
         return p, post
-    repost_at = p.posted + _refresh_age(settings)
+    interval = settings.keep_alive_interval.total_seconds()
+    repost_at = p.posted + pacing.intent_refresh_age(settings.heartbeat_expiry, interval)
     if chosen is None and settings.min_nodes > pacing.FIRST_MOVER_ROUND:
         return write(p, apply_action(view, action, node, settings, now), ctx)  # as above
     # The steward holds while the round cannot reach min_nodes, even with us, and while

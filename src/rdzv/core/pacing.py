@@ -148,6 +148,12 @@ def heartbeat_delay(last: float | None, now: float, interval: float) -> float:
     return min(max(last + interval - now, 0.01), interval)
 
 
+def intent_refresh_age(expiry: float, interval: float) -> float:
+    """Age at which a pending node posts its intent again, before it would expire; its
+    keep-alive beats from then on too, should it be admitted from an intent that old."""
+    return max(expiry - interval, expiry / 2)
+
+
 def first_heartbeat(delay: float, draw: float) -> float:
     """The first heartbeat after a join comes at a random point of ``delay``: the nodes of
     a round all joined at one instant and would otherwise beat together for good."""

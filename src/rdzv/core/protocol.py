@@ -128,8 +128,8 @@ def step(progress: Progress, outcome: Outcome, ctx: Context) -> Step:
 
 _DECIDED = (CompareAndSet, WaitForChange, Sleep)
 """The effects that end a decision (a write, or a wait for the state to move). A decision
-may take several steps (a beat, a post, a state or log read) between its board read and
-its write; the board read, and a completion's check of every member, serve it alone."""
+may take several steps (a post, a state or log read) between its board read and its
+write; the board read, and a completion's check of every member, serve it alone."""
 
 
 def _absorb(p: Progress, outcome: Outcome, ctx: Context, events: list[Event]) -> Progress | Step:

@@ -677,14 +677,20 @@ class World:
 
     def _heartbeat_delay(self, node: _Node) -> float:
         interval = self.scenario.interval
-        return pacing.heartbeat_delay(self._last_beat(node), self.clock(node), interval)
+        due = self._due(node)
+        last = None if due is None else due - interval
+        return pacing.heartbeat_delay(last, self.clock(node), interval)
 
-    def _last_beat(self, node: _Node) -> float | None:
-        """As Heartbeats._last: not yet in the state, the start of its join if later."""
+    def _due(self, node: _Node) -> float | None:
+        """As Heartbeats._due: joining and not yet in the state, when it would post its
+        intent again."""
+        interval = self.scenario.interval
         last, since = node.memory.last_heartbeat(node.desc), node.join_since
+        due = None if last is None else last + interval
         if since is None or self._knows(node):
-            return last
-        return since if last is None else max(last, since)
+            return due
+        pending = since + pacing.intent_refresh_age(node.settings.heartbeat_expiry, interval)
+        return pending if due is None else max(due, pending)
 
     def _start_beats(self, node: _Node) -> None:
         """Heartbeats from now on, unless they run already (Heartbeats.start)."""
@@ -703,8 +709,8 @@ class World:
             return
         known = self._knows(node) or node.join_since is not None
         if known:
-            last = self._last_beat(node)
-            early = 0.0 if last is None else last + self.scenario.interval - self.clock(node)
+            due = self._due(node)
+            early = 0.0 if due is None else due - self.clock(node)
             if early > 0:
                 self._set_beat_timer(node, self.now + early)  # not due yet: see _deliver
                 return
