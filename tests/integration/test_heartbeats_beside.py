@@ -87,21 +87,6 @@ def _holder(handlers: list[DynamicRendezvousHandler]) -> DynamicRendezvousHandle
     return next(h for h in handlers if str(h.node) in _HeldBeat.held[0])
 
 
-def test_a_launchers_poll_does_not_wait_for_a_heartbeat_in_flight() -> None:
-    """``num_nodes_waiting()`` answers while the node's heartbeat is stuck: it waited
-    behind the beat, up to the heartbeat timeout (30 s here)."""
-    _HeldBeat.reset()
-    with _formed(_HeldBeat, _settings("held-poll", 2, 0.2, 100), 2) as handlers:
-        _HeldBeat.hold = True
-        holder = _holder(handlers)
-        answers: list[int] = []
-        poll = threading.Thread(target=lambda: answers.append(holder.num_nodes_waiting()))
-        poll.start()
-        poll.join(timeout=5)
-        assert not _HeldBeat.release.is_set()
-        assert answers == [0]
-
-
 def test_a_join_does_not_wait_for_a_heartbeat_in_flight() -> None:
     """Both nodes rejoin while one's heartbeat is stuck: the join waited for the beat to
     end, up to the heartbeat timeout and a second."""

@@ -22,6 +22,8 @@ class Heartbeats:
     """Sends a node's heartbeats from its first join (:meth:`joining` on a backend with a
     board, :meth:`joined` otherwise) to :meth:`stop`.
 
+    Each beat holds ``lock``, which the handler's reads share (a launcher's polls wait
+    for a beat in flight, as torch's do: that holds their pace to the backend's).
     A heartbeat is due one interval after the last one this node knows of: its own,
     or the one an admission wrote for it. When a read first shows the node in the
     state, :meth:`nudge` wakes the thread to time its next beat from that record, so
@@ -37,6 +39,7 @@ class Heartbeats:
         settings: RendezvousSettings,
         executor: RendezvousOpExecutor,
         clock: Clock,
+        lock: threading.Lock,
     ) -> None:
         self._node = node
         self._settings = settings
@@ -44,9 +47,10 @@ class Heartbeats:
         self._clock = clock
         self._interval = settings.keep_alive_interval.total_seconds()
         self._refresh = pacing.intent_refresh_age(settings.heartbeat_expiry, self._interval)
+        self._late = pacing.late_beat(settings.heartbeat_expiry, self._interval)
         self._thread: KeepAliveThread | None = None
         self._joining_since: float | None = None
-        self._beating = threading.Lock()
+        self._beating = lock
 
     def joining(self) -> None:
         """A join starts: the beats go on beside it (started if need be).
@@ -75,7 +79,7 @@ class Heartbeats:
         if self._thread is None:
             self._start()
         elif self._until_due() <= 0 and self._beating.acquire(blocking=False):
-            try:  # (not when the thread's own beat is in flight: no wait for it)
+            try:  # (not while a beat or a read is in flight: no wait for it)
                 self._beat()
             finally:
                 self._beating.release()
@@ -115,7 +119,7 @@ class Heartbeats:
 
     def beat(self) -> float:
         """Send a heartbeat if one is due; return the seconds until the next attempt."""
-        with self._beating:  # the thread's, or the caller's of joined()
+        with self._beating:  # the thread's, or the caller's of joined(); and a launcher's reads
             return self._beat()
 
     def _beat(self) -> float:
@@ -142,10 +146,13 @@ class Heartbeats:
 
     def _due(self) -> float | None:
         """When the next heartbeat is due: an interval after the last one this node knows
-        of; joining and not yet in the state, when it would post its intent again."""
+        of; while it joins, once late (:func:`~rdzv.core.pacing.late_beat`), and not yet
+        in the state, when it would post its intent again."""
         last, since = self._executor.last_heartbeat(), self._joining_since
-        due = None if last is None else last + self._interval
-        if since is None or self._executor.knows_this_node():
+        if since is None:
+            return None if last is None else last + self._interval
+        due = None if last is None else last + self._late
+        if self._executor.knows_this_node():
             return due
         return since + self._refresh if due is None else max(due, since + self._refresh)
 

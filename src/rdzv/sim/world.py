@@ -682,14 +682,16 @@ class World:
         return pacing.heartbeat_delay(last, self.clock(node), interval)
 
     def _due(self, node: _Node) -> float | None:
-        """As Heartbeats._due: joining and not yet in the state, when it would post its
-        intent again."""
-        interval = self.scenario.interval
+        """As Heartbeats._due: while joining, once late, and not yet in the state, when it
+        would post its intent again."""
+        interval, expiry = self.scenario.interval, node.settings.heartbeat_expiry
         last, since = node.memory.last_heartbeat(node.desc), node.join_since
-        due = None if last is None else last + interval
-        if since is None or self._knows(node):
+        if since is None:
+            return None if last is None else last + interval
+        due = None if last is None else last + pacing.late_beat(expiry, interval)
+        if self._knows(node):
             return due
-        pending = since + pacing.intent_refresh_age(node.settings.heartbeat_expiry, interval)
+        pending = since + pacing.intent_refresh_age(expiry, interval)
         return pending if due is None else max(due, pending)
 
     def _start_beats(self, node: _Node) -> None:
