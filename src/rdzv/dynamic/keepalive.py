@@ -78,11 +78,13 @@ class Heartbeats:
         self._joining_since = None
         if self._thread is None:
             self._start()
-        elif self._until_due() <= 0 and self._beating.acquire(blocking=False):
+            return
+        if self._until_due() <= 0 and self._beating.acquire(blocking=False):
             try:  # (not while a beat or a read is in flight: no wait for it)
                 self._beat()
             finally:
                 self._beating.release()
+        self.nudge()  # due an interval after the last beat again, not once late
 
     def _start(self) -> None:
         """Start the thread: at once if a beat is due (sent here), else at a random point

@@ -645,7 +645,10 @@ class World:
             leave = protocol.leave(deadline)
             node.run = self._start_op(node, leave, lambda run, _: self._left(node, run))
             return
-        self._start_beats(node)
+        if not node.beating:
+            self._start_beats(node)
+        elif node.beat_run is None:
+            self._set_beat_timer(node, self.now)  # Heartbeats.joined re-times the beats
         # A launcher polls at its own phase, not in step with the others.
         self._on_node(node, self.now + self.scenario.poll * self.rng.random(), self._poll, node)
 
