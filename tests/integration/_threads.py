@@ -27,8 +27,9 @@ def rendezvous(backend: str, count: int, endpoint: str, **options: Any) -> list[
     return results
 
 
-def next_round(handlers: list[RendezvousHandler]) -> list[RendezvousInfo]:
-    """Every handler calls ``next_rendezvous`` at once (a thread each); their results."""
+def next_round(handlers: list[RendezvousHandler], timeout: float = 60) -> list[RendezvousInfo]:
+    """Every handler calls ``next_rendezvous`` at once (a thread each); the results that
+    came within ``timeout`` seconds for each thread."""
     results: list[RendezvousInfo] = []
     threads = [
         threading.Thread(target=lambda h=h: results.append(h.next_rendezvous())) for h in handlers
@@ -36,5 +37,5 @@ def next_round(handlers: list[RendezvousHandler]) -> list[RendezvousInfo]:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=timeout)
     return results

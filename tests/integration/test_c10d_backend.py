@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from _late import LateBackend
 from _ports import free_port
 from _threads import next_round
 
@@ -22,7 +23,6 @@ from rdzv import (
     RendezvousParameters,
     get_rendezvous_handler,
 )
-from rdzv.backends.base import Token, Unchanged
 from rdzv.backends.c10d import C10dRendezvousBackend, create_backend, is_local_address
 from rdzv.core import decode_state
 from rdzv.core.intents import segment_of
@@ -447,50 +447,11 @@ def test_a_node_whose_board_reads_outlast_the_expiry_less_the_interval_still_rej
         assert sorted(info.rank for info in infos) == list(range(n))
 
 
-class _FarAway(C10dRendezvousBackend):
-    """A real c10d backend answering every request of the join an interval late (0.2 s)
-    once ``far`` is set: each round trip takes as long as the keep-alive interval."""
+class _FarAway(LateBackend):
+    """Every request of the join answered an interval late (0.2 s) once ``late`` is set:
+    each round trip takes as long as the keep-alive interval."""
 
-    far = False
-
-    def _late(self) -> None:
-        if type(self).far:
-            time.sleep(0.2)
-
-    def get_state(self) -> tuple[bytes, Token] | None:
-        answer = super().get_state()
-        self._late()
-        return answer
-
-    def get_state_if_changed(self, token: Token) -> tuple[bytes, Token] | Unchanged | None:
-        answer = super().get_state_if_changed(token)
-        self._late()
-        return answer
-
-    def set_state(
-        self, state: bytes, token: Token | None = None
-    ) -> tuple[bytes, Token, bool] | None:
-        answer = super().set_state(state, token)
-        self._late()
-        return answer
-
-    def post_intent(self, record: bytes, cursor: int) -> None:
-        super().post_intent(record, cursor)
-        self._late()
-
-    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
-        answer = super().read_intents(cursor)
-        self._late()
-        return answer
-
-    def beat(self, name: str, record: bytes, ttl: float) -> None:
-        super().beat(name, record, ttl)
-        self._late()
-
-    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
-        answer = super().read_beats(names)
-        self._late()
-        return answer
+    delay = 0.2
 
 
 def test_nodes_whose_every_round_trip_takes_an_interval_still_rejoin() -> None:
@@ -502,9 +463,9 @@ def test_nodes_whose_every_round_trip_takes_an_interval_still_rejoin() -> None:
     settings = _fast_beats("far-away", n, n, join_timeout=15)
     with _formed(_FarAway, settings, n) as handlers:
         time.sleep(1.0)  # the state's heartbeats are all older than the expiry now
-        _FarAway.far = True
+        _FarAway.late = True
         try:
             infos = next_round(handlers)
         finally:
-            _FarAway.far = False
+            _FarAway.late = False
         assert sorted(info.rank for info in infos) == list(range(n))

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import ClassVar
 
+from _late import LateBackend
 from _ports import free_port
 from _threads import next_round
 
-from rdzv import DynamicRendezvousHandler, RendezvousInfo, RendezvousParameters
-from rdzv.backends.base import Token, Unchanged
+from rdzv import DynamicRendezvousHandler, RendezvousParameters
 from rdzv.backends.c10d import C10dRendezvousBackend
 from rdzv.dynamic.handler import create_handler
 from rdzv.store.tcp import TCPStore
@@ -94,67 +93,16 @@ def test_a_join_does_not_wait_for_a_heartbeat_in_flight() -> None:
     with _formed(_HeldBeat, _settings("held-join", 2, 0.2, 100), 2) as handlers:
         _HeldBeat.hold = True
         _holder(handlers)
-        infos: list[RendezvousInfo] = []
-        threads = [
-            threading.Thread(target=lambda h=h: infos.append(h.next_rendezvous())) for h in handlers
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=5)
+        infos = next_round(handlers, timeout=5)
         assert not _HeldBeat.release.is_set()
         assert sorted(info.rank for info in infos) == [0, 1]
 
 
-class _Far(C10dRendezvousBackend):
-    """A real c10d backend answering every request 0.4 s late once ``far`` is set: two
-    thirds of the expiry (0.2 s x 3), twice the interval."""
+class _Far(LateBackend):
+    """Every request answered 0.4 s late once ``late`` is set: two thirds of the expiry
+    (0.2 s x 3), twice the interval."""
 
-    far = False
-
-    def _late(self) -> None:
-        if type(self).far:
-            time.sleep(0.4)
-
-    def get_state(self) -> tuple[bytes, Token] | None:
-        answer = super().get_state()
-        self._late()
-        return answer
-
-    def get_state_if_changed(self, token: Token) -> tuple[bytes, Token] | Unchanged | None:
-        answer = super().get_state_if_changed(token)
-        self._late()
-        return answer
-
-    def set_state(
-        self, state: bytes, token: Token | None = None
-    ) -> tuple[bytes, Token, bool] | None:
-        answer = super().set_state(state, token)
-        self._late()
-        return answer
-
-    def wait_for_change(self, token: Token | None, timeout: float) -> tuple[bytes, Token] | None:
-        answer = super().wait_for_change(token, timeout)
-        self._late()
-        return answer
-
-    def post_intent(self, record: bytes, cursor: int) -> None:
-        super().post_intent(record, cursor)
-        self._late()
-
-    def read_intents(self, cursor: int) -> tuple[list[bytes], int]:
-        answer = super().read_intents(cursor)
-        self._late()
-        return answer
-
-    def beat(self, name: str, record: bytes, ttl: float) -> None:
-        super().beat(name, record, ttl)
-        self._late()
-
-    def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
-        answer = super().read_beats(names)
-        self._late()
-        return answer
+    delay = 0.4
 
 
 def test_nodes_whose_every_round_trip_takes_most_of_the_expiry_still_rejoin() -> None:
@@ -167,10 +115,10 @@ def test_nodes_whose_every_round_trip_takes_most_of_the_expiry_still_rejoin() ->
     settings = _settings("far", n, 0.2, 3)
     with _formed(_Far, settings, n) as handlers:
         rounds = [h.round for h in handlers]
-        _Far.far = True
+        _Far.late = True
         try:
             infos = next_round(handlers)
         finally:
-            _Far.far = False
+            _Far.late = False
         assert sorted(info.rank for info in infos) == list(range(n))
         assert [h.round for h in handlers] == [r + 1 for r in rounds]
