@@ -105,7 +105,8 @@ class Progress:
     ride_out: bool = True
     """Whether to try again through a backend outage (up to its reconnect window)."""
     known: bool = False
-    """KEEP_ALIVE: whether the last state the node saw holds it."""
+    """KEEP_ALIVE: whether the node has a heartbeat to keep alive (the last state it saw
+    holds it, or it is joining)."""
     last: Effect | None = None
     issued: float = 0.0
     """When ``last`` was issued: how long a failed attempt took shows from it."""

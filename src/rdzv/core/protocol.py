@@ -105,7 +105,8 @@ def close(deadline: float) -> Progress:
 
 
 def keep_alive(deadline: float, *, known: bool, ride_out: bool = False) -> Progress:
-    """Send a heartbeat if one is due. ``known``: the last state seen holds the node."""
+    """Send a heartbeat if one is due. ``known``: the node has one to keep alive (the last
+    state seen holds it, or it is joining)."""
     return Progress(Op.KEEP_ALIVE, deadline, known=known, ride_out=ride_out)
 
 

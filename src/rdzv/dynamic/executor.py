@@ -107,7 +107,7 @@ class RendezvousOpExecutor:
         return self._memory.last.state
 
     def knows_this_node(self) -> bool:
-        """Whether the last state seen holds this node (it then sends heartbeats)."""
+        """Whether the last state seen holds this node."""
         return self._node in self._memory.last.state.last_heartbeats
 
     def last_heartbeat(self) -> float | None:

@@ -11,6 +11,8 @@ import logging
 import os
 import socket
 import threading
+import weakref
+from collections.abc import Callable
 from datetime import timedelta
 
 from rdzv.api import (
@@ -81,7 +83,7 @@ class DynamicRendezvousHandler(RendezvousHandler):
         12 to 34 s and at times never ended, against 11 to 13 s with the lock."""
         self._heartbeats = Heartbeats(node, settings, self._executor, clock, self._heartbeat_lock)
         if self._executor.has_board:
-            self._executor.on_admitted = self._heartbeats.nudge
+            self._executor.on_admitted = _weakly(self._heartbeats.nudge)
         self._joined: int | None = None
         """The round the last ``next_rendezvous`` returned, which the next one leaves."""
 
@@ -168,8 +170,8 @@ class DynamicRendezvousHandler(RendezvousHandler):
         logger.info("Node %s joins the next round of rendezvous '%s'.", self._node, run_id)
         if self._executor.has_board:
             # A beat writes only this node's record on the board: the beats go on beside
-            # the join, which sends none, and nothing waits for a beat in flight (on
-            # etcd-v2 at 1,024 nodes a beat took a second, and a join waited for it).
+            # the join, which sends none, and the join does not wait for a beat in flight
+            # (on etcd-v2 at 1,024 nodes a beat took a second, and a join waited for it).
             self._heartbeats.joining()
         else:
             self._stop_heartbeats()  # a beat writes the state: the join sends its own
@@ -264,6 +266,20 @@ class DynamicRendezvousHandler(RendezvousHandler):
         deadline = self._clock() + self._settings.timeout.close.total_seconds()
         self._executor.run(protocol.close(deadline))
         logger.info("Node %s closed rendezvous '%s'.", self._node, self._settings.run_id)
+
+
+def _weakly(method: Callable[[], None]) -> Callable[[], None]:
+    """``method``, held weakly: the executor holding the keep-alive's nudge made a cycle
+    that kept a dropped handler's node beating until the collector ran, and its peers
+    never saw it die."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> None:
+        bound = ref()
+        if bound is not None:
+            bound()
+
+    return call
 
 
 def _bootstrap_info(

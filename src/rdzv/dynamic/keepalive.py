@@ -55,8 +55,9 @@ class Heartbeats:
     def joining(self) -> None:
         """A join starts: the beats go on beside it (started if need be).
 
-        A joining node beats whether the state holds it yet or not, from when it would
-        post its intent again (:func:`~rdzv.core.pacing.intent_refresh_age`): admitted,
+        A member beats once its heartbeat is late (:func:`~rdzv.core.pacing.late_beat`),
+        and a node the state does not hold yet from when it would post its intent
+        again (:func:`~rdzv.core.pacing.intent_refresh_age`): admitted,
         it has its intent's time for a heartbeat, and a node far from the backend
         learnt of its admission when that had expired; the completion read the board
         for it, found nothing newer, and dropped it. Not sooner: from an interval, the
