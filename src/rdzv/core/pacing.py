@@ -162,6 +162,27 @@ def late_beat(expiry: float, interval: float) -> float:
     return interval + (expiry - interval) / 2
 
 
+def beat_due(
+    last: float | None, joining_since: float | None, known: bool, expiry: float, interval: float
+) -> float | None:
+    """When a node's next heartbeat is due (``None``: it has none to send yet).
+
+    ``last``: its last heartbeat known; ``joining_since``: when its join under way
+    started (``None``: not joining); ``known``: the state holds it. An interval after
+    the last; while it joins, once late (:func:`late_beat`); and joining but not yet in
+    the state, from when it would post its intent again (:func:`intent_refresh_age`),
+    its intent's time being its heartbeat until then. The shell's keep-alive and the
+    simulator's both time their beats by it.
+    """
+    if joining_since is None:
+        return None if last is None else last + interval
+    due = None if last is None else last + late_beat(expiry, interval)
+    if known:
+        return due
+    pending = joining_since + intent_refresh_age(expiry, interval)
+    return pending if due is None else max(due, pending)
+
+
 def first_heartbeat(delay: float, draw: float) -> float:
     """The first heartbeat after a join comes at a random point of ``delay``: the nodes of
     a round all joined at one instant and would otherwise beat together for good."""

@@ -46,8 +46,6 @@ class Heartbeats:
         self._executor = executor
         self._clock = clock
         self._interval = settings.keep_alive_interval.total_seconds()
-        self._refresh = pacing.intent_refresh_age(settings.heartbeat_expiry, self._interval)
-        self._late = pacing.late_beat(settings.heartbeat_expiry, self._interval)
         self._thread: KeepAliveThread | None = None
         self._joining_since: float | None = None
         self._beating = lock
@@ -148,16 +146,13 @@ class Heartbeats:
         return self._delay()
 
     def _due(self) -> float | None:
-        """When the next heartbeat is due: an interval after the last one this node knows
-        of; while it joins, once late (:func:`~rdzv.core.pacing.late_beat`), and not yet
-        in the state, when it would post its intent again."""
-        last, since = self._executor.last_heartbeat(), self._joining_since
-        if since is None:
-            return None if last is None else last + self._interval
-        due = None if last is None else last + self._late
-        if self._executor.knows_this_node():
-            return due
-        return since + self._refresh if due is None else max(due, since + self._refresh)
+        return pacing.beat_due(
+            self._executor.last_heartbeat(),
+            self._joining_since,
+            self._executor.knows_this_node(),
+            self._settings.heartbeat_expiry,
+            self._interval,
+        )
 
     def _until_due(self) -> float:
         due = self._due()

@@ -685,17 +685,13 @@ class World:
         return pacing.heartbeat_delay(last, self.clock(node), interval)
 
     def _due(self, node: _Node) -> float | None:
-        """As Heartbeats._due: while joining, once late, and not yet in the state, when it
-        would post its intent again."""
-        interval, expiry = self.scenario.interval, node.settings.heartbeat_expiry
-        last, since = node.memory.last_heartbeat(node.desc), node.join_since
-        if since is None:
-            return None if last is None else last + interval
-        due = None if last is None else last + pacing.late_beat(expiry, interval)
-        if self._knows(node):
-            return due
-        pending = since + pacing.intent_refresh_age(expiry, interval)
-        return pending if due is None else max(due, pending)
+        return pacing.beat_due(
+            node.memory.last_heartbeat(node.desc),
+            node.join_since,
+            self._knows(node),
+            node.settings.heartbeat_expiry,
+            self.scenario.interval,
+        )
 
     def _start_beats(self, node: _Node) -> None:
         """Heartbeats from now on, unless they run already (Heartbeats.start)."""
