@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from rdzv.core import joining, num_nodes_waiting, protocol
-from rdzv.sim import EPOCH, Faults, Scenario, World, check_seed, world
+from rdzv.sim import EPOCH, Faults, Scenario, World, check_seed, shell
 
 SEEDS = int(os.environ.get("RDZV_SIM_SEEDS", "320"))
 CHUNK = 40
@@ -121,7 +121,7 @@ def test_liveness_fails_when_an_evicted_node_is_not_told(monkeypatch: pytest.Mon
     """The check above can fail: when a node does not count itself once it is out of its
     round (torch's behaviour), node 3 polls a round that went on without it, for ever."""
     monkeypatch.setattr(
-        world, "num_nodes_waiting", lambda state, node, joined: num_nodes_waiting(state)
+        shell, "num_nodes_waiting", lambda state, node, joined: num_nodes_waiting(state)
     )
     result = World(_paused_job(), seed=2).run()
     assert any(v.startswith("liveness") for v in result.violations)

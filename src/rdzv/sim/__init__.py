@@ -24,8 +24,9 @@ import random
 
 import attrs
 
+from rdzv.sim.job import EPOCH, Faults, Result, Scenario
 from rdzv.sim.network import ETCD, JITTERY, TCP_STORE, Host, Latency
-from rdzv.sim.world import EPOCH, Faults, Result, Scenario, World
+from rdzv.sim.world import World
 
 __all__ = [
     "EPOCH",
