@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from rdzv import RendezvousBackend, RendezvousParameters
@@ -316,6 +317,46 @@ def stop_heartbeats(handler: Any) -> None:
     handler._stop_heartbeats()
 
 
+def stuck_nodes(handlers: Mapping[int, Any]) -> list[dict[str, Any]]:
+    """For each node thread still running: its innermost frames, and the last state it saw.
+
+    Read from the outside when a run passes its limit, so it costs the run nothing:
+    the stacks say which call a node is blocked in, the state (rdzv's handlers only)
+    whether it was in the round, on the wait list, or unknown to it.
+    """
+    frames = sys._current_frames()
+    stuck = []
+    for thread in threading.enumerate():
+        if not thread.name.startswith("node-") or thread.ident not in frames:
+            continue
+        index = int(thread.name.removeprefix("node-"))
+        stack = traceback.extract_stack(frames[thread.ident])[-STUCK_FRAMES:]
+        entry: dict[str, Any] = {
+            "node": index,
+            "stack": [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack],
+        }
+        executor = getattr(handlers.get(index), "_executor", None)
+        if executor is not None:
+            state = executor.state
+            node = handlers[index]._node
+            entry["seen"] = {
+                "round": state.round,
+                "complete": state.complete,
+                "closed": state.closed,
+                "participants": len(state.participants),
+                "wait_list": len(state.wait_list),
+                "is_participant": node in state.participants,
+                "is_waiting": node in state.wait_list,
+                "has_heartbeat": node in state.last_heartbeats,
+            }
+        stuck.append(entry)
+    return stuck
+
+
+STUCK_FRAMES = 6
+"""Frames of a stuck node's stack that a status reports, innermost last."""
+
+
 def _sleep_until(moment: float) -> None:
     delay = moment - time.monotonic()
     if delay > 0:
@@ -349,11 +390,13 @@ class NodeGroup:
         self._begin = self.counter.snapshot()
 
     def status(self) -> dict[str, Any]:
-        """Nodes through a rendezvous, and the traffic, since the operation began."""
+        """Nodes through a rendezvous, and the traffic, since the operation began;
+        ``stuck``: what each node thread still running is doing (see :func:`stuck_nodes`)."""
         with self._lock:
             completed = self.completed
         counts = counts_between(self._begin, self.counter.snapshot())
-        return {"status": True, "completed": completed, "counts": counts}
+        stuck = stuck_nodes(self.handlers)
+        return {"status": True, "completed": completed, "counts": counts, "stuck": stuck}
 
     def setup(self, config: CellConfig, indices: list[int]) -> dict[str, Any]:
         """Build the handlers of nodes ``indices``."""
@@ -595,7 +638,8 @@ class Workers:
         self._gather(deadline)
 
     def status(self) -> dict[str, Any]:
-        """What the stuck operation did so far on every worker: completions and traffic.
+        """What the stuck operation did so far on every worker: completions, traffic, and
+        what each node still running is doing (``stuck``).
 
         Workers that do not answer within :data:`STATUS_WAIT` seconds are left out, and
         ``answered`` says how many did: a worker of a thousand busy threads may wait
@@ -603,6 +647,7 @@ class Workers:
         """
         completed = answered = 0
         counts: dict[str, Any] = {}
+        stuck: list[dict[str, Any]] = []
         for conn in self.conns:
             with contextlib.suppress(OSError, ValueError):
                 conn.send({"op": "status"})
@@ -614,9 +659,10 @@ class Workers:
                     if "status" in reply:
                         completed += reply["completed"]
                         counts = add_counts(counts, reply["counts"])
+                        stuck.extend(reply["stuck"])
                         answered += 1
                         break
-        return {"completed": completed, "counts": counts, "answered": answered}
+        return {"completed": completed, "counts": counts, "answered": answered, "stuck": stuck}
 
     def call(self, op: str, args: Sequence[dict[str, Any]], deadline: float) -> list[Any]:
         """Send worker ``i`` the operation with ``args[i]``; return the replies in order."""

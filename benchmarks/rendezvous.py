@@ -43,7 +43,16 @@ from harness import (
     Workers,
     store_master,
 )
-from scenarios import RUNNERS, SCENARIOS, Options, Run, RunResult, worker_count
+from scenarios import (
+    RUNNERS,
+    SCENARIOS,
+    STUCK_KEPT,
+    Options,
+    Run,
+    RunResult,
+    stuck_summary,
+    worker_count,
+)
 
 from rdzv.etcd.cluster import EtcdCluster
 from rdzv.etcd_server import EtcdServer
@@ -168,12 +177,14 @@ def run_once(
                 # out (asked after that, no worker ever answered).
                 status = workers.status()
                 phase = run.phase if run is not None else "start-up"
+                stuck = status["stuck"]
                 return RunResult(
                     finished=False,
                     counts=status["counts"],
                     note=f"did not finish in {limit:g} s ({phase}: {status['completed']} of "
                     f"{n} nodes through, as {status['answered']} of {workers.count} workers "
-                    "told)",
+                    f"told); {len(stuck)} still running: {stuck_summary(stuck)}",
+                    stuck=stuck[:STUCK_KEPT],
                 )
     except WorkerError as e:
         return RunResult(note=str(e).strip().splitlines()[0])

@@ -66,6 +66,39 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    stuck: list[dict[str, Any]] = field(default_factory=list)
+    """Of a run that did not finish: the nodes still running, as :func:`harness.stuck_nodes`
+    gives them (at most :data:`STUCK_KEPT`)."""
+
+
+STUCK_KEPT = 32
+STUCK_GROUPS = 6
+"""Groups of stuck nodes (where they are blocked, what they saw) that a note names."""
+
+
+def stuck_summary(stuck: list[dict[str, Any]]) -> str:
+    """The stuck nodes in a line: how many are blocked where, having seen what."""
+    groups = Counter(
+        (entry["stack"][-1] if entry["stack"] else "?", _seen(entry.get("seen"))) for entry in stuck
+    )
+    top = groups.most_common(STUCK_GROUPS)
+    rest = len(stuck) - sum(count for _, count in top)
+    line = "; ".join(f"{count} in {where}{seen}" for (where, seen), count in top)
+    return line + (f"; {rest} elsewhere" if rest else "")
+
+
+def _seen(seen: dict[str, Any] | None) -> str:
+    if seen is None:
+        return ""
+    flags = [
+        k
+        for k in ("complete", "closed", "is_participant", "is_waiting", "has_heartbeat")
+        if seen[k]
+    ]
+    return (
+        f" (saw round {seen['round']}, {seen['participants']} participants, "
+        f"{seen['wait_list']} waiting{', ' if flags else ''}{', '.join(flags)})"
+    )
 
 
 def worker_count(n: int, options: Options) -> int:
