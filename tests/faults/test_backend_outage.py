@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from _faults import Node, Nodes, assert_one_round, participant_ids, state_reader, wait_until
 
+from rdzv import RendezvousParameters, get_rendezvous_handler
 from rdzv.etcd_server import EtcdServer
 
 OUTAGE = 5.0
@@ -117,3 +123,72 @@ def test_rendezvous_of_eight_completes_once_etcd_is_back_after_a_five_second_out
             rounds_until_all_met=len(by_round),
             recovery_s=recovered,
         )
+
+
+STALL = 8.0
+"""Seconds etcd is frozen: more than twice the heartbeat expiry of 3 s."""
+
+
+@pytest.mark.parametrize("backend", ["etcd-v2", "etcd-v3"])
+def test_a_round_outlives_etcd_frozen_past_the_heartbeat_expiry(
+    own_etcd: EtcdServer, run_id: str, backend: str, record: Callable[..., None]
+) -> None:
+    """8 nodes in a round (keep-alive 1 s x 3) polling ``num_nodes_waiting()`` four times
+    a second as launchers; etcd is frozen (SIGSTOP, as a stalled disk or a paused VM
+    would) for 8 s, then resumes. No heartbeat could land meanwhile, so the first node to
+    read after it must not take the others for dead: no launcher is told to rendezvous
+    again, and the round keeps all eight.
+
+    The simulator's ``test_a_round_outlives_a_backend_stall_longer_than_the_expiry`` is
+    the same scenario in virtual time.
+    """
+    n = 8
+    params = RendezvousParameters(
+        backend,
+        own_etcd.get_endpoint(),
+        run_id,
+        n,
+        n,
+        keep_alive_interval=1,
+        keep_alive_max_attempt=3,
+        join_timeout=60,
+    )
+    handlers = [get_rendezvous_handler(params) for _ in range(n)]
+    stop = threading.Event()
+    told: list[tuple[float, int]] = []
+    try:
+        with ThreadPoolExecutor(n) as pool:
+            infos = list(pool.map(lambda h: h.next_rendezvous(), handlers))
+        assert {info.world_size for info in infos} == {n}
+        first_round = handlers[0].round
+
+        def launcher(handler: Any) -> None:
+            while not stop.wait(0.25):
+                waiting = handler.num_nodes_waiting()
+                if waiting:
+                    told.append((time.monotonic(), waiting))
+
+        threads = [threading.Thread(target=launcher, args=(h,), daemon=True) for h in handlers]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        pid = own_etcd.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(STALL)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        time.sleep(6.0)  # two expiries after etcd resumed
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        assert not told, f"launchers told to rendezvous again after the stall: {told[:8]}"
+        assert all(h.num_nodes_waiting() == 0 for h in handlers)
+        assert {h.round for h in handlers} == {first_round}
+        record(stall_s=STALL, told=len(told), checked_s=time.monotonic() - resumed)
+    finally:
+        stop.set()
+        for handler in handlers:
+            handler.shutdown()

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from rdzv.core import joining, num_nodes_waiting, protocol
-from rdzv.sim import EPOCH, Faults, Scenario, World, check_seed, shell
+from rdzv.sim import EPOCH, ETCD, Faults, Scenario, World, check_seed, shell
 
 SEEDS = int(os.environ.get("RDZV_SIM_SEEDS", "320"))
 CHUNK = 40
@@ -154,3 +154,25 @@ def test_a_node_whose_writes_all_lose_backs_off_without_overflow() -> None:
 
 def test_the_clock_of_a_simulation_starts_at_a_plausible_epoch() -> None:
     assert EPOCH > 1.7e9
+
+
+def _stalled_job(stall: float) -> Scenario:
+    """Eight nodes in a round (keep-alive 1 s x 3); at 5 s the backend applies nothing for
+    ``stall`` seconds, as a frozen etcd or a stalled disk does, then resumes."""
+    return Scenario(
+        nodes=8,
+        min_nodes=8,
+        max_nodes=8,
+        latency=ETCD,
+        faults=Faults(until=5.0 + stall, stalls=((5.0, stall),)),
+    )
+
+
+@pytest.mark.parametrize("stall", [2.0, 4.0, 8.0, 20.0])
+def test_a_round_outlives_a_backend_stall_longer_than_the_expiry(stall: float) -> None:
+    """Nobody's heartbeat could land while the backend stalled: the node that reads first
+    after it must not take the others for dead, and restart the whole job."""
+    result = World(_stalled_job(stall), seed=11).run()
+    assert not result.violations, result.trace
+    assert result.rounds == 1, result.trace
+    assert result.done_at == result.last_done_at  # nobody joined again

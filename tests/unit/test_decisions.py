@@ -594,6 +594,12 @@ def test_next_wakeup_is_just_after_another_nodes_heartbeat_expires() -> None:
     assert wakeup(state) == just_after(NOW - EXPIRY + 1 + EXPIRY)
 
 
+def test_next_wakeup_is_the_expiry_as_a_node_that_saw_the_backend_lag_judges_it() -> None:
+    state = make_state(participants=[A, ME], beats={A: NOW - EXPIRY + 1, ME: NOW})
+    woken = next_wakeup(state, ME, SETTINGS, NOW, DEADLINE, beats=False, lag=8.0)
+    assert woken == just_after(NOW - EXPIRY + 1 + EXPIRY + 8.0)
+
+
 def test_next_wakeup_ignores_the_expiry_of_this_nodes_own_heartbeat() -> None:
     # Its own heartbeat comes due (NOW + 5) before it expires (NOW + 15).
     settings = RendezvousSettings("run", 2, 3, keep_alive_max_attempt=1)

@@ -1,8 +1,9 @@
-"""When a node's heartbeats are due (rdzv.core.pacing.beat_due), whoever sends them."""
+"""When a node's heartbeats are due (rdzv.core.pacing.beat_due), whoever sends them, and
+how late it judges the others' (heartbeat_lag)."""
 
 from __future__ import annotations
 
-from rdzv.core.pacing import beat_due
+from rdzv.core.pacing import beat_due, heartbeat_lag
 
 EXPIRY, INTERVAL = 3.0, 1.0
 
@@ -24,3 +25,9 @@ def test_a_joining_node_not_yet_in_the_state_beats_when_it_would_post_its_intent
     assert beat_due(None, 50.0, False, EXPIRY, INTERVAL) == 52.0
     # An evicted node's own beats from before do not bring it sooner.
     assert beat_due(40.0, 50.0, False, EXPIRY, INTERVAL) == 52.0
+
+
+def test_a_lag_under_one_interval_does_not_move_the_judgment_of_heartbeats() -> None:
+    assert heartbeat_lag(0.4, interval=1.0) == 0.0
+    assert heartbeat_lag(1.0, interval=1.0) == 1.0
+    assert heartbeat_lag(8.0, interval=1.0) == 8.0

@@ -667,6 +667,33 @@ def test_the_watcher_drops_only_the_members_the_board_confirmed_dead() -> None:
     assert isinstance(view, Finish) and C in view.state.participants
 
 
+def _watcher_after_a_stall(lag: float) -> object:
+    """Watcher A reads a round whose members last beat 8 s ago (keep-alive 1 s x 3), and
+    the board confirms it; A's own requests took up to ``lag`` seconds lately."""
+    node = Node(protocol.read(), node=A, lag=lag)
+    node.then(Started())
+    formed = _complete(A, B, C, at=NOW - 10)
+    node.observed = {A: NOW, B: NOW - 8, C: NOW - 8}
+    node.context["checked"] = {B: NOW, C: NOW}
+    return node.then(StateRead(snap(formed)))
+
+
+def test_the_watcher_drops_members_silent_past_the_expiry_of_a_backend_that_answers() -> None:
+    effect = _watcher_after_a_stall(lag=0.0)
+    assert isinstance(effect, CompareAndSet)
+    assert set(effect.state.participants) == {A}
+
+
+def test_heartbeats_are_not_judged_late_by_less_than_the_backend_took() -> None:
+    """etcd was frozen for 8 s: no heartbeat could land, and A's own request waited the
+    whole stall. Judging by its clock, the first node answered after an 8 s stall
+    dropped every other (a real etcd-v2 and etcd-v3, ``tests/faults``), and every
+    launcher restarted; judged 8 s earlier, all are alive."""
+    effect = _watcher_after_a_stall(lag=8.0)
+    assert isinstance(effect, Finish)
+    assert set(effect.state.participants) == {A, B, C}
+
+
 def test_progress_evolves_as_attrs_evolve_does_and_refuses_a_field_it_lacks() -> None:
     start = protocol.join(NOW + 60)
     changed = start.evolve(polls=3, snap=snap(joined(A)), lost=1)

@@ -318,6 +318,7 @@ def next_wakeup(
     own_beat: float | None = None,
     *,
     beats: bool = True,
+    lag: float = 0.0,
 ) -> float:
     """The earliest time after ``now`` at which a decision may change with no write
     (``inf``: none).
@@ -325,7 +326,8 @@ def next_wakeup(
     A waiting node sleeps until then or until the backend reports a change,
     whichever comes first: the operation deadline (and the end of the rollback
     window), the last-call deadline, this node's next heartbeat (when the
-    operation sends it: ``beats``), and the moment another node's heartbeat expires.
+    operation sends it: ``beats``), and the moment another node's heartbeat expires
+    (``lag`` later, as the node judges heartbeats: see :class:`rdzv.core.protocol.Context`).
 
     Deadlines and expiries are compared strictly (``now > deadline``): the decision
     changes just *after* them, so those candidates are the next float up. Without
@@ -346,7 +348,7 @@ def next_wakeup(
         # This node is the oldest: the next one is second in age order.
         oldest = next((b for b, n in state.beats_by_age if n != node), None)
     if oldest is not None:
-        candidates.append(just_after(oldest + settings.heartbeat_expiry))
+        candidates.append(just_after(oldest + settings.heartbeat_expiry + lag))
     # Nothing ahead: only a write changes the decision (the caller caps its wait). Now
     # instead had a redundant node past its deadline, its heartbeats sent beside the
     # join, wait 5 ms at a time, read, and wait again (seed 310724).

@@ -30,6 +30,7 @@ __all__ = [
     "doubling",
     "first_heartbeat",
     "heartbeat_delay",
+    "heartbeat_lag",
     "heartbeat_retry",
     "lost_write_backoff",
     "outage_pause",
@@ -146,6 +147,18 @@ def heartbeat_delay(last: float | None, now: float, interval: float) -> float:
     if last is None:
         return interval
     return min(max(last + interval - now, 0.01), interval)
+
+
+def heartbeat_lag(lag: float, interval: float) -> float:
+    """How much earlier a node judges heartbeats, given the longest its requests took
+    lately (``lag``): all of it from one keep-alive interval up, none below.
+
+    A request quicker than an interval holds a heartbeat back by less than the slack
+    the expiry leaves for one missed beat; counted, every sub-second request of a
+    loaded host would put off the deaths its node finds by as much. A backend that
+    stalls for seconds holds every heartbeat that long.
+    """
+    return lag if lag >= interval else 0.0
 
 
 def intent_refresh_age(expiry: float, interval: float) -> float:

@@ -63,7 +63,9 @@ class Context:
     ``now`` is the node's clock (seconds since the epoch); ``draw`` a uniform random
     number in ``[0, 1)``; ``observed`` every heartbeat newer than the state's the node
     has seen (its own, and those read from the board); ``checked`` when it last read
-    each node's record on the board.
+    each node's record on the board; ``lag`` the longest one of its requests took,
+    of those that ended within the last heartbeat expiry (the backend's lag as the
+    node saw it: heartbeats are not judged late by less).
     """
 
     node: NodeDesc
@@ -75,6 +77,7 @@ class Context:
     reconnect_window: float
     observed: Mapping[NodeDesc, float] = attrs.field(factory=dict)
     checked: Mapping[NodeDesc, float] = attrs.field(factory=dict)
+    lag: float = 0.0
 
 
 @attrs.frozen
@@ -214,7 +217,14 @@ def wait(
     # With a board, this node's heartbeats are its keep-alive's (beside the operation,
     # see rdzv.core.protocol): no wait ends for one.
     wake = next_wakeup(
-        view, ctx.node, ctx.settings, ctx.now, p.deadline, own, beats=not ctx.has_board
+        view,
+        ctx.node,
+        ctx.settings,
+        ctx.now,
+        p.deadline,
+        own,
+        beats=not ctx.has_board,
+        lag=pacing.heartbeat_lag(ctx.lag, ctx.settings.keep_alive_interval.total_seconds()),
     )
     until = min(until, wake + pacing.WAKE_MARGIN, ctx.now + pacing.MAX_WAIT)
     return p, WaitForChange(token, max(until, ctx.now))

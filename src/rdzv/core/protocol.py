@@ -20,6 +20,7 @@ keeping alive and reading here, joining and leaving through the intent log in
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 
 import attrs
 
@@ -321,7 +322,7 @@ def _view(
     assert p.snap is not None
     state, settings, node = p.snap.state, ctx.settings, ctx.node
     if not ctx.has_board:
-        return (*drop_dead_nodes(state, settings, ctx.now, node, ctx.observed), None)
+        return (*drop_dead_nodes(state, settings, _judged(ctx.now, ctx), node, ctx.observed), None)
     # Heartbeats are judged as of when the board was asked, once it was: on etcd-v2 at
     # 1,024 nodes a board read took 3 s, and every heartbeat it brought had expired by
     # the time it came back (a completion judged by then dropped all 1,023 live
@@ -332,8 +333,10 @@ def _view(
     # on, and never joined (a real TCP store, 0.5 s reads against a 0.6 s expiry). A
     # node that died since the reading is the watcher's to find, as one that dies just
     # after the decision.
-    now = ctx.now if p.board_asked is None else p.board_asked
-    watching, head, unsure = watcher(state, node, settings, now, ctx.observed, ctx.checked)
+    # And as of the backend's lag before that (see _judged).
+    now = _judged(ctx.now if p.board_asked is None else p.board_asked, ctx)
+    checked = _checked(ctx)
+    watching, head, unsure = watcher(state, node, settings, now, ctx.observed, checked)
     # None right after a log read, the last input of a decision, unless the write
     # completes a round: on a loaded host the steward's readings aged while it read the
     # log, and it read the board again instead of admitting, then the log again, and so on.
@@ -344,12 +347,13 @@ def _view(
         dead = tuple(
             n
             for n in suspects
-            if confirmed_dead(ctx.checked.get(n), _beat(state, n, ctx), now, settings)
+            if confirmed_dead(checked.get(n), _beat(state, n, ctx), now, settings)
         )
         if may_read and len(dead) < len(suspects):
             # With those that expire within an interval, so that the next checks need none.
             soon = now + settings.keep_alive_interval.total_seconds()
-            return state, (), ReadBeats(dead_nodes(state, settings, soon, node, ctx.observed), now)
+            suspected = dead_nodes(state, settings, soon, node, ctx.observed)
+            return state, (), ReadBeats(suspected, ctx.now)
         if p.watch_all:
             # A round completes only without a node whose heartbeat had expired, confirmed
             # or not (a crashed node in a new round would be a ghost rank): the watcher's
@@ -365,8 +369,48 @@ def _view(
     # Only the members up to the watcher: usually just the watcher's own record, once
     # it looks dead; the whole chain when several before it do.
     if unsure and may_read:
-        return state, (), ReadBeats(unsure, now)
+        return state, (), ReadBeats(unsure, ctx.now)
     return drop_nodes(state, head, settings), head, None
+
+
+def _judged(moment: float, ctx: Context) -> float:
+    """The time as of which heartbeats are judged: ``moment`` less the backend's lag.
+
+    A backend that stalls (a frozen etcd, a stalled disk) holds every heartbeat with
+    every other request: the first node to be answered after an 8 s stall found all
+    the others' heartbeats expired (keep-alive 1 s x 3) and dropped them, and every
+    launcher restarted. A node's own requests show how long the backend took lately
+    (``ctx.lag``); a heartbeat is not judged late by less than that
+    (:func:`rdzv.core.pacing.heartbeat_lag`).
+    """
+    return moment - _lag(ctx)
+
+
+def _lag(ctx: Context) -> float:
+    return pacing.heartbeat_lag(ctx.lag, ctx.settings.keep_alive_interval.total_seconds())
+
+
+def _checked(ctx: Context) -> Mapping[NodeDesc, float]:
+    """When the node read each board record, less the lag: what the board could hold."""
+    lag = _lag(ctx)
+    return _Earlier(ctx.checked, lag) if lag else ctx.checked
+
+
+class _Earlier(Mapping[NodeDesc, float]):
+    """``times``, each ``by`` seconds earlier; not a copy (a board holds thousands)."""
+
+    def __init__(self, times: Mapping[NodeDesc, float], by: float) -> None:
+        self._times = times
+        self._by = by
+
+    def __getitem__(self, node: NodeDesc) -> float:
+        return self._times[node] - self._by
+
+    def __iter__(self) -> Iterator[NodeDesc]:
+        return iter(self._times)
+
+    def __len__(self) -> int:
+        return len(self._times)
 
 
 def _beat(state: RendezvousState, node: NodeDesc, ctx: Context) -> float:
@@ -397,7 +441,8 @@ def _keep_alive(p: Progress, ctx: Context) -> tuple[Progress, Effect]:
             return p, WriteBeat(ctx.now)
         return p, Finish(last_state(p))
     assert p.snap is not None
-    view, _ = drop_dead_nodes(p.snap.state, ctx.settings, ctx.now, ctx.node, ctx.observed)
+    judged = _judged(ctx.now, ctx)
+    view, _ = drop_dead_nodes(p.snap.state, ctx.settings, judged, ctx.node, ctx.observed)
     own = ctx.observed.get(ctx.node)
     action = decide_keep_alive(view, ctx.node, ctx.settings, ctx.now, p.deadline, own)
     if action is Action.FINISH:

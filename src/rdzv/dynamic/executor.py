@@ -174,16 +174,18 @@ class RendezvousOpExecutor:
             notify(self.observer, wrote, self._node)
 
     def _context(self) -> Context:
+        now = self._clock()
         return Context(
             self._node,
             self._settings,
-            self._clock(),
+            now,
             random.random(),  # noqa: S311 - spreads retries, not a secret
             self._has_log,
             self._has_board,
             self._backend.reconnect_window,
             self._memory.observed,
             self._memory.checked,
+            self._memory.lag(now, self._settings.heartbeat_expiry),
         )
 
     def _perform(self, effect: Effect) -> Outcome:
@@ -198,7 +200,13 @@ class RendezvousOpExecutor:
                 outcome = Slept()
             else:
                 known = self._memory.last
-                outcome = perform(effect, self._backend, self._node, self._settings, known=known)
+                started = time.monotonic()
+                try:
+                    outcome = perform(
+                        effect, self._backend, self._node, self._settings, known=known
+                    )
+                finally:
+                    self._memory.took(self._clock(), time.monotonic() - started)
         except RendezvousConnectionError as e:
             return Unreachable(str(e))
         except RendezvousError:

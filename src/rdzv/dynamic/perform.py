@@ -9,6 +9,7 @@ are left to the caller, which knows what time is.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -40,6 +41,10 @@ from rdzv.core.model import NodeDesc, RendezvousSettings, RendezvousState
 
 __all__ = ["STATE_CODEC", "Memory", "StateCodec", "perform", "snapshot_of"]
 
+
+LAG_FLOOR = 0.05
+"""Seconds under which a request's time is not kept as the backend's lag: a loopback
+request takes a millisecond, and a heartbeat expiry is seconds."""
 
 _decoding = threading.Lock()
 _recent: dict[bytes, RendezvousState] = {}
@@ -164,6 +169,8 @@ class Memory:
         self.observed: MappingProxyType[NodeDesc, float] = MappingProxyType({})
         self.checked: MappingProxyType[NodeDesc, float] = MappingProxyType({})
         """When the node last read each node's record on the board (its own clock)."""
+        self._lags: collections.deque[tuple[float, float]] = collections.deque()
+        """(end, seconds) of the requests that took :data:`LAG_FLOOR` or longer, oldest first."""
 
     def update(self, node: NodeDesc, effect: Effect, outcome: Outcome) -> None:
         """Take in what ``effect`` returned."""
@@ -186,6 +193,21 @@ class Memory:
                 self.observed = MappingProxyType({**seen, **fresher})
             if asked:
                 self.checked = MappingProxyType({**self.checked, **asked})
+
+    def took(self, end: float, seconds: float) -> None:
+        """A request to the backend ended (answered, or failed) at ``end`` after ``seconds``."""
+        if seconds < LAG_FLOOR:
+            return
+        with self._lock:
+            self._lags.append((end, seconds))
+
+    def lag(self, now: float, window: float) -> float:
+        """The longest a request took of those that ended within ``window`` before ``now``."""
+        with self._lock:
+            lags = self._lags
+            while lags and lags[0][0] < now - window:
+                lags.popleft()
+            return max((seconds for _, seconds in lags), default=0.0)
 
     def last_heartbeat(self, node: NodeDesc) -> float | None:
         """When ``node`` last sent a heartbeat, as far as this memory knows."""

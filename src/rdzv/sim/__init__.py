@@ -13,7 +13,8 @@ liveness at its end (:mod:`rdzv.sim.checks`).
 
 :func:`random_scenario` draws a job and its faults from a seed (one seed in eight
 also shares two cores between the nodes, and one in eight gives up to three nodes
-round trips of up to a quarter of the expiry); :func:`check_seed` runs it.
+round trips of up to half the expiry, and one in eight stalls the backend);
+:func:`check_seed` runs it.
 ``benchmarks/simulate.py`` runs large jobs for planning, the ``failure`` one as
 :func:`failure_scenario` builds it (so do the cost tests).
 """
@@ -134,7 +135,24 @@ def random_scenario(seed: int, max_nodes: int = 64) -> Scenario:
         max_skew=max_skew,
     )
     scenario = attrs.evolve(scenario, host=_loaded_host(seed, scenario))
-    return attrs.evolve(scenario, faults=_far_nodes(seed, scenario))
+    scenario = attrs.evolve(scenario, faults=_far_nodes(seed, scenario))
+    return attrs.evolve(scenario, faults=_stalls(seed, scenario))
+
+
+def _stalls(seed: int, job: Scenario) -> Faults:
+    """One seed in eight: the backend stalls once or twice, for half an expiry to three
+    (a frozen etcd, a stalled disk): nothing is applied meanwhile, nor answered. Drawn
+    apart from the job, which is the same with or without them."""
+    draw = random.Random(f"stall-{seed}")
+    if draw.random() >= 0.125:
+        return job.faults
+    expiry = job.interval * job.attempts
+    until = job.faults.until
+    stalls = []
+    for _ in range(draw.choice([1, 2])):
+        start = draw.uniform(0, until)
+        stalls.append((start, min(expiry * draw.uniform(0.5, 3.0), max(until - start, 0.01))))
+    return attrs.evolve(job.faults, stalls=tuple(sorted(stalls)))
 
 
 def _far_nodes(seed: int, job: Scenario) -> Faults:

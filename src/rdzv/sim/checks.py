@@ -12,7 +12,8 @@ Safety (checked on every state a compare-and-set writes):
 - a node whose join ended without a rank, and that took itself out, is in no
   round completed afterwards (until it joins again); one that could not (it
   crashed, or the backend was unreachable) is in none completed by a write
-  decided more than the heartbeat expiry (and twice the clock skew) later.
+  decided more than the heartbeat expiry (and twice the clock skew, and the
+  backend's lag as the deciding node saw it) later.
 
 Liveness (:func:`converged`): once faults stop, every live node ends in one
 common complete round, or all have stopped after the rendezvous closed.
@@ -96,10 +97,11 @@ class Checker:
                 f"{done.participants.get(node)}/{done.world_size}"
             )
 
-    def written(self, state: RendezvousState, at: float, decided: float) -> None:
+    def written(self, state: RendezvousState, at: float, decided: float, lag: float = 0.0) -> None:
         """A compare-and-set wrote ``state``: applied at ``at``, decided at ``decided`` (a
         write decided on a board read: when the board was asked, as of which the node
-        knows the heartbeats)."""
+        knows the heartbeats), by a node that saw the backend lag ``lag`` seconds (and
+        judged heartbeats that much earlier)."""
         last = self._last
         if last is not None:
             if state.round < last.round:
@@ -117,7 +119,7 @@ class Checker:
         if replayed is not None:
             self._fail(replayed)
         if state.complete:
-            self._complete(state, at, decided)
+            self._complete(state, at, decided, lag)
 
     def _consistent(self, state: RendezvousState) -> None:
         lists = [set(state.participants), set(state.wait_list), set(state.redundancy_list)]
@@ -126,7 +128,7 @@ class Checker:
         if set().union(*lists) != set(state.last_heartbeats):
             self._fail(f"the heartbeats do not match the members in round {state.round}")
 
-    def _complete(self, state: RendezvousState, at: float, decided: float) -> None:
+    def _complete(self, state: RendezvousState, at: float, decided: float, lag: float) -> None:
         done = self._completed.get(state.round)
         if done is None:
             ranks = sorted(state.participants.values())
@@ -138,7 +140,7 @@ class Checker:
                 self._fail(f"round {state.round} completed with {n} participants")
             self._completed[state.round] = _Completed(dict(state.participants), n, at)
             self.rounds_completed += 1
-            self._ghosts(state, at, decided)
+            self._ghosts(state, at, decided, lag)
             return
         for node, rank in state.participants.items():
             if done.participants.get(node) != rank:
@@ -146,7 +148,7 @@ class Checker:
         if state.world_size != done.world_size:
             self._fail(f"the world size of round {state.round} changed")
 
-    def _ghosts(self, state: RendezvousState, at: float, decided: float) -> None:
+    def _ghosts(self, state: RendezvousState, at: float, decided: float, lag: float) -> None:
         for node in state.participants:
             for absence in self._absences.get(node, ()):
                 if decided >= absence.end:
@@ -154,7 +156,7 @@ class Checker:
                 if absence.graceful:
                     ghost = at > absence.start
                 else:
-                    ghost = decided > absence.start + self._ghost_bound
+                    ghost = decided - lag > absence.start + self._ghost_bound
                 if ghost:
                     how = "left" if absence.graceful else "died"
                     self._fail(

@@ -37,6 +37,9 @@ class Faults:
     """(node, seconds): its join_timeout, where it is short."""
     outages: tuple[tuple[float, float], ...] = ()
     """(time, seconds): the backend answers no request."""
+    stalls: tuple[tuple[float, float], ...] = ()
+    """(time, seconds): the backend applies nothing (a frozen process, a stalled disk);
+    requests wait, and are applied in order once it resumes."""
     lost_replies: float = 0.0
     """Chance that a reply is lost after the request was applied."""
     lost_writes: tuple[tuple[float, float], ...] = ()
@@ -92,15 +95,19 @@ class Scenario:
     def liveness_bound(self) -> float:
         """Seconds after the faults stop within which every live node must be at rest.
 
-        A dead node is dropped after the expiry (and the skew); the survivors see it
-        within a poll; a round forms within a patience, a hold and its last call.
+        A dead node is dropped after the expiry (and the skew, and the backend's lag as
+        the nodes saw it: gone an expiry after the faults, but for slow nodes'); the
+        survivors see it within a poll; a round forms within a patience, a hold and its
+        last call.
         Twice that, for a cascade (a node that arrives while a round forms makes the
         next one), and the join deadline of a node that waits in a round that
         cannot complete.
         """
         s = self.settings
+        slowest = max((seconds for _, seconds in self.faults.slow), default=0.0)
         one = (
-            s.heartbeat_expiry
+            2 * s.heartbeat_expiry
+            + 2 * slowest
             + 2 * self.max_skew
             + self.poll
             + self.interval

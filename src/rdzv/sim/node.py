@@ -22,6 +22,10 @@ class Operation:
     effect: Effect | None = None
     gave_up: bool = False
     """The operation could not take its node out in time (a ``leave_failed`` event)."""
+    issued: float | None = None
+    """True time its request in flight was sent (``None``: none, or a wait)."""
+    lag: float = 0.0
+    """The backend's lag its last decision took into account (``Context.lag``)."""
 
 
 @attrs.define

@@ -30,6 +30,7 @@ from rdzv.core import (
     NodeDesc,
     RendezvousState,
     encode_state,
+    pacing,
     protocol,
 )
 from rdzv.core.effects import (
@@ -188,6 +189,8 @@ class World:
             self._at(f.close_at, self._close)
         for when, _ in f.outages:
             self._at(when, self._outage)
+        for when, seconds in f.stalls:
+            self._at(when, self._stall, seconds)
         quiet = max(f.until, *starts, at_least)
         end = quiet + s.liveness_bound()
         converged_at: float | None = None
@@ -273,6 +276,10 @@ class World:
         for node, run, _ in watchers.values():
             self._reply(node, run, Unreachable("simulated: the backend went down"), lost=True)
 
+    def _stall(self, seconds: float) -> None:
+        """The backend applies nothing for ``seconds``: what arrives waits in its queue."""
+        self.server.free_at = max(self.server.free_at, self.now + seconds)
+
     def _in_outage(self) -> bool:
         return any(t <= self.now < t + d for t, d in self.scenario.faults.outages)
 
@@ -292,16 +299,19 @@ class World:
         return run
 
     def advance(self, node: Node, run: Operation, outcome: Outcome) -> None:
+        now = self.clock(node)
+        lag = node.memory.lag(now, node.settings.heartbeat_expiry)
         ctx = protocol.Context(
             node.desc,
             node.settings,
-            self.clock(node),
+            now,
             self.rng.random(),
             True,
             True,
             self.scenario.reconnect_window,
             node.memory.observed,
             node.memory.checked,
+            lag,
         )
         result = protocol.step(run.progress, outcome, ctx)
         self.steps += 1
@@ -317,14 +327,21 @@ class World:
         # A write decided on a board read knows the heartbeats as of the asking (the
         # node's clock, made true time here), and the core judges them so
         # (rdzv.core.protocol): the checker dates it there, but never more than an
-        # expiry back, so that a reading kept too long shows as a ghost.
+        # expiry back, so that a reading kept too long shows as a ghost; the backend's
+        # lag as the node saw it, by which the core judges heartbeats earlier, goes along.
+        run.lag = pacing.heartbeat_lag(lag, node.settings.keep_alive_interval.total_seconds())
         decided = self.now
         asked = run.progress.board_asked
         if asked is not None:
             decided = max(asked - EPOCH - node.skew, self.now - node.settings.heartbeat_expiry)
+        if not isinstance(effect, Sleep | WaitForChange):
+            run.issued = self.now
         self._issue(node, run, effect, decided)
 
     def _deliver(self, node: Node, run: Operation, outcome: Outcome) -> None:
+        if run.issued is not None:
+            node.memory.took(self.clock(node), self.now - run.issued)
+            run.issued = None
         if run.effect is not None:
             known = node.knows_itself()
             node.memory.update(node.desc, run.effect, outcome)
@@ -380,7 +397,7 @@ class World:
             effect, self.backend, node.desc, node.settings, self.codec, node.memory.last
         )
         if isinstance(outcome, Written) and outcome.written and isinstance(effect, CompareAndSet):
-            self.checker.written(effect.state, self.now, decided)
+            self.checker.written(effect.state, self.now, decided, run.lag)
             self._count_false_deaths(before, effect.state)
             self._notify()
         lost = self.faulty() and self.rng.random() < self.scenario.faults.lost_replies
