@@ -330,7 +330,11 @@ def stuck_nodes(handlers: Mapping[int, Any]) -> list[dict[str, Any]]:
         if not thread.name.startswith("node-") or thread.ident not in frames:
             continue
         index = int(thread.name.removeprefix("node-"))
-        stack = traceback.extract_stack(frames[thread.ident])[-STUCK_FRAMES:]
+        # No source lines: reading them releases the GIL, which a worker of a thousand
+        # busy threads gives back only seconds later, once per file.
+        walked = traceback.walk_stack(frames[thread.ident])
+        stack = traceback.StackSummary.extract(walked, limit=STUCK_FRAMES, lookup_lines=False)
+        stack.reverse()
         entry: dict[str, Any] = {
             "node": index,
             "stack": [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack],
