@@ -3,28 +3,64 @@
 As torchrun's agent does, a launcher calls ``next_rendezvous()``, then polls
 ``num_nodes_waiting()`` and rendezvous again when it is above 0; the keep-alive
 beats beside it, as the shell's does on a backend with a heartbeat board, timed
-by the same pure rules (:mod:`rdzv.core.pacing`). The :class:`~rdzv.sim.world.World`
-runs their operations, delivers their timers and models everything else.
+by the same pure rules (:mod:`rdzv.core.pacing`). An :class:`Engine` (the
+:class:`~rdzv.sim.world.World`) runs their operations, delivers their timers and
+models everything else.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from rdzv.core import num_nodes_waiting, pacing, protocol
-from rdzv.core.effects import Fail, Failure, Finish, Started
+from rdzv.core.effects import Fail, Failure, Finish, Outcome, Started
+from rdzv.sim.checks import Checker
+from rdzv.sim.job import Scenario
 from rdzv.sim.node import Node, Operation
 
-if TYPE_CHECKING:
-    from rdzv.sim.world import World
+__all__ = ["Engine", "Shell"]
 
-__all__ = ["Shell"]
+
+class Engine(Protocol):
+    """What the shell needs of the simulation that runs it."""
+
+    now: float
+    scenario: Scenario
+    checker: Checker
+    rng: random.Random
+
+    def clock(self, node: Node) -> float:
+        """``node``'s reading of the time."""
+
+    def on_node(
+        self, node: Node, when: float, fn: Callable[..., None], *args: Any, records: int = 0
+    ) -> None:
+        """Call ``fn(*args)`` at ``when`` in ``node``'s process."""
+
+    def start_op(
+        self,
+        node: Node,
+        progress: protocol.Progress,
+        on_end: Callable[[Operation, Finish | Fail], None],
+    ) -> Operation:
+        """Run an operation on ``node``; ``on_end`` gets how it ended."""
+
+    def advance(self, node: Node, run: Operation, outcome: Outcome) -> None:
+        """Step ``run`` with ``outcome``."""
+
+    def faulty(self) -> bool:
+        """Whether faults may still happen."""
+
+    def note(self, node: Node, text: str) -> None:
+        """Add a line to the trace."""
 
 
 class Shell:
     """The launchers and keep-alives of a world's nodes."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: Engine) -> None:
         self.world = world
         self.scenario = world.scenario
         self.checker = world.checker
