@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -131,13 +132,18 @@ STALL = 8.0
 
 @pytest.mark.parametrize("backend", ["etcd-v2", "etcd-v3"])
 def test_a_round_outlives_etcd_frozen_past_the_heartbeat_expiry(
-    own_etcd: EtcdServer, run_id: str, backend: str, record: Callable[..., None]
+    own_etcd: EtcdServer,
+    run_id: str,
+    backend: str,
+    record: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """8 nodes in a round (keep-alive 1 s x 3) polling ``num_nodes_waiting()`` four times
     a second as launchers; etcd is frozen (SIGSTOP, as a stalled disk or a paused VM
     would) for 8 s, then resumes. No heartbeat could land meanwhile, so the first node to
     read after it must not take the others for dead: no launcher is told to rendezvous
-    again, and the round keeps all eight.
+    again, and the round keeps all eight. Each node logs that the backend lagged, and
+    that it answers quickly again.
 
     The simulator's ``test_a_round_outlives_a_backend_stall_longer_than_the_expiry`` is
     the same scenario in virtual time.
@@ -153,6 +159,7 @@ def test_a_round_outlives_etcd_frozen_past_the_heartbeat_expiry(
         keep_alive_max_attempt=3,
         join_timeout=60,
     )
+    caplog.set_level(logging.INFO, logger="rdzv.dynamic.executor")
     handlers = [get_rendezvous_handler(params) for _ in range(n)]
     stop = threading.Event()
     told: list[tuple[float, int]] = []
@@ -187,6 +194,10 @@ def test_a_round_outlives_etcd_frozen_past_the_heartbeat_expiry(
         assert not told, f"launchers told to rendezvous again after the stall: {told[:8]}"
         assert all(h.num_nodes_waiting() == 0 for h in handlers)
         assert {h.round for h in handlers} == {first_round}
+        lagged = [r for r in caplog.records if "judges other nodes' heartbeats late" in r.message]
+        quick = [r for r in caplog.records if "answers quickly again" in r.message]
+        assert lagged and all(r.levelno == logging.WARNING for r in lagged)
+        assert len(quick) >= n  # every node, once etcd answered quickly for an expiry
         record(stall_s=STALL, told=len(told), checked_s=time.monotonic() - resumed)
     finally:
         stop.set()

@@ -95,6 +95,7 @@ class RendezvousOpExecutor:
         self._has_board = isinstance(backend, HeartbeatBoard)
         self._running = 0  # operations in progress (a join and a launcher's read may overlap)
         self._running_lock = threading.Lock()
+        self._lagging = False  # a request took a keep-alive interval or more lately
 
     @property
     def has_board(self) -> bool:
@@ -206,7 +207,7 @@ class RendezvousOpExecutor:
                         effect, self._backend, self._node, self._settings, known=known
                     )
                 finally:
-                    self._memory.took(self._clock(), time.monotonic() - started)
+                    self._took(time.monotonic() - started)
         except RendezvousConnectionError as e:
             return Unreachable(str(e))
         except RendezvousError:
@@ -223,6 +224,36 @@ class RendezvousOpExecutor:
         if admitted is not None and not was_known and self.knows_this_node():
             admitted()
         return outcome
+
+    def _took(self, seconds: float) -> None:
+        """Keep a request's time as the backend's lag (:attr:`Context.lag`), and say when
+        it starts to count, and when it no longer does."""
+        now = self._clock()
+        self._memory.took(now, seconds)
+        interval = self._settings.keep_alive_interval.total_seconds()
+        if seconds >= interval:
+            if not self._lagging:
+                self._lagging = True
+                logger.warning(
+                    "Node %s: a request to the rendezvous backend '%s' took %.1f s, as long "
+                    "as the keep-alive interval (%.1f s) or longer. Until its requests are "
+                    "quick again, this node judges other nodes' heartbeats late by as much, "
+                    "so that a stalled backend does not make them look dead; a node that "
+                    "died meanwhile is dropped that much later. If this repeats, check the "
+                    "backend's load and disk.",
+                    self._node,
+                    self._backend.name,
+                    seconds,
+                    interval,
+                )
+        elif self._lagging and self._memory.lag(now, self._settings.heartbeat_expiry) < interval:
+            self._lagging = False
+            logger.info(
+                "Node %s: the rendezvous backend '%s' answers quickly again; heartbeats are "
+                "judged by this node's clock again.",
+                self._node,
+                self._backend.name,
+            )
 
 
 def _report(events: tuple[Event, ...]) -> None:
