@@ -164,10 +164,14 @@ class Heartbeats:
         return pacing.heartbeat_delay(last, self._clock(), self._interval)
 
 
+UNEXPECTED_RETRY = 1.0
+"""Seconds, at least, before a heartbeat that raised an unexpected error is tried again."""
+
+
 class KeepAliveThread:
     """Calls ``beat`` (a bound method) after ``first`` seconds, then after whatever delay it
     returns (or at once when woken), until stopped or until the method's object is
-    collected.
+    collected. An unexpected error of ``beat`` is logged, and the beats go on.
 
     The thread holds only a weak reference to the object, so dropping the last
     reference to a handler stops its heartbeats (its node then expires).
@@ -198,7 +202,18 @@ class KeepAliveThread:
             beat = method()
             if beat is None:
                 return
-            delay = beat()
+            try:
+                delay = beat()
+            except Exception:
+                # Not for good: its node would be dropped, join again, and be dropped
+                # again, for ever, its thread never started again.
+                delay = max(delay, UNEXPECTED_RETRY)
+                logger.exception(
+                    "The heartbeats of %s failed unexpectedly (a bug in rdzv; please "
+                    "report it); the next comes in %.1f s.",
+                    threading.current_thread().name,
+                    delay,
+                )
             del beat
 
     def wake(self) -> None:
