@@ -79,6 +79,11 @@ class Context:
     checked: Mapping[NodeDesc, float] = attrs.field(factory=dict)
     lag: float = 0.0
 
+    @property
+    def heartbeat_lag(self) -> float:
+        """How much earlier this node judges heartbeats (:func:`.pacing.heartbeat_lag`)."""
+        return pacing.heartbeat_lag(self.lag, self.settings.keep_alive_interval.total_seconds())
+
 
 @attrs.frozen
 class Outage:
@@ -224,7 +229,7 @@ def wait(
         p.deadline,
         own,
         beats=not ctx.has_board,
-        lag=pacing.heartbeat_lag(ctx.lag, ctx.settings.keep_alive_interval.total_seconds()),
+        lag=ctx.heartbeat_lag,
     )
     until = min(until, wake + pacing.WAKE_MARGIN, ctx.now + pacing.MAX_WAIT)
     return p, WaitForChange(token, max(until, ctx.now))

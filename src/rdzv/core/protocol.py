@@ -383,16 +383,12 @@ def _judged(moment: float, ctx: Context) -> float:
     (``ctx.lag``); a heartbeat is not judged late by less than that
     (:func:`rdzv.core.pacing.heartbeat_lag`).
     """
-    return moment - _lag(ctx)
-
-
-def _lag(ctx: Context) -> float:
-    return pacing.heartbeat_lag(ctx.lag, ctx.settings.keep_alive_interval.total_seconds())
+    return moment - ctx.heartbeat_lag
 
 
 def _checked(ctx: Context) -> Mapping[NodeDesc, float]:
     """When the node read each board record, less the lag: what the board could hold."""
-    lag = _lag(ctx)
+    lag = ctx.heartbeat_lag
     return _Earlier(ctx.checked, lag) if lag else ctx.checked
 
 

@@ -30,7 +30,6 @@ from rdzv.core import (
     NodeDesc,
     RendezvousState,
     encode_state,
-    pacing,
     protocol,
 )
 from rdzv.core.effects import (
@@ -329,7 +328,7 @@ class World:
         # (rdzv.core.protocol): the checker dates it there, but never more than an
         # expiry back, so that a reading kept too long shows as a ghost; the backend's
         # lag as the node saw it, by which the core judges heartbeats earlier, goes along.
-        run.lag = pacing.heartbeat_lag(lag, node.settings.keep_alive_interval.total_seconds())
+        run.lag = ctx.heartbeat_lag
         decided = self.now
         asked = run.progress.board_asked
         if asked is not None:
