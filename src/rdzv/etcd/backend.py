@@ -18,12 +18,18 @@ Beside the state, in directories of the key-value protocol:
   :attr:`EtcdKVBackend.INTENT_TTL` seconds;
 - the heartbeats, ``<key>.heartbeats/<node>``, one per node, each with a TTL.
 
+With heartbeats on their own keys, a stable round writes no state: each node's
+beats renew the state's TTL now and then (:meth:`EtcdKVBackend.beat`), or it would
+expire ``ttl`` after the round formed, and every launcher would restart its workers.
+
 The subclasses add only their name, their client's errors and how they read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import random
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
@@ -45,6 +51,8 @@ from rdzv.etcd.kv import Entry, EtcdKV, NotADirectory, watch_until
 
 __all__ = ["EtcdKVBackend"]
 
+logger = logging.getLogger(__name__)
+
 
 class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Holds the state of ``run_id`` at ``<key_prefix>/<run_id>``; subclassed per API.
@@ -63,6 +71,9 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Seconds an intent stays in etcd at least, a safety net: segments are deleted
     once admitted, and a node not admitted by then posts again."""
     DEFAULT_SEGMENT_ENTRIES = 256
+    RENEWAL = (0.25, 0.5)
+    """A node renews the state's TTL at its first beat this many TTLs (drawn between the
+    two) after the last renewal: the renewals of a round's nodes spread over time."""
     client_errors: ClassVar[tuple[type[BaseException], ...]]
     """The client's errors, which :meth:`_connection_error` reports."""
 
@@ -89,6 +100,7 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         self._segment_entries = intent_segment_entries
         self._intents = f"{self._key}.intents".encode()
         self._beats = f"{self._key}.heartbeats".encode()
+        self._renew_at = self._next_renewal()
 
     @property
     def reconnect_window(self) -> float:
@@ -213,8 +225,26 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return records, segment * LOG_SEGMENT_SPAN + last
 
     def beat(self, name: str, record: bytes, ttl: float) -> None:
+        """Write the record; and, every quarter to half a TTL, renew the state's TTL.
+
+        A stable round writes no state, so its nodes keep it alive: while one of them
+        beats, the state does not expire; once none does, it expires as it would
+        after its last write. A failed renewal is logged and tried at the next beat.
+        """
         with self._requests():
             self._kv.put(self._beat_key(name), record, ttl=ttl)
+        if time.monotonic() < self._renew_at:
+            return
+        try:
+            with self._requests():
+                self._kv.renew(self._raw_key, self._ttl)
+        except RendezvousConnectionError as e:
+            logger.warning("Could not renew the TTL of the rendezvous state: %s", e)
+            return
+        self._renew_at = self._next_renewal()
+
+    def _next_renewal(self) -> float:
+        return time.monotonic() + self._ttl * random.uniform(*self.RENEWAL)  # noqa: S311
 
     def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
         """Up to :attr:`FEW_BEATS` names, their keys are read; more, the board is listed.

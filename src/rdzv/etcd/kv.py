@@ -150,6 +150,16 @@ class EtcdKV(Protocol):
         """
         ...
 
+    def renew(self, key: bytes, ttl: float) -> None:
+        """Have ``key``, written with ``ttl``, live on as if written again, without a write.
+
+        v2 refreshes its TTL (a refresh wakes no watcher but moves the key's
+        ``modifiedIndex``, so only once under three quarters of it is left, and
+        only if the key is as it was read); v3 keeps its lease alive, which
+        changes no revision. Nothing happens to an absent key.
+        """
+        ...
+
     def append(self, directory: bytes, value: bytes, *, ttl: float) -> None:
         """Add a new key holding ``value`` to ``directory``, created after every earlier one.
 

@@ -24,6 +24,9 @@ __all__ = ["EtcdV2KV", "v2_entry"]
 # etcd v2 actions whose event node carries no value: the key is gone afterwards.
 _REMOVE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
 
+RENEW_BELOW = 0.75
+""":meth:`EtcdV2KV.renew` refreshes a key once less than this fraction of its TTL is left."""
+
 
 class EtcdV2KV:
     """:class:`~rdzv.etcd.kv.EtcdKV` over a python-etcd client (or the failover client)."""
@@ -121,6 +124,19 @@ class EtcdV2KV:
         except (etcd.EtcdAlreadyExist, etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
             return Swap(False)
         return Swap(True, result.modifiedIndex)
+
+    def renew(self, key: bytes, ttl: float) -> None:
+        path = key.decode("utf-8")
+        try:
+            node = self.client.read(path)
+        except etcd.EtcdKeyNotFound:
+            return
+        left = node.ttl
+        if left is None or left >= RENEW_BELOW * ttl:
+            return
+        with contextlib.suppress(etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
+            # Written or refreshed since the read: renewed by that.
+            self.client.refresh(path, _seconds(ttl), prevIndex=node.modifiedIndex)
 
     def append(self, directory: bytes, value: bytes, *, ttl: float) -> None:
         self._write(directory.decode("utf-8"), value, append=True, ttl=_seconds(ttl))

@@ -69,6 +69,9 @@ class EtcdV3KV:
         written, revision, now = self.client.put_if(key, value, version, ttl=ttl)
         return Swap(written, revision, _v3_entry(now), True)
 
+    def renew(self, key: bytes, ttl: float) -> None:
+        self.client.keep_alive(key)
+
     def append(self, directory: bytes, value: bytes, *, ttl: float) -> None:
         self.client.put(directory + b"/" + uuid.uuid4().hex.encode(), value, ttl=ttl)
 

@@ -283,6 +283,19 @@ class EtcdV3Client:
 
         return self._leases.with_lease(ttl, attempt)
 
+    def keep_alive(self, key: bytes) -> bool:
+        """Renew the lease ``key`` is attached to, to its full TTL; whether etcd holds it.
+
+        Two requests, neither a raft write (a keys-only read, and a lease keep-alive,
+        which the leader serves): the key's revisions do not change.
+        """
+        kvs = self._auth.post("kv/range", {"key": b64(key), "keys_only": True}).get("kvs") or []
+        lease = key_value(kvs[0]).lease if kvs else 0
+        if not lease:
+            return False
+        answer = self._auth.post("lease/keepalive", {"ID": str(lease)}).get("result") or {}
+        return int_field(answer.get("TTL")) > 0
+
     def prefetch_lease(self, ttl: float) -> None:
         """Start granting the lease that writes with ``ttl`` use, unless one is cached or
         coming: a write soon after finds it granted (see :class:`LeaseCache`)."""
