@@ -18,8 +18,10 @@ __all__ = ["EtcdV3KV"]
 class EtcdV3KV:
     """:class:`~rdzv.etcd.kv.EtcdKV` over an :class:`~rdzv.etcd.v3_client.EtcdV3Client`."""
 
-    def __init__(self, client: EtcdV3Client) -> None:
+    def __init__(self, client: EtcdV3Client, shared: str | None = None) -> None:
         self.client = client
+        self.shared = shared
+        """The scope whose writers share leases (:mod:`rdzv.etcd.v3_leases`), if any."""
 
     @property
     def endpoint(self) -> str:
@@ -60,20 +62,23 @@ class EtcdV3KV:
         self.client.release_watches()
 
     def put(self, key: bytes, value: bytes, *, ttl: float | None = None) -> None:
-        self.client.put(key, value, ttl=ttl)
+        self.client.put(key, value, ttl=ttl, shared=self.shared)
 
     def put_if(
         self, key: bytes, value: bytes, version: int | None, *, ttl: int | None = None
     ) -> Swap:
         # The failed transaction read the key: no second request before retrying.
-        written, revision, now = self.client.put_if(key, value, version, ttl=ttl)
+        written, revision, now = self.client.put_if(
+            key, value, version, ttl=ttl, shared=self.shared
+        )
         return Swap(written, revision, _v3_entry(now), True)
 
     def renew(self, key: bytes, ttl: float) -> None:
         self.client.keep_alive(key)
 
     def append(self, directory: bytes, value: bytes, *, ttl: float) -> None:
-        self.client.put(directory + b"/" + uuid.uuid4().hex.encode(), value, ttl=ttl)
+        key = directory + b"/" + uuid.uuid4().hex.encode()
+        self.client.put(key, value, ttl=ttl, shared=self.shared)
 
     def list_dir(self, directory: bytes) -> list[Listed]:
         kvs = self.client.get_prefix(directory + b"/")

@@ -166,7 +166,7 @@ class EtcdV3Client:
         self._auth = TokenAuth(
             self._session.headers, credentials, self._request, lambda: self.endpoint
         )
-        self._leases = LeaseCache(self._auth.post, lambda: self.endpoint, read_timeout)
+        self._leases = LeaseCache(self._auth.post, lambda: self.endpoint)
         self._watches = WatchReader(
             self._pool,
             self._session.connect,
@@ -272,8 +272,14 @@ class EtcdV3Client:
             responses += self._auth.post("kv/txn", txn).get("responses") or []
         return responses
 
-    def put(self, key: bytes, value: bytes, *, ttl: float | None = None) -> int:
-        """Write ``key``; with ``ttl`` it vanishes one to two TTLs later. Returns its revision."""
+    def put(
+        self, key: bytes, value: bytes, *, ttl: float | None = None, shared: str | None = None
+    ) -> int:
+        """Write ``key``; with ``ttl`` it vanishes one to two TTLs later. Returns its revision.
+
+        ``shared`` names the writers whose keys of one TTL share leases (see
+        :mod:`rdzv.etcd.v3_leases`); without it, this client's writes share them.
+        """
 
         def attempt(lease: int) -> int:
             body: dict[str, Any] = {"key": b64(key), "value": b64(value)}
@@ -281,7 +287,7 @@ class EtcdV3Client:
                 body["lease"] = str(lease)
             return header_revision(self._auth.post("kv/put", body))
 
-        return self._leases.with_lease(ttl, attempt)
+        return self._leases.with_lease(ttl, attempt, shared)
 
     def keep_alive(self, key: bytes) -> bool:
         """Renew the lease ``key`` is attached to, to its full TTL; whether etcd holds it.
@@ -296,23 +302,24 @@ class EtcdV3Client:
         answer = self._auth.post("lease/keepalive", {"ID": str(lease)}).get("result") or {}
         return int_field(answer.get("TTL")) > 0
 
-    def prefetch_lease(self, ttl: float) -> None:
-        """Start granting the lease that writes with ``ttl`` use, unless one is cached or
-        coming: a write soon after finds it granted (see :class:`LeaseCache`)."""
-        self._leases.prefetch(ttl)
-
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Write each (key, value), in one transaction per 128 keys: atomic up to 128."""
         self._transactions([{"request_put": {"key": b64(k), "value": b64(v)}} for k, v in items])
 
     def put_if(
-        self, key: bytes, value: bytes, mod_revision: int | None, *, ttl: float | None = None
+        self,
+        key: bytes,
+        value: bytes,
+        mod_revision: int | None,
+        *,
+        ttl: float | None = None,
+        shared: str | None = None,
     ) -> tuple[bool, int, KeyValue | None]:
         """Write ``key`` if its mod revision is ``mod_revision`` (``None``: if it is absent).
 
         Returns ``(True, revision of the write, None)``, or ``(False, 0, current)``
         where ``current`` is the key as it is (``None`` when absent): one
-        transaction either way.
+        transaction either way. ``ttl`` and ``shared`` as for :meth:`put`.
         """
         encoded = b64(key)
         compare: dict[str, Any] = {"key": encoded, "result": "EQUAL"}
@@ -335,7 +342,7 @@ class EtcdV3Client:
                 return True, header_revision(result), None
             return False, 0, _ranged_key(result)
 
-        return self._leases.with_lease(ttl, attempt)
+        return self._leases.with_lease(ttl, attempt, shared)
 
     def delete(self, key: bytes, *, prefix: bool = False) -> int:
         """Delete ``key`` (with ``prefix``: every key starting with it); return how many went."""
