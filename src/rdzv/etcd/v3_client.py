@@ -163,6 +163,7 @@ class EtcdV3Client:
         )
         self._read_timeout = read_timeout
         credentials = (username, password) if username and password else None
+        self._credentials = credentials is not None
         self._auth = TokenAuth(
             self._session.headers, credentials, self._request, lambda: self.endpoint
         )
@@ -186,6 +187,11 @@ class EtcdV3Client:
     def pool(self) -> MemberPool:
         """The members and their health."""
         return self._pool
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether the client signs in as an etcd user (username and password)."""
+        return self._credentials
 
     @property
     def read_timeout(self) -> float:
