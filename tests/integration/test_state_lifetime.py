@@ -9,6 +9,7 @@ and torchrun restarted every worker, every two hours.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -106,3 +107,35 @@ def test_the_state_of_an_abandoned_run_still_expires(endpoint: tuple[str, str]) 
     while _stored(params) and time.monotonic() < deadline:
         time.sleep(0.25)
     assert not _stored(params)
+
+
+def test_a_failed_renewal_fails_no_heartbeat_and_is_tried_again(
+    endpoint: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """etcd refuses the renewals for a while (two beats): the beats go through, one
+    warning says so, the third beat renews, and an info line says that too."""
+    params = _params(*endpoint, count=1)
+    module: Any = etcd if params.backend == "etcd-v2" else etcd_v3
+    backend, _ = module.create_backend(params)
+    created = backend.set_state(b"one")
+    assert created is not None
+    kv = backend._kv  # etcd refusing is injected at the key-value layer
+    renew, refused, renewed = kv.renew, [], []
+
+    def refusing(key: bytes, ttl: float) -> None:
+        if len(refused) < 2:
+            refused.append(key)
+            raise backend.client_errors[0]("etcd refused the renewal (injected)")
+        renew(key, ttl)
+        renewed.append(key)
+
+    kv.renew = refusing
+    with caplog.at_level(logging.INFO, logger="rdzv.etcd.backend"):
+        for beat in range(3):
+            backend._renew_at = 0.0  # a renewal is due at each beat
+            backend.beat("node", f"{beat}".encode(), 30)
+    assert len(refused) == 2 and len(renewed) == 1
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in messages] == ["WARNING", "INFO"], messages
+    assert "injected" in messages[0][1] and "renewed again" in messages[1][1]
+    assert backend._renew_at > time.monotonic()  # the next renewal is a while off

@@ -71,9 +71,12 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Seconds an intent stays in etcd at least, a safety net: segments are deleted
     once admitted, and a node not admitted by then posts again."""
     DEFAULT_SEGMENT_ENTRIES = 256
-    RENEWAL = (0.25, 0.5)
+    RENEWAL = (0.125, 0.25)
     """A node renews the state's TTL at its first beat this many TTLs (drawn between the
-    two) after the last renewal: the renewals of a round's nodes spread over time."""
+    two) after the last renewal: the renewals of a round's nodes spread over time. At
+    most a quarter apart, a node alone keeps the state: etcd-v2 refreshes it once less
+    than three quarters are left (:data:`rdzv.etcd.kv_v2.RENEW_BELOW`), so half a TTL
+    is left to spare, less the keep-alive interval a beat may come late."""
     client_errors: ClassVar[tuple[type[BaseException], ...]]
     """The client's errors, which :meth:`_connection_error` reports."""
 
@@ -101,6 +104,7 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         self._intents = f"{self._key}.intents".encode()
         self._beats = f"{self._key}.heartbeats".encode()
         self._renew_at = self._next_renewal()
+        self._renewal_failed = False
 
     @property
     def reconnect_window(self) -> float:
@@ -225,11 +229,12 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         return records, segment * LOG_SEGMENT_SPAN + last
 
     def beat(self, name: str, record: bytes, ttl: float) -> None:
-        """Write the record; and, every quarter to half a TTL, renew the state's TTL.
+        """Write the record; and, every eighth to quarter of a TTL, renew the state's TTL.
 
         A stable round writes no state, so its nodes keep it alive: while one of them
         beats, the state does not expire; once none does, it expires as it would
-        after its last write. A failed renewal is logged and tried at the next beat.
+        after its last write. A failed renewal does not fail the beat: it is tried
+        again at the next one, and logged once until one succeeds.
         """
         with self._requests():
             self._kv.put(self._beat_key(name), record, ttl=ttl)
@@ -239,8 +244,19 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
             with self._requests():
                 self._kv.renew(self._raw_key, self._ttl)
         except RendezvousConnectionError as e:
-            logger.warning("Could not renew the TTL of the rendezvous state: %s", e)
+            if not self._renewal_failed:
+                self._renewal_failed = True
+                logger.warning(
+                    "Could not renew the TTL (%d s) of the rendezvous state %s: %s. Trying "
+                    "again at each heartbeat; the state expires if none succeeds in time.",
+                    self._ttl,
+                    self._key,
+                    e,
+                )
             return
+        if self._renewal_failed:
+            self._renewal_failed = False
+            logger.info("The TTL of the rendezvous state %s is renewed again.", self._key)
         self._renew_at = self._next_renewal()
 
     def _next_renewal(self) -> float:

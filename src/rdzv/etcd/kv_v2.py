@@ -131,8 +131,8 @@ class EtcdV2KV:
             node = self.client.read(path)
         except etcd.EtcdKeyNotFound:
             return
-        left = node.ttl
-        if left is None or left >= RENEW_BELOW * ttl:
+        left = node.ttl  # whole seconds, rounded up: up to one more than is left
+        if left is None or left - 1 >= RENEW_BELOW * ttl:
             return
         with contextlib.suppress(etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
             # Written or refreshed since the read: renewed by that.
