@@ -130,12 +130,12 @@ def test_a_failed_renewal_fails_no_heartbeat_and_is_tried_again(
         renewed.append(key)
 
     kv.renew = refusing
-    with caplog.at_level(logging.INFO, logger="rdzv.etcd.backend"):
+    with caplog.at_level(logging.INFO, logger="rdzv.etcd.renewal"):
         for beat in range(3):
-            backend._renew_at = 0.0  # a renewal is due at each beat
+            backend._renewal._at = 0.0  # a renewal is due at each beat
             backend.beat("node", f"{beat}".encode(), 30)
     assert len(refused) == 2 and len(renewed) == 1
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert [level for level, _ in messages] == ["WARNING", "INFO"], messages
     assert "injected" in messages[0][1] and "renewed again" in messages[1][1]
-    assert backend._renew_at > time.monotonic()  # the next renewal is a while off
+    assert not backend._renewal.due()  # the next renewal is a while off

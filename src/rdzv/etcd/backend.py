@@ -28,8 +28,6 @@ The subclasses add only their name, their client's errors and how they read.
 from __future__ import annotations
 
 import contextlib
-import logging
-import random
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
@@ -48,10 +46,9 @@ from rdzv.backends.base import (
 )
 from rdzv.core.intents import LOG_SEGMENT_SPAN
 from rdzv.etcd.kv import Entry, EtcdKV, NotADirectory, watch_until
+from rdzv.etcd.renewal import StateRenewal
 
 __all__ = ["EtcdKVBackend"]
-
-logger = logging.getLogger(__name__)
 
 
 class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
@@ -71,12 +68,6 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
     """Seconds an intent stays in etcd at least, a safety net: segments are deleted
     once admitted, and a node not admitted by then posts again."""
     DEFAULT_SEGMENT_ENTRIES = 256
-    RENEWAL = (0.125, 0.25)
-    """A node renews the state's TTL at its first beat this many TTLs (drawn between the
-    two) after the last renewal: the renewals of a round's nodes spread over time. At
-    most a quarter apart, a node alone keeps the state: etcd-v2 refreshes it once less
-    than three quarters are left (:data:`rdzv.etcd.kv_v2.RENEW_BELOW`), so half a TTL
-    is left to spare, less the keep-alive interval a beat may come late."""
     client_errors: ClassVar[tuple[type[BaseException], ...]]
     """The client's errors, which :meth:`_connection_error` reports."""
 
@@ -103,8 +94,7 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         self._segment_entries = intent_segment_entries
         self._intents = f"{self._key}.intents".encode()
         self._beats = f"{self._key}.heartbeats".encode()
-        self._renew_at = self._next_renewal()
-        self._renewal_failed = False
+        self._renewal = StateRenewal(self._key, self._ttl)
 
     @property
     def reconnect_window(self) -> float:
@@ -238,29 +228,12 @@ class EtcdKVBackend(RendezvousBackend, IntentLog, HeartbeatBoard):
         """
         with self._requests():
             self._kv.put(self._beat_key(name), record, ttl=ttl)
-        if time.monotonic() < self._renew_at:
-            return
-        try:
-            with self._requests():
-                self._kv.renew(self._raw_key, self._ttl)
-        except RendezvousConnectionError as e:
-            if not self._renewal_failed:
-                self._renewal_failed = True
-                logger.warning(
-                    "Could not renew the TTL (%d s) of the rendezvous state %s: %s. Trying "
-                    "again at each heartbeat; the state expires if none succeeds in time.",
-                    self._ttl,
-                    self._key,
-                    e,
-                )
-            return
-        if self._renewal_failed:
-            self._renewal_failed = False
-            logger.info("The TTL of the rendezvous state %s is renewed again.", self._key)
-        self._renew_at = self._next_renewal()
+        if self._renewal.due():
+            self._renewal.renew(self._renew_state)
 
-    def _next_renewal(self) -> float:
-        return time.monotonic() + self._ttl * random.uniform(*self.RENEWAL)  # noqa: S311
+    def _renew_state(self) -> None:
+        with self._requests():
+            self._kv.renew(self._raw_key, self._ttl)
 
     def read_beats(self, names: Sequence[str]) -> dict[str, bytes]:
         """Up to :attr:`FEW_BEATS` names, their keys are read; more, the board is listed.
