@@ -8,9 +8,11 @@ import urllib.request
 from rdzv.etcd_server import EtcdServer
 
 
-def metric(server: EtcdServer, name: str, **labels: str) -> float:
-    """The sum of metric ``name`` over the series whose labels include ``labels``."""
-    text = urllib.request.urlopen(f"{server.get_client_url()}/metrics", timeout=10).read()
+def metric(server: EtcdServer | str, name: str, **labels: str) -> float:
+    """The sum of metric ``name`` over the series whose labels include ``labels``;
+    ``server`` an etcd, or the ``host:port`` of one (http)."""
+    url = f"http://{server}" if isinstance(server, str) else server.get_client_url()
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read()
     total = 0.0
     for line in text.decode().splitlines():
         match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import trustme
+from _etcd_metrics import metric
 from _silent import closed_endpoint
 from _threads import rendezvous as threaded_rendezvous
 
@@ -199,6 +200,34 @@ def test_with_etcd_auth_each_node_keeps_leases_of_its_own(auth_etcd: str) -> Non
     beats = {lease for key, lease in leases.items() if b".heartbeats/" in key}
     intents = {lease for key, lease in leases.items() if b".intents/" in key}
     assert len(beats) == 2 and len(intents) == 2
+
+
+def test_with_etcd_auth_a_joining_node_grants_its_lease_while_it_reads_the_state(
+    auth_etcd: str,
+) -> None:
+    """A grant is a raft write: in front of a node's first write, at 256 nodes, while
+    the first to place itself waited for its grant, more found no steward and lost a
+    write (0.6 lost writes a node, against 0.1). With leases of its own, the node's
+    read of the state starts the grant; its intent and the state share the lease."""
+    host, port = auth_etcd.split(":")
+    client = EtcdV3Client(host, int(port), username="root", password="s3cret")
+    backend = EtcdV3RendezvousBackend(client, f"prefetch-{uuid.uuid4().hex[:6]}")
+
+    def grants() -> float:
+        return metric(auth_etcd, "grpc_server_started_total", grpc_method="LeaseGrant")
+
+    before = grants()
+    assert backend.get_state() is None
+    deadline = time.monotonic() + 5
+    while grants() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert grants() - before == 1  # granted before any write
+    created = backend.set_state(b"one")
+    assert created is not None and created[2] is True
+    backend.post_intent(b"intent", created[1])
+    assert grants() - before == 1
+    leases = _leases(backend)
+    assert len(set(leases.values())) == 1 and 0 not in leases.values()
 
 
 def test_wait_for_change_returns_the_state_it_fired_on(backend: EtcdV3RendezvousBackend) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from rdzv._lazy import lazy_getattr
 from rdzv.api import RendezvousConnectionError, RendezvousParameters
+from rdzv.backends.base import Token
 from rdzv.backends.etcd import DEFAULT_KEY_PREFIX, state_options
 from rdzv.etcd.backend import EtcdKVBackend
 from rdzv.etcd.kv_v3 import EtcdV3KV
@@ -69,13 +70,25 @@ class EtcdV3RendezvousBackend(EtcdKVBackend):
         # every key on it, 3.5 ms a write once 4,000 heartbeats share one (against
         # 0.8 ms), and writers of different roles could not share at all.
         shared = None if client.authenticates else f"rdzv-run\0{prefix}\0{run_id}"
-        kv = EtcdV3KV(client, shared=shared)
-        super().__init__(kv, run_id, prefix, ttl, intent_segment_entries)
+        self._kv: EtcdV3KV = EtcdV3KV(client, shared=shared)
+        super().__init__(self._kv, run_id, prefix, ttl, intent_segment_entries)
         self._client = client
 
     @property
     def name(self) -> str:
         return "etcd-v3"
+
+    def get_state(self) -> tuple[bytes, Token] | None:
+        """Read the state; and, with leases of its own (etcd auth), have the client grant
+        the one this node's next writes (its intent, a write of the state) will need.
+
+        A grant is a raft write: in front of a node's first write, while the first node
+        of a large job to place itself waited for its grant, more nodes found no
+        steward and lost a write. Shared leases need no grant a node.
+        """
+        if self._kv.shared is None:
+            self._client.prefetch_lease(self._ttl)
+        return super().get_state()
 
     def _intent_ttl(self) -> float:
         """The state's TTL, not :attr:`INTENT_TTL`: one lease then serves the run's intents

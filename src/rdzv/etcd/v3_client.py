@@ -167,7 +167,7 @@ class EtcdV3Client:
         self._auth = TokenAuth(
             self._session.headers, credentials, self._request, lambda: self.endpoint
         )
-        self._leases = LeaseCache(self._auth.post, lambda: self.endpoint)
+        self._leases = LeaseCache(self._auth.post, lambda: self.endpoint, read_timeout)
         self._watches = WatchReader(
             self._pool,
             self._session.connect,
@@ -294,6 +294,11 @@ class EtcdV3Client:
             return header_revision(self._auth.post("kv/put", body))
 
         return self._leases.with_lease(ttl, attempt, shared)
+
+    def prefetch_lease(self, ttl: float) -> None:
+        """Start granting this client's lease for writes with ``ttl``, unless one is cached
+        or coming: a write soon after finds it granted (see :class:`LeaseCache`)."""
+        self._leases.prefetch(ttl)
 
     def keep_alive(self, key: bytes) -> bool:
         """Renew the lease ``key`` is attached to, to its full TTL; whether etcd holds it.
